@@ -1,0 +1,150 @@
+"""Labelled audio clips with train/validation/test splits, from three layouts.
+
+- Speech Commands v2: ``<root>/<label>/<speaker>_nohash_<n>.wav`` plus ``validation_list.txt``
+  and ``testing_list.txt``; everything else is training; ``_background_noise_`` is excluded.
+- Folder per class: ``<root>/<label>/*.{wav,flac,ogg}``, split deterministically by file.
+- The synthetic demo set: espeak-ng speech written in the Speech Commands layout (``synth``),
+  generated into the cache the first time it is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import DatasetError
+from .store import cache_dir
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+SPLITS = ("train", "validation", "test")
+_SC_LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
+_IGNORED_DIRS = {"_background_noise_"}
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    label: str
+    split: str
+
+
+@dataclass(frozen=True)
+class AudioDataset:
+    """A set of labelled clips. ``labels`` are sorted; ``layout`` says how it was read."""
+
+    name: str
+    root: Path
+    layout: str
+    labels: tuple[str, ...]
+    clips: tuple[Clip, ...]
+
+    def split(self, name: str) -> list[Clip]:
+        """The clips of one split (``train``, ``validation`` or ``test``); never empty."""
+        if name not in SPLITS:
+            raise DatasetError(f"Unknown split '{name}'; choose one of {', '.join(SPLITS)}.")
+        clips = [c for c in self.clips if c.split == name]
+        if not clips:
+            raise DatasetError(f"The {name} split of {self.root} is empty.")
+        return clips
+
+    def counts(self) -> pd.DataFrame:
+        """Clips per label and split: index label, columns the splits."""
+        frame = pd.DataFrame([(c.label, c.split) for c in self.clips], columns=["label", "split"])
+        table = frame.value_counts().unstack(fill_value=0)
+        return table.reindex(columns=list(SPLITS), fill_value=0)
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def _label_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise DatasetError(f"No dataset folder at {root}.")
+    dirs = sorted(
+        d for d in root.iterdir()
+        if d.is_dir() and d.name not in _IGNORED_DIRS and not d.name.startswith(".") and _audio_files(d)
+    )
+    if not dirs:
+        raise DatasetError(
+            f"{root} has no class folders with audio files "
+            f"(expected <root>/<label>/*{'|'.join(AUDIO_SUFFIXES)})."
+        )
+    return dirs
+
+
+def is_speech_commands(root: Path) -> bool:
+    return all((Path(root) / name).is_file() for name in _SC_LISTS.values())
+
+
+def read_speech_commands(root: str | Path, name: str | None = None) -> AudioDataset:
+    """Read a Speech Commands v2 folder (the real download or the synthetic set)."""
+    root = Path(root).expanduser()
+    if not is_speech_commands(root):
+        raise DatasetError(
+            f"{root} is not in the Speech Commands layout: it needs "
+            f"{' and '.join(_SC_LISTS.values())} beside the label folders."
+        )
+    listed: dict[str, str] = {}
+    for split, filename in _SC_LISTS.items():
+        for line in (root / filename).read_text().splitlines():
+            if line.strip():
+                listed[line.strip()] = split
+    clips = []
+    for folder in _label_dirs(root):
+        for path in _audio_files(folder):
+            clips.append(Clip(path, folder.name, listed.get(f"{folder.name}/{path.name}", "train")))
+    labels = tuple(sorted({c.label for c in clips}))
+    return AudioDataset(name or root.name, root, "speech-commands", labels, tuple(clips))
+
+
+def read_class_folders(
+    root: str | Path, *, validation: float = 0.1, test: float = 0.1, name: str | None = None
+) -> AudioDataset:
+    """Read ``<root>/<label>/*.wav``; each file goes to a split by a hash of its relative path,
+    so the split is deterministic and does not change when files are added."""
+    root = Path(root).expanduser()
+    if not (0 <= validation < 1 and 0 <= test < 1 and validation + test < 1):
+        raise DatasetError(f"Split fractions must be in [0, 1) and sum below 1, got {validation=}, {test=}.")
+    clips = []
+    for folder in _label_dirs(root):
+        for path in _audio_files(folder):
+            digest = hashlib.sha1(f"{folder.name}/{path.name}".encode()).digest()
+            u = int.from_bytes(digest[:8], "big") / 2**64
+            split = "test" if u < test else "validation" if u < test + validation else "train"
+            clips.append(Clip(path, folder.name, split))
+    labels = tuple(sorted({c.label for c in clips}))
+    return AudioDataset(name or root.name, root, "class-folders", labels, tuple(clips))
+
+
+# Bump when the synthetic generator changes, so an old cached set is not mistaken for the new one.
+DEMO_DATA_VERSION = 1
+
+
+def demo_root(seed: int = 0) -> Path:
+    return cache_dir() / f"synthetic-speech-commands-v{DEMO_DATA_VERSION}-seed{seed}"
+
+
+def demo_dataset(seed: int = 0, progress: Callable[[int, int], None] | None = None) -> AudioDataset:
+    """The synthetic Speech Commands set, generated into the cache on first use."""
+    from . import synth
+
+    root = demo_root(seed)
+    if not (root / "synthetic.json").is_file():
+        synth.generate(root, synth.SynthConfig(seed=seed), progress=progress)
+    return read_speech_commands(root, name=f"synthetic speech commands (seed {seed})")
+
+
+def open_dataset(spec: str | Path, progress: Callable[[int, int], None] | None = None) -> AudioDataset:
+    """``"demo"`` for the synthetic set, or a folder (Speech Commands layout when it has the
+    split lists, folder-per-class otherwise)."""
+    if str(spec) == "demo":
+        return demo_dataset(progress=progress)
+    root = Path(spec).expanduser()
+    if is_speech_commands(root):
+        return read_speech_commands(root)
+    return read_class_folders(root)

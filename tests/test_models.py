@@ -1,0 +1,102 @@
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import BertConfig
+
+from conftest import TINY_LABELS
+from prunekit import anatomy
+from prunekit.errors import ModelLoadError
+from prunekit.models import load_model
+
+
+def _outputs(model, seed=1):
+    x = torch.randn(2, *anatomy.input_shape(model), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model(x).logits
+
+
+def test_local_folder_roundtrip(tiny_model, tiny_model_dir):
+    model, extractor, labels = load_model(tiny_model_dir)
+    assert labels == TINY_LABELS
+    assert extractor.num_mel_bins == 16 and extractor.max_length == 24
+    assert not model.training
+    torch.testing.assert_close(_outputs(model), _outputs(tiny_model), rtol=0, atol=0)
+
+
+# transformers v4 names, written out by hand (not by transformers' own conversion code).
+_V4 = [
+    (r"\.layers\.(\d+)\.attention\.q_proj\.", r".encoder.layer.\1.attention.attention.query."),
+    (r"\.layers\.(\d+)\.attention\.k_proj\.", r".encoder.layer.\1.attention.attention.key."),
+    (r"\.layers\.(\d+)\.attention\.v_proj\.", r".encoder.layer.\1.attention.attention.value."),
+    (r"\.layers\.(\d+)\.attention\.o_proj\.", r".encoder.layer.\1.attention.output.dense."),
+    (r"\.layers\.(\d+)\.mlp\.fc1\.", r".encoder.layer.\1.intermediate.dense."),
+    (r"\.layers\.(\d+)\.mlp\.fc2\.", r".encoder.layer.\1.output.dense."),
+    (r"\.layers\.(\d+)\.", r".encoder.layer.\1."),
+]
+
+
+def _v4_name(key: str) -> str:
+    for pattern, repl in _V4:
+        new = re.sub(pattern, repl, key)
+        if new != key:
+            return new
+    return key
+
+
+@pytest.mark.parametrize("key_format", ["v4", "v5"])
+def test_checkpoint_key_formats(tmp_path, tiny_model, key_format):
+    state = {k: v.contiguous() for k, v in tiny_model.state_dict().items()}
+    if key_format == "v4":
+        state = {_v4_name(k): v for k, v in state.items()}
+        assert any(".encoder.layer.0.attention.attention.query.weight" in k for k in state)
+    tiny_model.config.to_json_file(tmp_path / "config.json")
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    model, extractor, labels = load_model(tmp_path)
+    torch.testing.assert_close(_outputs(model), _outputs(tiny_model), rtol=0, atol=0)
+    assert extractor.num_mel_bins == 16  # no preprocessor_config.json: derived from the config
+    assert labels == TINY_LABELS
+
+
+def test_demo_model_loads_offline():
+    model, extractor, labels = load_model("demo")
+    facts = anatomy.describe(model)
+    assert facts["layers"] >= 6 and min(facts["heads"]) >= 6
+    assert len(labels) == 35 and "yes" in labels and "marvin" in labels
+    assert extractor.num_mel_bins == model.config.num_mel_bins
+    assert _outputs(model).shape == (2, 35)
+
+
+def test_hub_id_offline_is_a_clear_error():
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE") as info:
+        load_model("MIT/ast-finetuned-speech-commands-v2")
+    assert "MIT/ast-finetuned-speech-commands-v2" in str(info.value)
+    assert "local folder" in str(info.value) or "folder" in str(info.value)
+
+
+def test_bad_sources(tmp_path):
+    with pytest.raises(ModelLoadError, match="No model folder"):
+        load_model("./no/such/folder")
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(tmp_path)
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(ModelLoadError, match="is a file"):
+        load_model(tmp_path / "f.txt")
+    with pytest.raises(ModelLoadError, match="No model given"):
+        load_model("  ")
+
+
+def test_non_ast_and_corrupt_checkpoints(tmp_path, tiny_model_dir):
+    bert = tmp_path / "bert"
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4).save_pretrained(bert)
+    with pytest.raises(ModelLoadError, match="'bert' model"):
+        load_model(bert)
+    (tiny_model_dir / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError, match="Could not load the weights"):
+        load_model(tiny_model_dir)
+    (tiny_model_dir / "config.json").write_text("{broken")
+    with pytest.raises(ModelLoadError, match="config"):
+        load_model(tiny_model_dir)
+    assert json.loads('{"ok": 1}')["ok"] == 1
