@@ -133,9 +133,13 @@ def demo_dataset(seed: int = 0, progress: Callable[[int, int], None] | None = No
     """The synthetic Speech Commands set, generated into the cache on first use."""
     from . import synth
 
+    from filelock import FileLock
+
     root = demo_root(seed)
-    if not (root / "synthetic.json").is_file():
-        synth.generate(root, synth.SynthConfig(seed=seed), progress=progress)
+    # Two app sessions (or a CLI and the app) may ask at once: one generates, the other waits.
+    with FileLock(str(root) + ".lock"):
+        if not (root / "synthetic.json").is_file():
+            synth.generate(root, synth.SynthConfig(seed=seed), progress=progress)
     return read_speech_commands(root, name=f"synthetic speech commands (seed {seed})")
 
 
