@@ -1,0 +1,54 @@
+"""The CLI end to end, as a user runs it: a subprocess, real files on disk."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+
+def run_cli(*args, cache=None):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if cache is not None:
+        env["PRUNEKIT_CACHE"] = str(cache)
+    return subprocess.run(
+        [sys.executable, "-m", "prunekit", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_evaluate_tiny_model_on_tiny_dataset(tmp_path, tiny_model_dir, tiny_speech_commands):
+    out = run_cli(
+        "evaluate", "--model", tiny_model_dir, "--data", tiny_speech_commands, "--split", "test",
+        "--repeats", "2", "--csv", tmp_path / "pred.csv", "--json", tmp_path / "report.json", cache=tmp_path / "c",
+    )
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"accuracy \d\.\d{4}", out.stdout)
+    assert "MACs/clip" in out.stdout
+    predictions = pd.read_csv(tmp_path / "pred.csv")
+    assert len(predictions) == 3 and set(predictions["label"]) == {"down", "go", "up"}
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["summary"]["clips"] == 3
+    assert report["summary"]["accuracy"] == pytest.approx(predictions["correct"].mean())
+    assert report["cost"]["macs_per_clip"] > 0
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path, tiny_speech_commands):
+    out = run_cli("evaluate", "--model", tmp_path / "nowhere", "--data", tiny_speech_commands, cache=tmp_path / "c")
+    assert out.returncode == 2
+    assert "error: No model folder" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("evaluate", "--model", "MIT/ast-finetuned-speech-commands-v2", "--data", tiny_speech_commands)
+    assert out.returncode == 2 and "HF_HUB_OFFLINE" in out.stderr
+
+
+@pytest.mark.slow
+def test_demo_model_on_demo_data_offline(real_cache):
+    """The issue's acceptance command: the embedded demo on held-out voices, no network."""
+    out = run_cli("evaluate", "--model", "demo", "--data", "demo", "--split", "test", "--repeats", "3", cache=real_cache)
+    assert out.returncode == 0, out.stderr
+    accuracy = float(re.search(r"accuracy (\d\.\d{4})", out.stdout).group(1))
+    assert accuracy >= 0.90, out.stdout

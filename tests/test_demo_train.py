@@ -1,0 +1,22 @@
+"""demo-train end to end at a toy size: the real data path, a tiny AST, one epoch."""
+
+import json
+
+import pytest
+
+from prunekit.demo import DemoTrainConfig, train_demo
+from prunekit.models import load_model
+
+
+@pytest.mark.slow
+def test_train_demo_writes_a_loadable_model(tmp_path, real_cache):
+    cfg = DemoTrainConfig(hidden_size=32, layers=2, heads=4, intermediate_size=64, epochs=1, batch_size=128)
+    record = train_demo(cfg, tmp_path / "demo", quiet=True)
+    model, extractor, labels = load_model(tmp_path / "demo")
+    assert len(labels) == 35 and model.config.num_hidden_layers == 2
+    saved = json.loads((tmp_path / "demo" / "training.json").read_text())
+    assert saved["config"]["hidden_size"] == 32 and saved["config"]["data_seed"] == 0
+    assert saved["test_clips"] == record["test_clips"] > 0
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+    # the feature extractor carries the training set's statistics, not AudioSet's defaults
+    assert extractor.mean != pytest.approx(-4.2677393) and extractor.std > 0
