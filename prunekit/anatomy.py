@@ -7,10 +7,17 @@ layer i has"; nobody else spells a module path. transformers v5 renamed ``encode
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import ASTForAudioClassification
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import (
+    ASTAttention,
+    eager_attention_forward,
+)
 
 ATTENTION_MATRICES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -52,15 +59,21 @@ class AttentionShape:
 
 
 def attention_shapes(model: nn.Module) -> list[AttentionShape]:
-    """Per-layer head counts and head dims, read from the modules themselves."""
+    """Per-layer head counts and head dims, read from the modules themselves (pruned or not)."""
     shapes = []
     for i, block in enumerate(layers(model)):
         attn = block.attention
-        heads = getattr(attn, "num_heads", None) or model.config.num_attention_heads
-        qk_dim = getattr(attn, "qk_head_dim", None) or attn.head_dim
-        v_dim = getattr(attn, "v_head_dim", None) or attn.head_dim
+        # `is None`, not `or`: a pruned layer may legitimately have 0 heads.
+        heads = _first(getattr(attn, "num_heads", None), getattr(attn, "num_attention_heads", None))
+        heads = _first(heads, model.config.num_attention_heads)
+        qk_dim = _first(getattr(attn, "qk_head_dim", None), attn.head_dim)
+        v_dim = _first(getattr(attn, "v_head_dim", None), attn.head_dim)
         shapes.append(AttentionShape(i, heads, qk_dim, v_dim, attn.o_proj.out_features))
     return shapes
+
+
+def _first(value, default):
+    return default if value is None else value
 
 
 def attention_parameters(model: nn.Module) -> int:
@@ -93,10 +106,210 @@ def describe(model: nn.Module) -> dict:
         "layers": len(shapes),
         "heads": [s.heads for s in shapes],
         "hidden_size": model.config.hidden_size,
-        "head_dim": shapes[0].qk_dim if shapes else 0,
+        "head_dim": original_head_dim(model.config),
+        "qk_head_dims": [s.qk_dim for s in shapes],
+        "v_head_dims": [s.v_dim for s in shapes],
+        "pruned": config_structure(model.config) is not None,
         "classes": model.config.num_labels,
         "input": f"{frames} frames x {mels} mel bins",
         "parameters": total,
         "attention_parameters": attn,
         "attention_share": attn / total if total else 0.0,
     }
+
+
+# --- The pruned structure --------------------------------------------------------------------
+# A pruned model stores its per-layer attention structure in one extra config field. ASTConfig
+# saves and restores unknown fields, so a saved pruned model reloads from config.json and
+# safetensors alone: no pickle, no remote code.
+
+STRUCTURE_FIELD = "prunekit_structure"
+
+
+@dataclass(frozen=True)
+class LayerStructure:
+    """Attention structure of one layer: kept heads and per-head Q/K and V/O channel counts."""
+
+    heads: int
+    qk_head_dim: int
+    v_head_dim: int
+
+    def __post_init__(self) -> None:
+        if self.heads < 0 or self.qk_head_dim < 0 or self.v_head_dim < 0:
+            raise ValueError(f"Negative attention structure: {self}")
+        if self.heads > 0 and (self.qk_head_dim == 0 or self.v_head_dim == 0):
+            raise ValueError(f"{self.heads} heads with no Q/K or no V/O channels: {self}")
+        if self.heads == 0 and (self.qk_head_dim or self.v_head_dim):
+            raise ValueError(f"A layer with 0 heads must have head dims 0, got {self}")
+
+    def to_dict(self) -> dict[str, int]:
+        return {"heads": self.heads, "qk_head_dim": self.qk_head_dim, "v_head_dim": self.v_head_dim}
+
+
+def config_structure(config) -> list[LayerStructure] | None:
+    """The pruned structure stored in ``config`` (None for a dense config)."""
+    raw = getattr(config, STRUCTURE_FIELD, None)
+    if raw is None:
+        return None
+    if not isinstance(raw, (list, tuple)) or len(raw) != config.num_hidden_layers:
+        n = len(raw) if isinstance(raw, (list, tuple)) else type(raw).__name__
+        raise ValueError(
+            f"config.{STRUCTURE_FIELD} must list one entry per layer "
+            f"({config.num_hidden_layers}), got {n}"
+        )
+    try:
+        return [LayerStructure(int(s["heads"]), int(s["qk_head_dim"]), int(s["v_head_dim"])) for s in raw]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"config.{STRUCTURE_FIELD} is malformed ({exc!r}): {raw}") from exc
+
+
+def original_head_dim(config) -> int:
+    """Head dim of the dense model: it fixes the softmax scale, which pruning keeps."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def model_class_for(config) -> type[ASTForAudioClassification]:
+    """The class that rebuilds a model from ``config``: pruned when the config says so."""
+    pruned = config_structure(config) is not None
+    return PrunedASTForAudioClassification if pruned else ASTForAudioClassification
+
+
+class PrunedASTAttention(ASTAttention):
+    """``ASTAttention`` with its own head count and per-head Q/K and V/O dims.
+
+    Q/K channels and V/O channels are cut independently, so ``qk_head_dim != v_head_dim`` is
+    allowed (sdpa and eager both accept a value dim different from the query/key dim; flash
+    attention kernels do not). The softmax scale stays ``1/sqrt(original head dim)``. A layer with
+    0 heads adds only the ``o_proj`` bias.
+    """
+
+    def __init__(self, config, structure: LayerStructure):
+        super().__init__(config)  # keeps scaling = original_head_dim ** -0.5, dropout, config
+        self.head_dim = original_head_dim(config)  # the dense head dim, which set the scale
+        self.num_heads = self.num_attention_heads = structure.heads
+        self.qk_head_dim = structure.qk_head_dim
+        self.v_head_dim = structure.v_head_dim
+        hidden, bias = config.hidden_size, config.qkv_bias
+        qk, v = structure.heads * structure.qk_head_dim, structure.heads * structure.v_head_dim
+        with warnings.catch_warnings():  # a 0-head layer: "initializing zero-element tensors is a no-op"
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
+            self.q_proj = nn.Linear(hidden, qk, bias=bias)  # (h*dqk, d)
+            self.k_proj = nn.Linear(hidden, qk, bias=bias)  # (h*dqk, d)
+            self.v_proj = nn.Linear(hidden, v, bias=bias)  # (h*dv, d)
+            self.o_proj = nn.Linear(v, hidden, bias=True)  # (d, h*dv)
+
+    @property
+    def structure(self) -> LayerStructure:
+        return LayerStructure(self.num_heads, self.qk_head_dim, self.v_head_dim)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,  # (B, T, d)
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]  # (B, T)
+        if self.num_heads == 0:
+            # o_proj of an empty (B, T, 0) input is its bias; calling the module keeps hooks/LoRA working.
+            empty = hidden_states.new_zeros(*input_shape, 0)
+            weights = hidden_states.new_zeros(input_shape[0], 0, input_shape[1], input_shape[1])
+            return self.o_proj(empty), weights  # (B, T, d), (B, 0, T, T)
+        qk_shape = (*input_shape, self.num_heads, self.qk_head_dim)
+        v_shape = (*input_shape, self.num_heads, self.v_head_dim)
+        query = self.q_proj(hidden_states).view(qk_shape).transpose(1, 2)  # (B, h, T, dqk)
+        key = self.k_proj(hidden_states).view(qk_shape).transpose(1, 2)  # (B, h, T, dqk)
+        value = self.v_proj(hidden_states).view(v_shape).transpose(1, 2)  # (B, h, T, dv)
+
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        out, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )  # out: (B, T, h, dv)
+        out = out.reshape(*input_shape, -1).contiguous()  # (B, T, h*dv)
+        return self.o_proj(out), weights
+
+
+class PrunedASTForAudioClassification(ASTForAudioClassification):
+    """``ASTForAudioClassification`` whose attention layers follow ``config.prunekit_structure``.
+
+    ``from_pretrained(folder)`` rebuilds the smaller layers from the config before loading the
+    weights. The stock class refuses such a folder with a size-mismatch error.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        structure = config_structure(config)
+        if structure is None:
+            raise ValueError(f"A pruned model needs config.{STRUCTURE_FIELD}; this config has none.")
+        for block, layer_structure in zip(layers(self), structure):
+            block.attention = PrunedASTAttention(config, layer_structure)
+        self.post_init()  # initialises only the new modules; the rest is flagged as done
+
+
+def structure_of(model: nn.Module) -> list[LayerStructure]:
+    """The structure the modules actually have (dense layers report their full shape)."""
+    return [LayerStructure(s.heads, s.qk_dim, s.v_dim) for s in attention_shapes(model)]
+
+
+def shrink_attention(
+    model: nn.Module,
+    layer: int,
+    structure: LayerStructure,
+    qk_rows: torch.Tensor,
+    vo_rows: torch.Tensor,
+) -> None:
+    """Replace layer ``layer``'s attention, in place, by a smaller one keeping ``qk_rows`` of
+    W_q/W_k (and biases), ``vo_rows`` of W_v (and bias) and the same columns of W_o.
+
+    Rows must be grouped by kept head: ``qk_rows`` has ``heads * qk_head_dim`` entries.
+    """
+    old = attention(model, layer)
+    if qk_rows.numel() != structure.heads * structure.qk_head_dim:
+        raise ValueError(f"Layer {layer}: {qk_rows.numel()} Q/K rows do not fit {structure}")
+    if vo_rows.numel() != structure.heads * structure.v_head_dim:
+        raise ValueError(f"Layer {layer}: {vo_rows.numel()} V/O rows do not fit {structure}")
+    ref = old.q_proj.weight
+    with torch.device("meta"):  # no allocation or random init: every tensor is overwritten below
+        new = PrunedASTAttention(model.config, structure)
+    new = new.to_empty(device=ref.device).to(ref.dtype)
+    with torch.no_grad():
+        for name, rows in (("q_proj", qk_rows), ("k_proj", qk_rows), ("v_proj", vo_rows)):
+            src, dst = getattr(old, name), getattr(new, name)
+            dst.weight.copy_(src.weight.index_select(0, rows))  # (rows, d)
+            if src.bias is not None:
+                dst.bias.copy_(src.bias.index_select(0, rows))
+        new.o_proj.weight.copy_(old.o_proj.weight.index_select(1, vo_rows))  # (d, rows)
+        new.o_proj.bias.copy_(old.o_proj.bias)
+    new.train(old.training)
+    for p_new, p_old in zip(new.parameters(), old.parameters()):
+        p_new.requires_grad_(p_old.requires_grad)
+    layers(model)[layer].attention = new
+
+
+def ensure_prunable(model: nn.Module) -> None:
+    """Raise TypeError unless ``model`` is an ASTForAudioClassification (dense or pruned)."""
+    if not isinstance(model, ASTForAudioClassification):
+        raise TypeError(
+            f"Pruning needs an ASTForAudioClassification (dense or pruned), got {type(model).__name__}; "
+            "merge or unwrap adapters (peft: merge_and_unload) first"
+        )
+
+
+def make_pruned(model: nn.Module, structure: list[LayerStructure]) -> PrunedASTForAudioClassification:
+    """Record ``structure`` in ``model.config`` and make ``model`` a PrunedASTForAudioClassification
+    (in place; its attention modules must already have that structure)."""
+    ensure_prunable(model)
+    actual = structure_of(model)
+    if actual != list(structure):
+        raise ValueError(f"The modules have structure {actual}, not {list(structure)}")
+    setattr(model.config, STRUCTURE_FIELD, [s.to_dict() for s in structure])
+    model.__class__ = PrunedASTForAudioClassification  # adds no state: only __init__ differs
+    return model

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from safetensors import SafetensorError
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AutoConfig
 
+from . import anatomy
 from .errors import ModelLoadError
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo_model"
@@ -62,7 +63,8 @@ def _load_local(path: Path) -> LoadedModel:
         raise ModelLoadError(f"Could not read the config in {path}: {exc}") from exc
     _check_model_type(config, str(path))
     try:
-        model = ASTForAudioClassification.from_pretrained(path)
+        # A pruned model (config.prunekit_structure) rebuilds its smaller layers from the config.
+        model = anatomy.model_class_for(config).from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"Could not load the weights in {path}: {exc}") from exc
     return LoadedModel(model.eval(), _feature_extractor(path, config), _labels(config))
@@ -99,7 +101,7 @@ def _load_hub(repo_id: str) -> LoadedModel:
 def _from_hub(repo_id: str, *, local_files_only: bool) -> LoadedModel:
     config = AutoConfig.from_pretrained(repo_id, local_files_only=local_files_only)
     _check_model_type(config, repo_id)
-    model = ASTForAudioClassification.from_pretrained(repo_id, local_files_only=local_files_only)
+    model = anatomy.model_class_for(config).from_pretrained(repo_id, local_files_only=local_files_only)
     try:
         extractor = ASTFeatureExtractor.from_pretrained(repo_id, local_files_only=local_files_only)
     except OSError:
