@@ -1,0 +1,10 @@
+"""prunekit app entry point: `streamlit run app.py`."""
+
+import streamlit as st
+
+from prunekit.ui import sidebar
+
+st.set_page_config(page_title="prunekit", layout="wide")
+sidebar()
+page = st.navigation([st.Page("pages/overview.py", title="Overview", default=True)])
+page.run()
