@@ -123,3 +123,16 @@ def test_features_use_torchaudio_fbank():
     assert tuple(feats.shape) == (2, 50, 16)
     assert feats.isfinite().all()
     assert not (feats[0] == feats[1]).all()
+
+
+def test_features_equal_torchaudio_kaldi_fbank():
+    """The extractor really computes torchaudio's Kaldi fbank (what AST was trained on)."""
+    import torch
+    import torchaudio.compliance.kaldi as kaldi
+
+    wave = sine(440, 16000, seconds=0.3) + 0.05 * np.random.default_rng(0).standard_normal(4800).astype(np.float32)
+    expected = kaldi.fbank(
+        torch.from_numpy(wave).unsqueeze(0), sample_frequency=16000, window_type="hanning", num_mel_bins=16
+    )  # (frames, mels)
+    extractor = ASTFeatureExtractor(num_mel_bins=16, max_length=expected.shape[0], do_normalize=False)
+    torch.testing.assert_close(audio.features([wave], extractor)[0], expected)
