@@ -122,7 +122,7 @@ def read_class_folders(
 
 
 # Bump when the synthetic generator changes, so an old cached set is not mistaken for the new one.
-DEMO_DATA_VERSION = 1
+DEMO_DATA_VERSION = 2  # 2: two takes per voice and word
 
 
 def demo_root(seed: int = 0) -> Path:

@@ -63,7 +63,9 @@ class SynthConfig:
     """Everything a generation depends on; saved in ``synthetic.json`` next to the data."""
 
     seed: int = 0
-    takes: int = 1  # clips per (voice, word); each take draws its own rate, pitch, noise...
+    # clips per (voice, word); each take draws its own rate, pitch, noise... Two, not one: with one
+    # take (6,720 clips) the demo model reached 88 % on held-out voices, short of its 90 % target.
+    takes: int = 2
     val_fraction: float = 0.1  # of the voices
     test_fraction: float = 0.1
     sample_rate: int = 16000

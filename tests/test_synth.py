@@ -43,7 +43,7 @@ def test_default_config_size_and_words():
     config = synth.SynthConfig()
     config.validate()
     assert synth.WORDS == tuple(sorted(synth.WORDS)) and len(set(synth.WORDS)) == 35
-    assert 5000 <= len(config.voices) * len(config.words) * config.takes <= 8000
+    assert 10000 <= len(config.voices) * len(config.words) * config.takes <= 16000
     splits = synth.split_voices(config)
     assert min(len(v) for v in splits.values()) >= 10  # enough held-out voices to mean something
 
