@@ -1,0 +1,457 @@
+"""make_plan and the hand-made plans: property tests over random score tables (no model needed),
+brute-force references for the nearest achievable sparsity and the per-head greedy, and the
+error messages."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prunekit import anatomy
+from prunekit.anatomy import AttentionShape
+from prunekit.plan import PruningPlan
+from prunekit.planning import PATTERNS, THRESHOLDS, make_plan, max_sparsity, plan_from_heads, plan_from_units
+
+HIDDEN = 4
+COLUMNS = ["layer", "group", "matrix", "head", "channel", "scorer", "score"]
+SCORERS = ("magnitude", "fisher", "fisher-sample", "fisher-gate", "taylor", "random")
+COMBOS = list(itertools.product(PATTERNS, THRESHOLDS))
+EPS = 1e-6
+
+
+# --- score tables --------------------------------------------------------------------------------
+@dataclass
+class Case:
+    shapes: tuple[AttentionShape, ...]
+    qk: list[np.ndarray]  # per layer (H, qk_dim)
+    vo: list[np.ndarray]  # per layer (H, v_dim)
+    head: list[np.ndarray]  # per layer (H,)
+    scorer: str = "fisher"
+
+    @property
+    def dense(self) -> int:
+        return sum(s.weights for s in self.shapes)
+
+    def channels(self, group):
+        return self.qk if group == "qk" else self.vo
+
+
+def table(case: Case, seed: int = 0) -> pd.DataFrame:
+    """The scorers' long table, shuffled, with the rows make_plan must ignore (per-matrix rows and
+    head-level q/k/v/o/qk/vo rows) carrying random scores that would change any plan using them."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in case.shapes:
+        for h in range(s.heads):
+            rows.append((s.layer, "head", "pair", h, None, case.head[s.layer][h]))
+            for group, matrices in (("qk", "qk"), ("vo", "vo")):
+                scores = case.channels(group)[s.layer][h]
+                for m in (*matrices, "pair"):
+                    rows.append((s.layer, group, m, h, None, rng.random()))
+                for c, value in enumerate(scores):
+                    rows.append((s.layer, group, "pair", h, c, value))
+                    rows.extend((s.layer, group, m, h, c, rng.random()) for m in matrices)
+    frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "scorer"])
+    frame.insert(5, "scorer", case.scorer)
+    frame["channel"] = frame["channel"].astype("Int64")
+    frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # row order must not matter
+    frame.attrs["base"] = [
+        {"layer": s.layer, "heads": s.heads, "qk_dim": s.qk_dim, "v_dim": s.v_dim, "hidden": s.hidden}
+        for s in case.shapes
+    ]
+    return frame
+
+
+@st.composite
+def cases(draw, equal: bool = False, layers: int = 4, heads: int = 4, dim: int = 6) -> Case:
+    """Random shapes (equal: every layer alike, so every unit of a pattern has one size) and scores
+    with few distinct values (many ties) or continuous ones."""
+    n = draw(st.integers(1, layers))
+    shape = st.tuples(st.integers(1 if equal else 0, heads), st.integers(1, dim), st.integers(1, dim))
+    dims = [draw(shape)] * n if equal else [draw(shape) for _ in range(n)]
+    if not equal and dims[0][0] == 0:
+        dims[0] = (1, *dims[0][1:])  # at least one head: an empty model has nothing to plan
+    shapes = tuple(AttentionShape(i, h, q, v, HIDDEN) for i, (h, q, v) in enumerate(dims))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    levels = draw(st.sampled_from([2, 3, 10, 0]))  # 0: continuous scores
+
+    def scores(size):
+        return rng.random(size) if levels == 0 else rng.integers(0, levels, size).astype(float)
+
+    qk = [scores((s.heads, s.qk_dim)) for s in shapes]
+    vo = [scores((s.heads, s.v_dim)) for s in shapes]
+    return Case(shapes, qk, vo, [scores(s.heads) for s in shapes], draw(st.sampled_from(SCORERS)))
+
+
+# --- independent references ----------------------------------------------------------------------
+def half_up(x: float) -> int:
+    return math.floor(x + 0.5 + 1e-9)
+
+
+def head_size(s: AttentionShape) -> int:
+    return s.hidden * (2 * s.qk_dim + 2 * s.v_dim)
+
+
+def ceiling(case: Case, pattern: str, threshold: str) -> float:
+    """Most sparsity reachable: EH global removes everything, EH local keeps one head per layer,
+    channel patterns keep one Q/K and one V/O channel per head."""
+    if pattern == "entire-head":
+        kept = 0 if threshold == "global" else sum(head_size(s) for s in case.shapes if s.heads)
+    else:
+        kept = sum(s.heads * 4 * s.hidden for s in case.shapes)
+    return 1 - kept / case.dense
+
+
+def unit_sizes(case: Case, pattern: str) -> list[int]:
+    """Sizes in weights of the global threshold's units (EH: heads) or moves (PH, SC: a channel
+    index in every head of the layer), counting only units that can go."""
+    if pattern == "entire-head":
+        return [head_size(s) for s in case.shapes for _ in range(s.heads)]
+    return [s.heads * 2 * s.hidden for s in case.shapes for g in ("qk", "vo")
+            if s.heads and (s.qk_dim if g == "qk" else s.v_dim) > 1]
+
+
+def achievable(case: Case, pattern: str) -> set[int]:
+    """Every removed-weight total the pattern can reach with a global threshold (subset sums)."""
+    reach = {0}
+    for s in case.shapes:
+        if pattern == "entire-head":
+            options = [[k * head_size(s) for k in range(s.heads + 1)]]
+        else:
+            move = s.heads * 2 * s.hidden  # one channel index in every head
+            options = [[k * move for k in range(d)] for d in (s.qk_dim, s.v_dim)] if s.heads else []
+        for sizes in options:
+            reach = {a + b for a in reach for b in sizes}
+    return reach
+
+
+def combined(case: Case, layer: int, group: str) -> np.ndarray:
+    values = case.channels(group)[layer]
+    return values.mean(0) if case.scorer in ("magnitude", "random") else values.sum(0)
+
+
+def removed_weights(plan: PruningPlan) -> int:
+    return plan.dense_weights() - plan.kept_weights()
+
+
+def check_structure(case: Case, plan: PruningPlan, pattern: str, threshold: str, target: float) -> None:
+    """The pattern's constraints, the lowest-scored-first rule and the local counts."""
+    plan.validate()
+    assert plan.base == case.shapes
+    metadata = (plan.scorer, plan.pattern, plan.threshold, plan.target_sparsity)
+    assert metadata == (case.scorer, pattern, threshold, target)
+    for s, lp in zip(case.shapes, plan.layers):
+        l, heads = s.layer, range(s.heads)
+        if pattern == "entire-head":
+            assert all(qk == tuple(range(s.qk_dim)) for qk in lp.qk)
+            assert all(vo == tuple(range(s.v_dim)) for vo in lp.vo)
+            gone = [h for h in heads if h not in lp.heads]
+            if threshold == "local":
+                assert len(lp.heads) >= min(1, s.heads)
+                assert len(gone) == min(half_up(target * s.heads), max(s.heads - 1, 0))
+                if gone and lp.heads:
+                    assert max(case.head[l][gone]) <= min(case.head[l][list(lp.heads)])
+            continue
+        assert lp.heads == tuple(heads)  # channel patterns remove no head
+        for group, kept_lists, d in (("qk", lp.qk, s.qk_dim), ("vo", lp.vo, s.v_dim)):
+            counts = {len(c) for c in kept_lists}
+            assert len(counts) <= 1  # every head of a layer keeps as many channels
+            if threshold == "local" and s.heads:
+                assert counts == {d - min(half_up(target * d), d - 1)}
+            for h, kept in zip(heads, kept_lists):
+                gone = sorted(set(range(d)) - set(kept))
+                scores = case.channels(group)[l][h] if pattern == "per-head" else combined(case, l, group)
+                if gone:
+                    assert max(scores[gone]) <= min(scores[list(kept)])
+            if pattern == "same-channel":
+                assert len(set(kept_lists)) <= 1  # the same indices in every head
+
+
+# --- properties ------------------------------------------------------------------------------------
+fractions = st.lists(st.one_of(st.floats(0, 1), st.sampled_from([0.0, 0.5, 1.0])), min_size=6, max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cases(), fractions)
+def test_every_pattern_and_threshold_respects_its_constraints(case, fracs):
+    frame = table(case)
+    for (pattern, threshold), u in zip(COMBOS, fracs):
+        top = ceiling(case, pattern, threshold)
+        assert max_sparsity(frame, pattern, threshold) == pytest.approx(top)
+        target = min(u * top, 0.999)
+        plan = make_plan(frame, pattern, threshold, target)
+        check_structure(case, plan, pattern, threshold, target)
+        if threshold == "global":
+            # Units are taken lowest first while they end at most half the smallest unit past the
+            # target; one that does not fit was at most the largest unit away.
+            sizes, t, got = unit_sizes(case, pattern), target * case.dense, removed_weights(plan)
+            if sizes:
+                assert got <= t + min(sizes) / 2 + EPS
+                assert got > t + min(sizes) / 2 - max(sizes) - EPS or got == max(achievable(case, pattern))
+        if top < 0.99:
+            message = rf"can remove at most {top:.2%} .*asked for {top + 0.01:.2%}"
+            with pytest.raises(ValueError, match=message):
+                make_plan(frame, pattern, threshold, top + 0.01)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cases(equal=True), st.floats(0, 1), st.sampled_from(PATTERNS))
+def test_global_threshold_reaches_the_nearest_achievable_sparsity(case, u, pattern):
+    frame = table(case)
+    target = min(u * ceiling(case, pattern, "global"), 0.999)
+    plan = make_plan(frame, pattern, "global", target)
+    t, got = target * case.dense, removed_weights(plan)
+    (step,) = set(unit_sizes(case, pattern)) or {0}
+    assert abs(got - t) <= step / 2 + EPS  # within half a granularity step
+    best = min(abs(a - t) for a in achievable(case, pattern))  # brute force over every reachable total
+    assert abs(got - t) <= best + EPS
+    assert plan.attention_sparsity() == pytest.approx(got / case.dense)
+    if pattern == "entire-head":  # equal heads: every removed head scores <= every kept head
+        removed = [case.head[s.layer][h] for s, lp in zip(case.shapes, plan.layers) for h in range(s.heads)
+                   if h not in lp.heads]
+        kept = [case.head[s.layer][h] for s, lp in zip(case.shapes, plan.layers) for h in lp.heads]
+        if removed and kept:
+            assert max(removed) <= min(kept)
+
+
+@settings(max_examples=100, deadline=None)
+@given(cases(equal=True, layers=3, dim=4), st.floats(0, 1))
+def test_per_head_greedy_equals_exhaustive_search(case, u):
+    plan = make_plan(table(case), "per-head", "global", min(u * ceiling(case, "per-head", "global"), 0.999))
+    groups = [(s.layer, g) for s in case.shapes for g in ("qk", "vo")]
+    dims = [case.shapes[l].qk_dim if g == "qk" else case.shapes[l].v_dim for l, g in groups]
+
+    def kept(l: int, g: str):  # the kept channel lists of layer l's heads in group g
+        return plan.layers[l].qk if g == "qk" else plan.layers[l].vo
+
+    taken = [d - len(kept(l, g)[0]) for (l, g), d in zip(groups, dims)]  # k per (layer, group)
+
+    @functools.cache
+    def cost(index: int, k: int) -> float:  # sum over heads of the k smallest scores
+        l, g = groups[index]
+        return float(np.sort(case.channels(g)[l], axis=1)[:, :k].sum())
+
+    greedy = sum(cost(i, k) for i, k in enumerate(taken))
+    best = min(sum(cost(i, k) for i, k in enumerate(ks))
+               for ks in itertools.product(*(range(d) for d in dims)) if sum(ks) == sum(taken))
+    assert greedy == pytest.approx(best, abs=1e-9)
+    removed = sum(float(case.channels(g)[l][h][sorted(set(range(d)) - set(channels))].sum())
+                  for (l, g), d in zip(groups, dims) for h, channels in enumerate(kept(l, g)))
+    assert removed == pytest.approx(greedy)  # each head removed its own lowest channels
+
+
+# --- hand-checked cases ------------------------------------------------------------------------------
+def small_case(scorer="fisher") -> Case:
+    """2 layers x 2 heads, qk_dim 3, v_dim 2, hidden 4: a head is 4 * (6 + 4) = 40 weights."""
+    shapes = tuple(AttentionShape(i, 2, 3, 2, HIDDEN) for i in range(2))
+    qk = [np.array([[5.0, 1.0, 3.0], [2.0, 4.0, 0.5]]), np.array([[9.0, 8.0, 7.0], [1.0, 1.0, 1.0]])]
+    vo = [np.array([[1.0, 2.0], [2.0, 1.0]]), np.array([[3.0, 0.0], [4.0, 0.1]])]
+    head = [np.array([0.1, 0.9]), np.array([0.5, 0.2])]
+    return Case(shapes, qk, vo, head, scorer)
+
+
+def test_entire_head_global_by_hand():
+    plan = make_plan(table(small_case()), "entire-head", "global", 0.5)
+    assert [lp.heads for lp in plan.layers] == [(1,), (0,)]  # heads (0, 0) and (1, 1) score lowest
+    assert plan.attention_sparsity() == 0.5
+    # 0.6 of 4 heads = 2.4 heads: nearest is 2; 0.65 = 2.6 heads: 3, and layer 0 may empty.
+    assert make_plan(table(small_case()), "entire-head", "global", 0.6).attention_sparsity() == 0.5
+    more = make_plan(table(small_case()), "entire-head", "global", 0.65)
+    assert [lp.heads for lp in more.layers] == [(1,), ()]
+
+
+def test_per_head_and_same_channel_by_hand():
+    frame = table(small_case())
+    ph = make_plan(frame, "per-head", "local", 0.5)  # round(1.5) = 2 Q/K, round(1.0) = 1 V/O per head
+    assert ph.layers[0].qk == ((0,), (1,)) and ph.layers[0].vo == ((1,), (0,))
+    assert ph.layers[1].qk == ((0,), (2,))  # ties in head 1 of layer 1: the lower channels go first
+    sc = make_plan(frame, "same-channel", "local", 0.5)  # sums over heads: qk [7, 5, 3.5], [10, 9, 8]
+    assert sc.layers[0].qk == ((0,), (0,)) and sc.layers[1].qk == ((0,), (0,))
+    # V/O sums: [3, 3] (a tie: the lower channel goes) and [7, 0.1].
+    assert sc.layers[0].vo == ((1,), (1,)) and sc.layers[1].vo == ((0,), (0,))
+
+
+def test_same_channel_mean_or_sum_over_heads_matters_across_layers():
+    """Layer 0 has 1 head, layer 1 has 4: summing favours layer 1's channels, averaging does not."""
+    shapes = (AttentionShape(0, 1, 2, 2, HIDDEN), AttentionShape(1, 4, 2, 2, HIDDEN))
+    qk = [np.array([[3.0, 9.0]]), np.full((4, 2), 1.0) + np.array([0.0, 5.0])]
+    vo = [np.array([[9.0, 9.0]]), np.full((4, 2), 9.0)]
+    head = [np.ones(1), np.ones(4)]
+    unit = 4 * 2 * HIDDEN  # one channel index in layer 1's four heads
+    target = unit / sum(s.weights for s in shapes) - 1e-4
+    fisher = make_plan(table(Case(shapes, qk, vo, head, "fisher")), "same-channel", "global", target)
+    magnitude = make_plan(table(Case(shapes, qk, vo, head, "magnitude")), "same-channel", "global", target)
+    assert fisher.layers[0].qk == ((1,),) and fisher.layers[1].qk == ((0, 1),) * 4  # 3 < sum 4
+    assert magnitude.layers[1].qk == ((1,),) * 4 and magnitude.layers[0].qk == ((0, 1),)  # mean 1 < 3
+
+
+def test_ties_go_to_the_lowest_layer_head_and_channel():
+    flat = small_case()
+    flat = Case(flat.shapes, [np.ones_like(a) for a in flat.qk], [np.ones_like(a) for a in flat.vo],
+                [np.ones_like(a) for a in flat.head])
+    frame = table(flat)
+    assert [lp.heads for lp in make_plan(frame, "entire-head", "global", 0.25).layers] == [(1,), (0, 1)]
+    assert [lp.heads for lp in make_plan(frame, "entire-head", "local", 0.5).layers] == [(1,), (1,)]
+    # One move / unit is a channel index in both heads of a layer: 2 * 8 of 160 weights.
+    for pattern in ("per-head", "same-channel"):
+        plan = make_plan(frame, pattern, "global", 0.1)
+        assert plan.layers[0].qk == ((1, 2),) * 2 and plan.layers[0].vo == ((0, 1),) * 2
+        assert plan.layers[1] == make_plan(frame, pattern, "global", 0.0).layers[1]
+
+
+def test_units_that_do_not_fit_are_skipped_not_the_end():
+    """With unequal sizes the lowest-scored unit may not fit the budget; smaller ones still can."""
+    # Entire-head: layer 0's one head (64 weights, lowest score) is too big for 0.3 * 96 weights.
+    shapes = (AttentionShape(0, 1, 4, 4, HIDDEN), AttentionShape(1, 2, 1, 1, HIDDEN))
+    case = Case(shapes, [np.ones((1, 4)), np.ones((2, 1))], [np.ones((1, 4)), np.ones((2, 1))],
+                [np.array([0.1]), np.array([0.5, 0.6])])
+    plan = make_plan(table(case), "entire-head", "global", 0.3)
+    assert [lp.heads for lp in plan.layers] == [(0,), ()] and removed_weights(plan) == 32
+    # Per-head: a move in layer 1 (3 heads: 24 weights) is cheaper per channel (mean 1 < 2) but
+    # does not fit 16 weights; layer 0's moves (8 weights) do, until its head keeps one channel.
+    shapes = (AttentionShape(0, 1, 3, 1, HIDDEN), AttentionShape(1, 3, 3, 1, HIDDEN))
+    case = Case(shapes, [np.full((1, 3), 2.0), np.ones((3, 3))], [np.ones((1, 1)), np.ones((3, 1))],
+                [np.ones(1), np.ones(3)])
+    small = make_plan(table(case), "per-head", "global", 16 / 128)
+    assert small.layers[0].qk == ((2,),) and small.layers[1].qk == ((0, 1, 2),) * 3
+    # With room for 24 weights the cheaper-per-channel layer 1 move wins (by the sum, 3 > 2, it would not).
+    large = make_plan(table(case), "per-head", "global", 24 / 128)
+    assert large.layers[0].qk == ((0, 1, 2),) and large.layers[1].qk == ((1, 2),) * 3
+
+
+def test_forced_heads():
+    frame = table(small_case())
+    # Per-head: head (1, 0) goes whole (40 weights of 160); the other 3 heads share the rest.
+    plan = make_plan(frame, "per-head", "global", 0.5, force_remove=[(1, 0)])
+    assert plan.layers[1].heads == (1,) and plan.layers[0].heads == (0, 1)
+    assert plan.attention_sparsity() == pytest.approx(0.5, abs=8 / 160)  # a channel is 8 weights
+    # Entire-head: the lowest head (0, 0) is kept, so (1, 1) and then (1, 0) go instead.
+    kept = make_plan(frame, "entire-head", "global", 0.5, force_keep=[(0, 0)])
+    assert [lp.heads for lp in kept.layers] == [(0, 1), ()]
+    assert make_plan(frame, "entire-head", "local", 0.5, force_keep=[(0, 0)]).layers[0].heads == (0,)
+    # Forced removals beyond the target are still made; the plan reports what it reaches.
+    over = make_plan(frame, "entire-head", "global", 0.1, force_remove=[(0, 1), (1, 1)])
+    assert over.attention_sparsity() == 0.5 and over.target_sparsity == 0.1
+    message = r"at most 75.00% .*force_keep keeps heads \[\(0, 0\)\]\); asked for 80.00%"
+    with pytest.raises(ValueError, match=message):
+        make_plan(frame, "entire-head", "global", 0.8, force_keep=[(0, 0)])
+    with pytest.raises(ValueError, match=r"Heads \[\(0, 0\)\] are in both force_keep and force_remove"):
+        make_plan(frame, "entire-head", "global", 0.5, force_keep=[(0, 0)], force_remove=[(0, 0)])
+    with pytest.raises(ValueError, match=r"removes all 2 heads of layer 1, but a local threshold keeps"):
+        make_plan(frame, "entire-head", "local", 0.5, force_remove=[(1, 0), (1, 1)])
+
+
+def test_force_remove_under_channel_patterns():
+    """A forced head counts towards its layer's share (local) or the budget (global), and the
+    channels are chosen from the heads that remain."""
+    frame = table(small_case())
+    # Local 0.5: layer 0 reaches its 40 of 80 weights with the forced head alone.
+    local = make_plan(frame, "per-head", "local", 0.5, force_remove=[(0, 0)])
+    assert local.layers[0].heads == (1,) and local.layers[0].qk == ((0, 1, 2),)
+    # Layer 1 as without forcing: 2 Q/K and 1 V/O channel per head (24 weights), 40 + 2 * 24 in all.
+    assert local.layers[1].qk == ((0,), (2,)) and removed_weights(local) == 88
+    # Global 0.45 = 72 weights: the forced head (40), then 16 + 8 + 8 of channel units, ranked by
+    # head 1 of layer 0 alone: its V/O scores [2, 1] drop channel 1 (both heads' sums are a tie).
+    plan = make_plan(frame, "same-channel", "global", 0.45, force_remove=[(0, 0)])
+    assert plan.layers[0].heads == (1,) and plan.layers[0].qk == ((0, 1),) and plan.layers[0].vo == ((0,),)
+    assert plan.layers[1].vo == ((0,), (0,)) and plan.attention_sparsity() == pytest.approx(0.45)
+
+
+def test_zero_head_layer_and_base_keyword():
+    case = small_case()
+    shapes = (case.shapes[0], AttentionShape(1, 0, 3, 2, HIDDEN), AttentionShape(2, 2, 3, 2, HIDDEN))
+    three = Case(shapes, [case.qk[0], np.zeros((0, 3)), case.qk[1]],
+                 [case.vo[0], np.zeros((0, 2)), case.vo[1]], [case.head[0], np.zeros(0), case.head[1]])
+    frame = table(three)
+    plan = make_plan(frame, "entire-head", "local", 0.5)
+    assert [lp.heads for lp in plan.layers] == [(1,), (), (0,)]
+    # The keyword wins over attrs: a table whose attrs are wrong still plans with the right base.
+    frame.attrs["base"] = frame.attrs["base"][:2]
+    assert make_plan(frame, "entire-head", "local", 0.5, base=shapes) == plan
+    extra = r"head scores not in the model for \(layer, head\) \(2, 0\), \(2, 1\)"
+    with pytest.raises(ValueError, match=extra):
+        make_plan(frame, "entire-head", "local", 0.5)
+
+
+def test_made_plan_round_trips_through_json():
+    plan = make_plan(table(small_case()), "per-head", "global", 0.3)
+    back = PruningPlan.from_json(plan.to_json())
+    assert back == plan and back.target_sparsity == 0.3 and back.pattern == "per-head"
+    pd.testing.assert_frame_equal(back.summary(), plan.summary())
+    summary = plan.summary()
+    assert summary["qk_channels_left"].tolist() == [lp.qk_channels for lp in plan.layers]
+    assert summary["weights_left"].sum() == plan.kept_weights()
+
+
+# --- errors -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"pattern": "heads"}, r"Unknown pattern 'heads'; choose one of same-channel, per-head, entire-head"),
+        ({"threshold": "layer"}, r"Unknown threshold 'layer'; choose one of global, local"),
+        ({"sparsity": -0.1}, r"sparsity must be in \[0, 1\).*got -0.1"),
+        ({"sparsity": 1.0}, r"sparsity must be in \[0, 1\).*got 1.0"),
+        ({"sparsity": 0.9}, r"per-head / global can remove at most 60.00% .*one Q/K and one V/O.*for 90.00%"),
+        ({"force_keep": [(0, 1)]}, r"force_keep \[\(0, 1\)\] needs pattern 'entire-head'.*kept whole"),
+        ({"force_remove": [(1, 2)]}, r"force_remove: layer 1 head 2 does not exist"),
+        ({"force_remove": [(5, 0)]}, r"force_remove: layer 5 head 0 does not exist"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    args = {"pattern": "per-head", "threshold": "global", "sparsity": 0.3} | kwargs
+    frame = table(small_case())
+    with pytest.raises(ValueError, match=message):
+        make_plan(frame, args.pop("pattern"), args.pop("threshold"), args.pop("sparsity"), **args)
+
+
+def test_bad_tables_are_named():
+    frame = table(small_case())
+    two = pd.concat([frame, frame.assign(scorer="magnitude")])
+    with pytest.raises(ValueError, match=r"mixes scorers \['fisher', 'magnitude'\]"):
+        make_plan(two, "per-head", "global", 0.3)
+    bare = frame.copy()
+    bare.attrs = {}
+    with pytest.raises(ValueError, match="pass base="):
+        make_plan(bare, "per-head", "global", 0.3)
+    # frame.head would be DataFrame.head(); NA channels compare as NA, hence fillna.
+    pair = (frame["layer"] == 1) & (frame["head"] == 0) & (frame["channel"] == 2).fillna(False)
+    dropped = frame[~(pair & (frame["matrix"] == "pair"))]
+    missing = r"Q/K channel scores missing for \(layer, head, channel\) \(1, 0, 2\)"
+    with pytest.raises(ValueError, match=missing):
+        make_plan(dropped, "per-head", "global", 0.3)
+    assert make_plan(frame, "per-head", "global", 0.3, base=frame.attrs["base"]).validate()
+
+
+# --- hand-made plans ------------------------------------------------------------------------------------
+def test_plan_from_heads(tiny_model):
+    shapes = tuple(anatomy.attention_shapes(tiny_model))  # 2 layers x 4 heads x 8, hidden 32
+    by_map = plan_from_heads(tiny_model, {1: [3, 0]}, pattern="manual")
+    assert [lp.heads for lp in by_map.layers] == [(0, 1, 2, 3), (0, 3)]
+    assert by_map.layers[1].qk == (tuple(range(8)),) * 2 and by_map.pattern == "manual"
+    assert by_map.attention_sparsity() == 0.25
+    assert plan_from_heads(shapes, [[0, 1, 2, 3], [0, 3]], pattern="manual") == by_map
+    with pytest.raises(ValueError, match=r"kept heads \[4\] out of range"):
+        plan_from_heads(shapes, {0: [4]})
+    with pytest.raises(ValueError, match="lists 1 layers; the model has 2"):
+        plan_from_heads(shapes, [[0]])
+
+
+def test_plan_from_units():
+    frame = table(small_case())
+    qk = {(0, 0): (1, 0), (0, 1): [2, 0]}  # any order; the plan sorts
+    plan = plan_from_units(frame, qk=qk, vo={(1, 0): [1]}, removed_heads=[(1, 1)])
+    assert plan.layers[0].qk == ((0, 1), (0, 2)) and plan.layers[0].vo == ((0, 1), (0, 1))
+    assert plan.layers[1].heads == (0,) and plan.layers[1].vo == ((1,),)
+    assert removed_weights(plan) == 2 * 8 + 8 + 40  # two Q/K channels, one V/O channel, one head
+    with pytest.raises(ValueError, match=r"head 1 is kept with 0 Q/K"):
+        plan_from_units(frame, qk={(0, 1): []}, vo={})
+    with pytest.raises(ValueError, match=r"qk: layer 0 head 7 does not exist"):
+        plan_from_units(frame, qk={(0, 7): [0]}, vo={})
