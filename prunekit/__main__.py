@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from .errors import PrunekitError
 
 
@@ -95,6 +97,95 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"report written to {out}")
 
 
+def _scores(args: argparse.Namespace, model, extractor, labels):
+    """Scores of ``model`` by ``args.scorer``; gradient scorers read ``args.clips`` clips of
+    ``args.score_split`` of ``args.data``."""
+    from .datasets import open_dataset
+    from .scoring import GRADIENT_SCORERS, score, scoring_data
+
+    data = None
+    if args.scorer in GRADIENT_SCORERS:
+        bar, progress = _bar("preparing data")
+        dataset = open_dataset(args.data, progress=progress)
+        bar.close()
+        bar, progress = _bar(f"features of {args.score_split}")
+        data = scoring_data(dataset, extractor, labels, args.score_split, clips=args.clips, progress=progress)
+        bar.close()
+    bar, progress = _bar(f"{args.scorer} scores") if data is not None else (None, None)
+    frame = score(model, args.scorer, data, batch_size=args.batch_size, norm=args.norm, seed=args.seed,
+                  progress=progress)
+    if bar is not None:
+        bar.close()
+    return frame
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from .models import load_model
+
+    model, extractor, labels = load_model(args.model)
+    frame = _scores(args, model, extractor, labels)
+    heads = frame[(frame.group == "head")].pivot(index="layer", columns="head", values="score")
+    print(f"{args.scorer} scores of {args.model}: {len(frame)} rows")
+    print("whole-head scores (layers x heads):")
+    print(heads.to_string(float_format=lambda v: f"{v:.3g}"))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out, index=False)
+        print(f"score table written to {out}")
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    from . import evaluate as ev
+    from .datasets import open_dataset
+    from .models import load_model
+    from .plan import make_plan
+    from .surgery import apply_plan, save_pruned
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    model, extractor, labels = load_model(args.model)
+    frame = _scores(args, model, extractor, labels)
+    plan = make_plan(frame, args.pattern, args.threshold, args.sparsity)
+    pruned = apply_plan(model, plan)
+    save_pruned(pruned, out, plan=plan, feature_extractor=extractor, labels=labels, overwrite=args.overwrite)
+    print(f"plan: {args.scorer} scores, {args.pattern} pattern, {args.threshold} threshold, "
+          f"target {args.sparsity:.1%} -> attention sparsity reached {plan.attention_sparsity():.1%}")
+    print(plan.summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"pruned model written to {out}")
+
+    bar, progress = _bar("preparing data")
+    data = open_dataset(args.data, progress=progress)
+    bar.close()
+    rows = {}
+    for name, variant in (("dense", model), ("pruned", pruned)):
+        bar, progress = _bar(f"evaluating {name} on {args.split}")
+        result = ev.evaluate(variant, extractor, labels, data, args.split, batch_size=args.batch_size,
+                             progress=progress)
+        bar.close()
+        rows[name] = {"accuracy": result.accuracy, "loss": float(result.summary["loss"].iloc[0]),
+                      **ev.cost(variant, repeats=args.repeats).iloc[0].to_dict()}
+    table = pd.DataFrame(rows)
+    table["pruned / dense"] = table["pruned"] / table["dense"]
+    print(f"evaluation on {data.name} [{args.split}]:")
+    print(table.to_string(float_format=lambda v: f"{v:,.4g}"))
+
+
+def _scoring_options(p: argparse.ArgumentParser) -> None:
+    from .scoring import SCORERS
+
+    p.add_argument("--model", default="demo", help="'demo', a local folder or a Hugging Face hub id")
+    p.add_argument("--scorer", default="fisher", choices=SCORERS)
+    p.add_argument("--data", default="demo", help="'demo' or a dataset folder (gradient scorers)")
+    p.add_argument("--score-split", default="validation", choices=["train", "validation", "test"],
+                   help="split the gradient scorers read (default: validation, as in the paper)")
+    p.add_argument("--clips", type=int, default=1000, help="clips the gradient scorers read")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--norm", default="l1", choices=["l1", "l2"], help="magnitude's norm")
+    p.add_argument("--seed", type=int, default=0, help="random's seed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m prunekit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write per-clip predictions here")
     p.add_argument("--json", help="write the report here")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("score", help="importance of every head and channel, as a CSV table")
+    _scoring_options(p)
+    p.add_argument("--out", help="write the score table (CSV) here")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("prune", help="score, plan, physically prune, save, and evaluate against the dense model")
+    _scoring_options(p)
+    p.add_argument("--pattern", default="per-head", choices=["entire-head", "per-head", "same-channel"])
+    p.add_argument("--threshold", default="global", choices=["global", "local"])
+    p.add_argument("--sparsity", type=float, default=0.5, help="target attention sparsity in [0, 1)")
+    p.add_argument("--out", required=True, help="folder for the pruned model (save_pretrained layout)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"], help="evaluation split")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs for the latency median")
+    p.set_defaults(func=cmd_prune)
     return parser
 
 
@@ -126,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except PrunekitError as exc:
+    except (PrunekitError, ValueError, FileExistsError) as exc:  # bad input: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

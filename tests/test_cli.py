@@ -52,3 +52,45 @@ def test_demo_model_on_demo_data_offline(real_cache):
     assert out.returncode == 0, out.stderr
     accuracy = float(re.search(r"accuracy (\d\.\d{4})", out.stdout).group(1))
     assert accuracy >= 0.90, out.stdout
+
+
+def test_score_and_prune_tiny_model(tmp_path, tiny_model_dir, tiny_speech_commands):
+    cache = tmp_path / "c"
+    out = run_cli("score", "--model", tiny_model_dir, "--scorer", "fisher", "--data", tiny_speech_commands,
+                  "--out", tmp_path / "scores.csv", cache=cache)
+    assert out.returncode == 0, out.stderr
+    table = pd.read_csv(tmp_path / "scores.csv")
+    assert list(table.columns) == ["layer", "group", "matrix", "head", "channel", "scorer", "score"]
+    assert set(table.scorer) == {"fisher"} and (table.score > 0).all()
+    assert len(list((cache / "scores").glob("*.parquet"))) == 1  # cached for the next command
+
+    pruned = tmp_path / "pruned"
+    out = run_cli("prune", "--model", tiny_model_dir, "--scorer", "fisher", "--data", tiny_speech_commands,
+                  "--pattern", "entire-head", "--threshold", "local", "--sparsity", "0.5", "--out", pruned,
+                  "--repeats", "2", cache=cache)
+    assert out.returncode == 0, out.stderr
+    assert "attention sparsity reached 50.0%" in out.stdout and "pruned / dense" in out.stdout
+    config = json.loads((pruned / "config.json").read_text())
+    assert [s["heads"] for s in config["prunekit_structure"]] == [2, 2]
+    assert (pruned / "plan.json").is_file() and (pruned / "preprocessor_config.json").is_file()
+    out = run_cli("evaluate", "--model", pruned, "--data", tiny_speech_commands, "--repeats", "2", cache=cache)
+    assert out.returncode == 0, out.stderr
+
+    again = run_cli("prune", "--model", tiny_model_dir, "--scorer", "magnitude", "--out", pruned, cache=cache)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    bad = run_cli("prune", "--model", tiny_model_dir, "--scorer", "magnitude", "--pattern", "per-head",
+                  "--threshold", "local", "--sparsity", "0.99", "--out", tmp_path / "p2", cache=cache)
+    assert bad.returncode == 2 and "at most" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_prune_demo_and_reload_offline(real_cache, tmp_path):
+    """The pruning-core issue's acceptance commands on the embedded demo."""
+    out = run_cli("prune", "--model", "demo", "--scorer", "fisher", "--pattern", "per-head", "--threshold", "global",
+                  "--sparsity", "0.5", "--out", tmp_path / "pruned-demo", "--repeats", "3", cache=real_cache)
+    assert out.returncode == 0, out.stderr
+    reached = float(re.search(r"attention sparsity reached (\d+\.\d)%", out.stdout).group(1))
+    assert abs(reached - 50.0) < 2.0
+    out = run_cli("evaluate", "--model", tmp_path / "pruned-demo", "--data", "demo", "--repeats", "3", cache=real_cache)
+    assert out.returncode == 0, out.stderr
+    assert float(re.search(r"accuracy (\d\.\d{4})", out.stdout).group(1)) > 0.3  # pruned, unrecovered, not broken
