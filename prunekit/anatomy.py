@@ -220,9 +220,17 @@ class PrunedASTAttention(ASTAttention):
         key = self.k_proj(hidden_states).view(qk_shape).transpose(1, 2)  # (B, h, T, dqk)
         value = self.v_proj(hidden_states).view(v_shape).transpose(1, 2)  # (B, h, T, dv)
 
-        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        implementation = self.config._attn_implementation
+        width = max(self.qk_head_dim, self.v_head_dim)
+        if implementation == "sdpa" and self.qk_head_dim != self.v_head_dim:
+            # CPU sdpa takes its fast kernel only when q, k and v share a head dim; otherwise it
+            # falls back to plain maths (3x slower at AST-base size, slower than dense). Zero
+            # channels change no q.k product and add only zero outputs: pad the narrower side to
+            # the wider one, then slice the padding off the output.
+            query = nn.functional.pad(query, (0, width - self.qk_head_dim))  # (B, h, T, w)
+            key = nn.functional.pad(key, (0, width - self.qk_head_dim))  # (B, h, T, w)
+            value = nn.functional.pad(value, (0, width - self.v_head_dim))  # (B, h, T, w)
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         out, weights = attention_interface(
             self,
             query,
@@ -232,8 +240,8 @@ class PrunedASTAttention(ASTAttention):
             dropout=0.0 if not self.training else self.attention_dropout,
             scaling=self.scaling,
             **kwargs,
-        )  # out: (B, T, h, dv)
-        out = out.reshape(*input_shape, -1).contiguous()  # (B, T, h*dv)
+        )  # out: (B, T, h, dv), or (B, T, h, w) when padded
+        out = out[..., : self.v_head_dim].reshape(*input_shape, -1).contiguous()  # (B, T, h*dv)
         return self.o_proj(out), weights
 
 
