@@ -238,8 +238,9 @@ def _unflat(values: Sequence[torch.Tensor], like: list[dict]) -> list[dict[str, 
     return [{m: next(it) for m in layer} for layer in like]
 
 
-def _batch_fisher(model, data, batch_size, progress) -> list[dict[str, torch.Tensor]]:
-    """F(w) = mean over batches of (d mean-batch-loss / dw)^2 + 1e-6 (the paper's Fisher)."""
+def _batch_gradient_sums(model, data, batch_size, progress, *, square: bool):
+    """Per attention weight, the sum over batches of the gradient of the batch-mean loss
+    (squared first when ``square``); returns (the work copy's weights, the sums, the batch count)."""
     work, weights = _work_copy(model)
     params = _flat(weights)
     acc = [torch.zeros_like(p) for p in params]
@@ -247,8 +248,14 @@ def _batch_fisher(model, data, batch_size, progress) -> list[dict[str, torch.Ten
     for x, y in _batches(data, batch_size, progress):
         grads = torch.autograd.grad(_loss(work(x).logits, y, "mean"), params)
         for a, g in zip(acc, grads):
-            a.addcmul_(g, g)
+            a.addcmul_(g, g) if square else a.add_(g)
         batches += 1
+    return weights, acc, batches
+
+
+def _batch_fisher(model, data, batch_size, progress) -> list[dict[str, torch.Tensor]]:
+    """F(w) = mean over batches of (d mean-batch-loss / dw)^2 + 1e-6 (the paper's Fisher)."""
+    weights, acc, batches = _batch_gradient_sums(model, data, batch_size, progress, square=True)
     return _unflat([a / batches + FISHER_EPS for a in acc], weights)
 
 
@@ -290,16 +297,8 @@ def _sample_fisher(model, data, batch_size, progress) -> list[dict[str, torch.Te
 def _taylor(model, data, batch_size, progress) -> list[dict[str, torch.Tensor]]:
     """Per weight w * dL/dw with L the mean of the batch-mean losses (signed; _tidy sums each
     unit, then takes the absolute value: first-order change of the loss when the unit goes)."""
-    work, weights = _work_copy(model)
-    params = _flat(weights)
-    acc = [torch.zeros_like(p) for p in params]
-    batches = 0
-    for x, y in _batches(data, batch_size, progress):
-        grads = torch.autograd.grad(_loss(work(x).logits, y, "mean"), params)
-        for a, g in zip(acc, grads):
-            a.add_(g)
-        batches += 1
-    return _unflat([p.detach() * a / batches for p, a in zip(params, acc)], weights)
+    weights, acc, batches = _batch_gradient_sums(model, data, batch_size, progress, square=False)
+    return _unflat([w.detach() * a / batches for w, a in zip(_flat(weights), acc)], weights)
 
 
 def _gate_fisher(model, data, batch_size, progress) -> pd.DataFrame:
