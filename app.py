@@ -6,5 +6,8 @@ from prunekit.ui import sidebar
 
 st.set_page_config(page_title="prunekit", layout="wide")
 sidebar()
-page = st.navigation([st.Page("pages/overview.py", title="Overview", default=True)])
+page = st.navigation([
+    st.Page("pages/overview.py", title="Overview", default=True),
+    st.Page("pages/importance.py", title="Head importance"),
+])
 page.run()

@@ -20,7 +20,13 @@ def render() -> None:
     cols[2].metric("Parameters", f"{facts['parameters'] / 1e6:.2f} M")
     cols[3].metric("Attention share", f"{facts['attention_share']:.0%}")
     st.write(f"Input: {facts['input']}; {facts['classes']} classes; hidden size {facts['hidden_size']}.")
-    st.info("Head importance, scorer comparison, pruning and listening pages are on their way.")
+    st.markdown(
+        "**Head importance** shows how much each head and channel matters, by one of six scorers "
+        "(magnitude, Fisher and its per-clip and gate variants, Taylor, random), with W_q, W_k, W_v "
+        "and W_o apart; click a head to see its channels."
+    )
+    st.info("Scorer comparison, interactive pruning and listening pages are on their way; "
+            "`python -m prunekit prune` already prunes from the command line.")
 
 
 render()

@@ -1,0 +1,46 @@
+"""Head importance: a layers x heads map for one scorer and matrix; click a head for its channels."""
+
+import streamlit as st
+
+from prunekit import scoring, viz
+from prunekit.ui import load_or_report, model_source, scores_or_report
+
+st.title("Head importance")
+st.caption("How much each attention head, and each of its channels, matters to the model.")
+
+
+def render() -> None:
+    source = model_source()
+    if load_or_report(source) is None:
+        return
+    left, right = st.columns(2)
+    scorer = left.selectbox("Scorer", scoring.SCORERS, index=scoring.SCORERS.index("magnitude"), key="imp_scorer",
+                            help="magnitude needs no data; fisher is the paper's method (reads validation clips)")
+    view = right.selectbox("Matrix", list(viz.VIEWS), key="imp_view",
+                           help="W_q, W_k, W_v, W_o separately, the QK and VO pairs that are pruned together, "
+                                "or the whole head")
+    frame = scores_or_report(source, scorer)
+    if frame is None:
+        return
+    event = st.plotly_chart(viz.head_map(frame, view), on_select="rerun", selection_mode="points",
+                            key="imp_map")
+    grid = viz.head_grid(frame, "head", "pair")
+    layers = list(grid.index)
+    picked = viz.picked_head(event)
+    # A selection stays in the chart's state on later reruns: apply it once, when it changes,
+    # so the layer and head boxes below still work after a click.
+    if picked is not None and picked != st.session_state.get("imp_last_pick"):
+        st.session_state["imp_last_pick"] = picked
+        st.session_state["imp_layer"], st.session_state["imp_head"] = picked
+    c1, c2 = st.columns(2)
+    layer = c1.selectbox("Layer", layers, key="imp_layer")
+    heads = [int(h) for h in grid.loc[layer].dropna().index]
+    if st.session_state.get("imp_head") not in heads:
+        st.session_state["imp_head"] = heads[0]
+    head = c2.selectbox("Head", heads, key="imp_head")
+    st.plotly_chart(viz.channel_bars(frame, layer, head), key="imp_channels")
+    st.download_button("Download the score table (CSV)", frame.to_csv(index=False).encode(),
+                       file_name=f"{scorer}-scores.csv", mime="text/csv", key="imp_download")
+
+
+render()
