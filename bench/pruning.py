@@ -78,45 +78,25 @@ def scoring_cost(model, data: ScoringData, batch_size: int = 32, repeats: int = 
 def speed(model, scores, batches: tuple[int, ...], repeats: dict[int, int]) -> list[dict]:
     """MACs and interleaved latency of dense vs each pattern at 50 % (global); ``repeats`` gives
     the timed rounds per batch size."""
-    rows = []
-    variants = [("dense", "-", model)]
+    variants, meta = {"dense": model}, {"dense": "-"}
     for pattern in PATTERNS:
         plan = make_plan(scores, pattern, "global", 0.5)
-        variants.append((pattern, f"{plan.attention_sparsity():.3f}", apply_plan(model, plan)))
-    for name, sparsity, variant in variants:
-        rows.append({"variant": name, "attention_sparsity": sparsity,
-                     "parameters": sum(p.numel() for p in variant.parameters()),
-                     "macs_per_clip": ev.count_macs(variant, 1),
-                     "heads": anatomy.describe(variant)["heads"]})
-    for b in batches:
-        times = interleaved_latency([v for _, _, v in variants], b, repeats[b])
-        for row, t in zip(rows, times):
-            row[f"latency_b{b}_ms"] = round(t, 2)
-    for row in rows:
-        print(f"  {row['variant']:13s} {row}", flush=True)
+        variants[pattern], meta[pattern] = apply_plan(model, plan), f"{plan.attention_sparsity():.3f}"
+    table = ev.compare_cost(variants, batches=())
+    for b in batches:  # each batch size with its own number of rounds
+        table[f"latency_b{b}_ms"] = ev.latencies_ms(list(variants.values()), b, repeats=repeats[b], warmup=2)
+    rows = []
+    for name, row in table.iterrows():
+        rows.append({"variant": name, "attention_sparsity": meta[name], "parameters": int(row["parameters"]),
+                     "macs_per_clip": int(row["macs_per_clip"]), "heads": anatomy.describe(variants[name])["heads"],
+                     **{f"latency_b{b}_ms": round(float(row[f"latency_b{b}_ms"]), 2) for b in batches}})
+        print(f"  {name:13s} {rows[-1]}", flush=True)
     dense = rows[0]
     for row in rows:
         row["mac_saving"] = round(1 - row["macs_per_clip"] / dense["macs_per_clip"], 4)
         for b in batches:
             row[f"latency_saving_b{b}"] = round(1 - row[f"latency_b{b}_ms"] / dense[f"latency_b{b}_ms"], 4)
     return rows
-
-
-@torch.no_grad()
-def interleaved_latency(models, batch: int, rounds: int, warmup: int = 2) -> list[float]:
-    """Median forward time (ms) of each model at ``batch``, the models timed in turn in every
-    round, so a slow spell of the machine hits all of them rather than one."""
-    x = anatomy.dummy_input(models[0], batch)
-    for model in models:
-        for _ in range(warmup):
-            model(x)
-    times = [[] for _ in models]
-    for _ in range(rounds):
-        for model, bucket in zip(models, times):
-            start = time.perf_counter()
-            model(x)
-            bucket.append(time.perf_counter() - start)
-    return [1000 * statistics.median(t) for t in times]
 
 
 def fisher_memory_child() -> None:

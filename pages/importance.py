@@ -39,7 +39,8 @@ def render() -> None:
         st.session_state["imp_head"] = heads[0]
     head = c2.selectbox("Head", heads, key="imp_head")
     st.plotly_chart(viz.channel_bars(frame, layer, head), key="imp_channels")
-    st.download_button("Download the score table (CSV)", frame.to_csv(index=False).encode(),
+    # A callable: the CSV is written when the button is pressed, not on every rerun.
+    st.download_button("Download the score table (CSV)", lambda: frame.to_csv(index=False).encode(),
                        file_name=f"{scorer}-scores.csv", mime="text/csv", key="imp_download")
 
 

@@ -97,17 +97,23 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"report written to {out}")
 
 
-def _scores(args: argparse.Namespace, model, extractor, labels):
-    """Scores of ``model`` by ``args.scorer``; gradient scorers read ``args.clips`` clips of
-    ``args.score_split`` of ``args.data``."""
+def _dataset(args: argparse.Namespace):
     from .datasets import open_dataset
+
+    bar, progress = _bar("preparing data")
+    dataset = open_dataset(args.data, progress=progress)
+    bar.close()
+    return dataset
+
+
+def _scores(args: argparse.Namespace, model, extractor, labels, dataset=None):
+    """Scores of ``model`` by ``args.scorer``; gradient scorers read ``args.clips`` clips of
+    ``args.score_split`` of ``dataset`` (``args.data``, opened here when not given)."""
     from .scoring import GRADIENT_SCORERS, score, scoring_data
 
     data = None
     if args.scorer in GRADIENT_SCORERS:
-        bar, progress = _bar("preparing data")
-        dataset = open_dataset(args.data, progress=progress)
-        bar.close()
+        dataset = dataset if dataset is not None else _dataset(args)
         bar, progress = _bar(f"features of {args.score_split}")
         data = scoring_data(dataset, extractor, labels, args.score_split, clips=args.clips, progress=progress)
         bar.close()
@@ -137,7 +143,6 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_prune(args: argparse.Namespace) -> None:
     from . import evaluate as ev
-    from .datasets import open_dataset
     from .models import load_model
     from .plan import make_plan
     from .surgery import apply_plan, save_pruned
@@ -146,7 +151,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     model, extractor, labels = load_model(args.model)
-    frame = _scores(args, model, extractor, labels)
+    data = _dataset(args)  # read once: the scorer and the evaluation share it
+    frame = _scores(args, model, extractor, labels, data)
     plan = make_plan(frame, args.pattern, args.threshold, args.sparsity)
     pruned = apply_plan(model, plan)
     save_pruned(pruned, out, plan=plan, feature_extractor=extractor, labels=labels, overwrite=args.overwrite)
@@ -155,18 +161,16 @@ def cmd_prune(args: argparse.Namespace) -> None:
     print(plan.summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"pruned model written to {out}")
 
-    bar, progress = _bar("preparing data")
-    data = open_dataset(args.data, progress=progress)
-    bar.close()
-    rows = {}
-    for name, variant in (("dense", model), ("pruned", pruned)):
+    variants = {"dense": model, "pruned": pruned}
+    quality = {}
+    for name, variant in variants.items():
         bar, progress = _bar(f"evaluating {name} on {args.split}")
         result = ev.evaluate(variant, extractor, labels, data, args.split, batch_size=args.batch_size,
                              progress=progress)
         bar.close()
-        rows[name] = {"accuracy": result.accuracy, "loss": float(result.summary["loss"].iloc[0]),
-                      **ev.cost(variant, repeats=args.repeats).iloc[0].to_dict()}
-    table = pd.DataFrame(rows)
+        quality[name] = {"accuracy": result.accuracy, "loss": float(result.summary["loss"].iloc[0])}
+    cost = ev.compare_cost(variants, repeats=args.repeats)  # latencies interleaved: drift hits both
+    table = pd.concat([pd.DataFrame(quality).T, cost], axis=1).T
     table["pruned / dense"] = table["pruned"] / table["dense"]
     print(f"evaluation on {data.name} [{args.split}]:")
     print(table.to_string(float_format=lambda v: f"{v:,.4g}"))
@@ -187,6 +191,8 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .planning import PATTERNS, THRESHOLDS
+
     parser = argparse.ArgumentParser(prog="python -m prunekit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -218,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="score, plan, physically prune, save, and evaluate against the dense model")
     _scoring_options(p)
-    p.add_argument("--pattern", default="per-head", choices=["entire-head", "per-head", "same-channel"])
-    p.add_argument("--threshold", default="global", choices=["global", "local"])
+    p.add_argument("--pattern", default="per-head", choices=PATTERNS)
+    p.add_argument("--threshold", default="global", choices=THRESHOLDS)
     p.add_argument("--sparsity", type=float, default=0.5, help="target attention sparsity in [0, 1)")
     p.add_argument("--out", required=True, help="folder for the pruned model (save_pretrained layout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")

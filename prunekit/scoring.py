@@ -191,16 +191,14 @@ def _rows_of(per_weight: list[dict[str, torch.Tensor]]) -> list[dict[str, np.nda
 
 def _magnitude_rows(model: nn.Module, norm: str) -> list[dict[str, np.ndarray]]:
     """Per unit row: the L1 norm, or for L2 the squared L2 norm (summed, then rooted, by _tidy)."""
-    out = []
     with torch.no_grad():
-        for i in range(len(anatomy.layers(model))):
-            stat = {m: (w.abs() if norm == "l1" else w.square()) for m, w in _weights(model, i).items()}
-            out.append({m: (s.sum(0) if m == "o" else s.sum(1)).double().numpy() for m, s in stat.items()})
-    return out
+        return _rows_of([{m: (w.abs() if norm == "l1" else w.square()) for m, w in _weights(model, i).items()}
+                         for i in range(len(anatomy.layers(model)))])
 
 
-def _work_copy(model: nn.Module) -> tuple[nn.Module, list[dict[str, torch.Tensor]]]:
-    """A copy in eval mode where only the attention weights require grad."""
+def _work_copy(model: nn.Module, *, weight_grads: bool = True) -> tuple[nn.Module, list[dict[str, torch.Tensor]]]:
+    """A copy in eval mode where only the attention weights require grad (none at all when
+    ``weight_grads`` is False: gate gradients need no weight gradients)."""
     work = copy.deepcopy(model).eval()
     for p in work.parameters():
         p.requires_grad_(False)
@@ -208,7 +206,7 @@ def _work_copy(model: nn.Module) -> tuple[nn.Module, list[dict[str, torch.Tensor
     weights = [_weights(work, s.layer) if s.heads else {} for s in anatomy.attention_shapes(work)]
     for layer in weights:
         for w in layer.values():
-            w.requires_grad_(True)
+            w.requires_grad_(weight_grads)
     return work, weights
 
 
@@ -308,9 +306,7 @@ def _gate_fisher(model, data, batch_size, progress) -> pd.DataFrame:
     squared sum of its channel gradients (the gradient of a gate on the whole head)."""
     shapes = anatomy.attention_shapes(model)
     live = [s for s in shapes if s.heads]  # a 0-head layer has no units to gate
-    work, _ = _work_copy(model)
-    for p in work.parameters():
-        p.requires_grad_(False)
+    work, _ = _work_copy(model, weight_grads=False)
     qk_acc = [np.zeros((s.heads, s.qk_dim)) for s in shapes]
     vo_acc = [np.zeros((s.heads, s.v_dim)) for s in shapes]
     head_acc = {g: [np.zeros(s.heads) for s in shapes] for g in ("qk", "vo")}
@@ -341,15 +337,12 @@ def _gate_fisher(model, data, batch_size, progress) -> pd.DataFrame:
             continue
         qk, vo = qk_acc[s.layer], vo_acc[s.layer]
         # A gate on row r of W_q or of W_k scales the same q.k term: the two scores coincide.
-        for group, matrices, unit in (("qk", "qkp", qk), ("vo", "vop", vo)):
+        for group, matrices, unit in (("qk", ("q", "k", "pair"), qk), ("vo", ("v", "o", "pair"), vo)):
             for m in matrices:
-                parts.append(_channel_block(s.layer, group, _MATRIX_NAME[m], unit, "fisher-gate"))
-                parts.append(_head_block(s.layer, group, _MATRIX_NAME[m], head_acc[group][s.layer], "fisher-gate"))
+                parts.append(_channel_block(s.layer, group, m, unit, "fisher-gate"))
+                parts.append(_head_block(s.layer, group, m, head_acc[group][s.layer], "fisher-gate"))
         parts.append(_head_block(s.layer, "head", "pair", head_acc["vo"][s.layer], "fisher-gate"))
     return _frame(parts)
-
-
-_MATRIX_NAME = {"q": "q", "k": "k", "v": "v", "o": "o", "p": "pair"}
 
 
 # --- from unit rows to the tidy frame ------------------------------------------------------------

@@ -56,7 +56,8 @@ def scores_or_report(source: str, scorer: str) -> pd.DataFrame | None:
     disk cache under ``score`` survives restarts of the app; the session keeps the frames it
     has seen, so reruns (a slider, a click) do not even hash the weights again.
     """
-    key = (source, scorer, data_source(), score_clips())
+    uses_data = scorer in GRADIENT_SCORERS
+    key = (source, scorer, *((data_source(), score_clips()) if uses_data else ()))
     seen = st.session_state.setdefault("_prunekit_scores", {})
     if key in seen:
         return seen[key]
@@ -68,7 +69,7 @@ def scores_or_report(source: str, scorer: str) -> pd.DataFrame | None:
     try:
         model, extractor, labels = cached_model(source)
         data = None
-        if scorer in GRADIENT_SCORERS:
+        if uses_data:
             bar.progress(0.0, text=f"Reading {data_source()} and computing features…")
             data = scoring_data(cached_dataset(data_source()), extractor, labels, "validation",
                                 clips=score_clips())
