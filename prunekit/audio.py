@@ -86,12 +86,16 @@ def fit_length(wave: np.ndarray, n_samples: int) -> np.ndarray:
     return np.pad(wave, (0, n_samples - len(wave)))
 
 
-def sliding_windows(wave: np.ndarray, window: int, hop: int) -> np.ndarray:
-    """(n_windows, window) views of ``wave`` every ``hop`` samples; the last one zero-padded."""
+def window_starts(n_samples: int, window: int, hop: int) -> range:
+    """Start samples of windows of ``window`` every ``hop`` samples covering ``n_samples``."""
     if window <= 0 or hop <= 0:
         raise ValueError(f"window and hop must be positive, got {window=}, {hop=}.")
-    starts = range(0, max(len(wave) - window, 0) + hop, hop) if len(wave) > window else [0]
-    return np.stack([fit_length(wave[s : s + window], window) for s in starts])
+    return range(0, max(n_samples - window, 0) + hop, hop) if n_samples > window else range(1)
+
+
+def sliding_windows(wave: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """(n_windows, window) views of ``wave`` every ``hop`` samples; the last one zero-padded."""
+    return np.stack([fit_length(wave[s : s + window], window) for s in window_starts(len(wave), window, hop)])
 
 
 def features(waves: Sequence[np.ndarray], feature_extractor, *, sampling_rate: int = TARGET_SR) -> torch.Tensor:

@@ -11,6 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .compare import removal_grid
+from .plan import PruningPlan
+
 # What a person picks -> (group, matrix) rows of the score frame.
 VIEWS: dict[str, tuple[str, str]] = {
     "Whole head": ("head", "pair"),
@@ -32,25 +35,37 @@ def head_grid(scores: pd.DataFrame, group: str, matrix: str) -> pd.DataFrame:
     return rows.pivot(index="layer", columns="head", values="score").sort_index()
 
 
-def head_map(scores: pd.DataFrame, view: str, *, title: str | None = None) -> go.Figure:
-    """Layers (rows, layer 0 at the top) x heads (columns), coloured by the view's score."""
-    group, matrix = VIEWS[view]
-    grid = head_grid(scores, group, matrix)
-    cells = grid.stack().rename("score").reset_index()  # layer, head, score
-    scorer = ", ".join(sorted(scores["scorer"].unique()))
+def square_map(grid: pd.DataFrame, *, title: str, value: str = "score", colorscale: str = "Viridis",
+               zrange: tuple[float, float] | None = None, marks: dict[tuple[int, int], str] | None = None,
+               fmt: str = ".4g") -> go.Figure:
+    """A layers x heads grid (layer 0 at the top) drawn as clickable squares; NaN cells are left
+    out. ``marks`` puts a symbol on chosen (layer, head) cells (e.g. forced keep/remove)."""
+    cells = grid.stack().rename(value).reset_index()  # layer, head, value
+    cmin, cmax = zrange if zrange else (None, None)
     fig = go.Figure(go.Scatter(
-        x=cells["head"], y=cells["layer"], mode="markers",
-        marker={"symbol": "square", "size": 34, "color": cells["score"], "colorscale": "Viridis",
-                "colorbar": {"title": "score"}, "line": {"width": 1, "color": "white"}},
+        x=cells["head"], y=cells["layer"], mode="markers", showlegend=False,
+        marker={"symbol": "square", "size": 34, "color": cells[value], "colorscale": colorscale,
+                "cmin": cmin, "cmax": cmax, "colorbar": {"title": value}, "line": {"width": 1, "color": "white"}},
         customdata=cells[["layer", "head"]].to_numpy(),
-        hovertemplate="layer %{y}, head %{x}<br>score %{marker.color:.4g}<extra></extra>",
+        hovertemplate=f"layer %{{y}}, head %{{x}}<br>{value} %{{marker.color:{fmt}}}<extra></extra>",
     ))
+    for (layer, head), text in (marks or {}).items():
+        fig.add_annotation(x=head, y=layer, text=text, showarrow=False, font={"size": 18, "color": "white"})
     fig.update_layout(
-        title=title or f"{view}: {scorer} score per head (click a head for its channels)",
-        xaxis={"title": "head", "dtick": 1}, yaxis={"title": "layer", "dtick": 1, "autorange": "reversed"},
+        title=title, xaxis={"title": "head", "dtick": 1},
+        yaxis={"title": "layer", "dtick": 1, "autorange": "reversed"},
         height=120 + 48 * len(grid), margin={"t": 60, "b": 40}, clickmode="event+select",
     )
     return fig
+
+
+def head_map(scores: pd.DataFrame, view: str, *, title: str | None = None,
+             zrange: tuple[float, float] | None = None) -> go.Figure:
+    """Layers x heads, coloured by the view's score (e.g. "W_q" or "Whole head")."""
+    group, matrix = VIEWS[view]
+    scorer = ", ".join(sorted(scores["scorer"].unique()))
+    return square_map(head_grid(scores, group, matrix), zrange=zrange,
+                      title=title or f"{view}: {scorer} score per head (click a head for its channels)")
 
 
 def picked_head(event) -> tuple[int, int] | None:
@@ -86,4 +101,81 @@ def channel_bars(scores: pd.DataFrame, layer: int, head: int) -> go.Figure:
     fig.update_layout(barmode="group", height=360, title=f"Layer {layer}, head {head}: score per channel",
                       margin={"t": 70, "b": 40})
     fig.update_xaxes(title_text="channel")
+    return fig
+
+
+def removal_maps(plans: dict[str, PruningPlan]) -> go.Figure:
+    """For each named plan (a row), the fraction of each head's Q/K and V/O channels it removes
+    (two columns), on one 0-1 scale: the layer-wise sparsity of what a scorer would cut."""
+    names = list(plans)
+    titles = [f"{name}: {part} removed" for name in names for part in ("Q/K", "V/O")]
+    fig = make_subplots(rows=len(names), cols=2, subplot_titles=titles, horizontal_spacing=0.08,
+                        vertical_spacing=0.12 if len(names) > 1 else 0.0)
+    for row, name in enumerate(names, start=1):
+        for col, group in ((1, "qk"), (2, "vo")):
+            grid = removal_grid(plans[name], group)
+            fig.add_trace(go.Heatmap(
+                z=grid.to_numpy(), x=list(grid.columns), y=list(grid.index), zmin=0, zmax=1,
+                colorscale="Reds", coloraxis="coloraxis",
+                hovertemplate="layer %{y}, head %{x}<br>removed %{z:.0%}<extra></extra>",
+            ), row=row, col=col)
+    fig.update_yaxes(autorange="reversed", dtick=1, title_text="layer")
+    fig.update_xaxes(dtick=1, title_text="head")
+    fig.update_layout(coloraxis={"colorscale": "Reds", "cmin": 0, "cmax": 1,
+                                 "colorbar": {"title": "removed", "tickformat": ".0%"}},
+                      height=80 + 330 * len(names), margin={"t": 60, "b": 40})
+    return fig
+
+
+def agreement_bars(agreement: pd.DataFrame) -> go.Figure:
+    """Per-layer Spearman and Kendall rank correlation between two scorers (``compare.rank_agreement``)."""
+    fig = go.Figure([go.Bar(x=agreement["layer"], y=agreement[k], name=k.capitalize())
+                     for k in ("spearman", "kendall")])
+    fig.update_layout(barmode="group", height=320, yaxis={"range": [-1, 1], "title": "rank correlation"},
+                      xaxis={"title": "layer", "type": "category"}, margin={"t": 30, "b": 40})
+    return fig
+
+
+def confusion_map(confusion: pd.DataFrame, title: str) -> go.Figure:
+    """A true x predicted count matrix, rows normalised to fractions for colour, counts on hover."""
+    fractions = confusion.div(confusion.sum(axis=1).replace(0, 1), axis=0)
+    fig = go.Figure(go.Heatmap(
+        z=fractions.to_numpy(), x=list(confusion.columns), y=list(confusion.index), zmin=0, zmax=1,
+        colorscale="Blues", customdata=confusion.to_numpy(),
+        hovertemplate="true %{y}, predicted %{x}<br>%{customdata} clips (%{z:.0%})<extra></extra>",
+    ))
+    fig.update_layout(title=title, height=560, xaxis={"title": "predicted", "tickangle": -60},
+                      yaxis={"title": "true", "autorange": "reversed"}, margin={"t": 50, "b": 80})
+    return fig
+
+
+def class_change_bars(changes: pd.DataFrame) -> go.Figure:
+    """Per-class accuracy change, pruned minus dense (``variants.class_changes``), worst first."""
+    colours = ["#d62728" if c < 0 else "#2ca02c" for c in changes["change"]]
+    fig = go.Figure(go.Bar(x=changes["label"], y=100 * changes["change"], marker_color=colours,
+                           hovertemplate="%{x}: %{y:+.1f} points<extra></extra>"))
+    fig.update_layout(height=320, yaxis={"title": "accuracy change (points)"}, xaxis={"tickangle": -60},
+                      margin={"t": 30, "b": 80})
+    return fig
+
+
+def spectrogram(log_mel, *, title: str = "log-mel spectrogram", hop_ms: int = 10) -> go.Figure:
+    """A (frames, mels) log-mel array: time across, mel bins up."""
+    fig = go.Figure(go.Heatmap(z=log_mel.T, x=[i * hop_ms / 1000 for i in range(len(log_mel))],
+                               colorscale="Magma", colorbar={"title": "log energy"},
+                               hovertemplate="%{x:.2f} s, mel bin %{y}<extra></extra>"))
+    fig.update_layout(title=title, height=260, xaxis={"title": "time (s)"}, yaxis={"title": "mel bin"},
+                      margin={"t": 40, "b": 40})
+    return fig
+
+
+def top_bars(tops: dict[str, pd.DataFrame]) -> go.Figure:
+    """Top-k probabilities of several models (name -> frame with label, probability) side by side."""
+    fig = make_subplots(rows=1, cols=len(tops), subplot_titles=list(tops), horizontal_spacing=0.15)
+    for col, frame in enumerate(tops.values(), start=1):
+        fig.add_trace(go.Bar(x=frame["probability"], y=frame["label"], orientation="h", showlegend=False,
+                             hovertemplate="%{y}: %{x:.1%}<extra></extra>"), row=1, col=col)
+    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=260, margin={"t": 40, "b": 30})
     return fig

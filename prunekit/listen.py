@@ -1,0 +1,71 @@
+"""Classify one waveform of any length, and draw its log-mel spectrogram.
+
+A clip longer than the model's window is cut into windows half a window apart; a class's
+probability for the clip is its highest over the windows, so a word said anywhere in a long
+recording is found (averaging would dilute it with the silence around).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import audio
+from .evaluate import predict_logits
+
+HOP_MS = 10  # the AST feature extractor's frame shift
+
+
+def window_samples(extractor) -> int:
+    """Samples of audio one model input covers (``max_length`` frames of 10 ms)."""
+    return int(extractor.max_length * extractor.sampling_rate * HOP_MS // 1000)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """``probabilities``: (classes,) for the whole clip; ``windows``: start_s, top label and its
+    probability for each window."""
+
+    probabilities: np.ndarray
+    labels: tuple[str, ...]
+    windows: pd.DataFrame
+
+    def top(self, k: int = 5) -> pd.DataFrame:
+        """The ``k`` most probable labels: columns label, probability."""
+        order = np.argsort(-self.probabilities, kind="stable")[:k]
+        return pd.DataFrame({"label": [self.labels[i] for i in order], "probability": self.probabilities[order]})
+
+
+def classify(model: torch.nn.Module, extractor, labels: Sequence[str], wave: np.ndarray) -> Classification:
+    """Classify a 16 kHz mono waveform with sliding windows (see the module docstring)."""
+    if wave.ndim != 1 or len(wave) == 0:
+        raise ValueError(f"classify needs a non-empty mono waveform, got shape {wave.shape}")
+    window = window_samples(extractor)
+    hop = max(window // 2, 1)
+    # Unpadded chunks: the feature extractor pads the last (short) one exactly as it pads a short
+    # clip in evaluation, so a clip within one window gets the same answer as in ``evaluate``.
+    starts = audio.window_starts(len(wave), window, hop)
+    chunks = [wave[s : s + window] for s in starts]
+    probs = predict_logits(model, audio.features(list(chunks), extractor)).softmax(-1).numpy()  # (W, C)
+    best = probs.argmax(1)
+    windows = pd.DataFrame({
+        "start_s": np.asarray(starts) / extractor.sampling_rate,
+        "label": [labels[i] for i in best],
+        "probability": probs[np.arange(len(best)), best],
+    })
+    return Classification(probs.max(0), tuple(labels), windows)
+
+
+def log_mel(wave: np.ndarray, extractor) -> np.ndarray:
+    """Log-mel filterbank (frames, mels) of the whole waveform, as the model's extractor computes
+    it (Kaldi fbank, Hanning window) but neither padded, trimmed nor normalised: for display."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    x = torch.from_numpy(np.ascontiguousarray(audio.fit_length(wave, max(len(wave), 400)), np.float32))
+    return kaldi.fbank(x.unsqueeze(0), sample_frequency=extractor.sampling_rate, window_type="hanning",
+                       num_mel_bins=extractor.num_mel_bins, htk_compat=True, use_energy=False,
+                       dither=0.0, frame_shift=HOP_MS).numpy()
