@@ -9,5 +9,8 @@ sidebar()
 page = st.navigation([
     st.Page("pages/overview.py", title="Overview", default=True),
     st.Page("pages/importance.py", title="Head importance"),
+    st.Page("pages/compare.py", title="Compare scorers"),
+    st.Page("pages/prune.py", title="Prune"),
+    st.Page("pages/listen.py", title="Listen"),
 ])
 page.run()

@@ -15,9 +15,10 @@ import pandas as pd
 import torch
 
 from . import audio
-from .evaluate import predict_logits
+from .evaluate import Progress, predict_logits
 
 HOP_MS = 10  # the AST feature extractor's frame shift
+MAX_SECONDS = 300  # longer recordings are classified on their first five minutes (the app says so)
 
 
 def window_samples(extractor) -> int:
@@ -40,7 +41,8 @@ class Classification:
         return pd.DataFrame({"label": [self.labels[i] for i in order], "probability": self.probabilities[order]})
 
 
-def classify(model: torch.nn.Module, extractor, labels: Sequence[str], wave: np.ndarray) -> Classification:
+def classify(model: torch.nn.Module, extractor, labels: Sequence[str], wave: np.ndarray, *,
+             progress: Progress | None = None) -> Classification:
     """Classify a 16 kHz mono waveform with sliding windows (see the module docstring)."""
     if wave.ndim != 1 or len(wave) == 0:
         raise ValueError(f"classify needs a non-empty mono waveform, got shape {wave.shape}")
@@ -50,7 +52,8 @@ def classify(model: torch.nn.Module, extractor, labels: Sequence[str], wave: np.
     # clip in evaluation, so a clip within one window gets the same answer as in ``evaluate``.
     starts = audio.window_starts(len(wave), window, hop)
     chunks = [wave[s : s + window] for s in starts]
-    probs = predict_logits(model, audio.features(list(chunks), extractor)).softmax(-1).numpy()  # (W, C)
+    feats = audio.features(chunks, extractor)
+    probs = predict_logits(model, feats, progress=progress).softmax(-1).numpy()  # (W, C)
     best = probs.argmax(1)
     windows = pd.DataFrame({
         "start_s": np.asarray(starts) / extractor.sampling_rate,

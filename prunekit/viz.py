@@ -179,3 +179,15 @@ def top_bars(tops: dict[str, pd.DataFrame]) -> go.Figure:
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(height=260, margin={"t": 40, "b": 30})
     return fig
+
+
+def plan_map(plan: PruningPlan, marks: dict[tuple[int, int], str] | None = None) -> go.Figure:
+    """Layers x heads: the share of each head's attention weights the plan removes (Q/K and V/O
+    channels together), as clickable squares; ``marks`` labels forced heads."""
+    qk, vo = removal_grid(plan, "qk"), removal_grid(plan, "vo")
+    dims = {s.layer: (s.qk_dim, s.v_dim) for s in plan.base}
+    qk_dim = pd.Series({layer: d[0] for layer, d in dims.items()})
+    v_dim = pd.Series({layer: d[1] for layer, d in dims.items()})
+    removed = (qk.mul(qk_dim, axis=0) + vo.mul(v_dim, axis=0)).div(qk_dim + v_dim, axis=0)
+    return square_map(removed, value="removed", colorscale="Reds", zrange=(0, 1), marks=marks, fmt=".0%",
+                      title="What goes: share of each head removed (click a head to force it)")

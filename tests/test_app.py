@@ -1,9 +1,14 @@
-"""The app starts and its pages render (Streamlit AppTest, headless)."""
+"""The app's pages, headless (Streamlit AppTest): every page renders, the golden path works,
+bad input is a message, sessions are isolated and the shared base model is never modified."""
 
 import ast
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
+import torch
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO
@@ -11,19 +16,63 @@ from conftest import REPO
 HEAVY = {"torch", "transformers", "peft", "torchaudio"}
 
 
-def test_overview_renders_the_demo_model():
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+def _app(page: str | None = None, **state) -> AppTest:
+    """The app, on ``page`` as app.py's navigation shows it. AppTest.switch_page runs the page
+    file alone (without app.py's sidebar), so sidebar choices are given as the session state
+    they set, before the first run."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=600)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, at.exception
-    metrics = {m.label: m.value for m in at.metric}
+    return at
+
+
+def _metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _weights_fingerprint(model) -> float:
+    return float(sum(p.double().abs().sum() for p in model.state_dict().values()))
+
+
+@pytest.fixture
+def demo_weights():
+    """The app's shared cached demo model (the same object the pages use) and its fingerprint."""
+    from prunekit.ui import cached_model
+
+    model = cached_model("demo").model
+    return model, _weights_fingerprint(model)
+
+
+# --- overview, sidebar, bad models ------------------------------------------------------------
+def test_overview_describes_the_demo_model(real_cache):
+    at = _app()
+    metrics = _metrics(at)
     assert metrics["Layers"] == "6" and metrics["Heads per layer"] == "6"
-    assert at.sidebar.text_input(key="model_source").value == "demo"
+    assert metrics["MACs per clip"] == "132 M"
+    accuracy = [v for k, v in metrics.items() if k.startswith("Accuracy on the test split")]
+    assert accuracy and 0.9 <= float(accuracy[0].rstrip("%")) / 100 <= 1.0
+    assert at.sidebar.radio(key="model_kind").value == "Embedded demo"
+    assert not at.error
 
 
-def test_bad_model_source_is_a_message_not_a_crash():
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
-    at.sidebar.text_input(key="model_source").set_value("./no/such/model").run()
-    assert not at.exception
+def test_a_missing_folder_is_a_message_not_a_crash():
+    at = _app(model_kind="Local folder", model_ref="./no/such/model")
     assert any("No model folder" in e.value for e in at.error)
+
+
+def test_an_unknown_hub_id_offline_is_a_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = _app(model_kind="Hugging Face hub id", model_ref="no-such-owner/no-such-model")
+    assert any("no-such-owner/no-such-model" in e.value and "offline" in e.value.lower() for e in at.error)
+
+
+def test_a_dataset_folder_that_is_not_speech_commands_is_a_message(tmp_path):
+    at = _app("prune", data_kind="Speech Commands v2 folder", data_ref=str(tmp_path), prune_scorer="magnitude")
+    assert any("Speech Commands layout" in e.value for e in at.error)
 
 
 def test_ui_files_do_not_import_ml_libraries():
@@ -38,36 +87,24 @@ def test_ui_files_do_not_import_ml_libraries():
             assert not {n.split(".")[0] for n in names} & HEAVY, f"{path.name} imports {names}"
 
 
-def _importance_page(**state) -> AppTest:
-    """The page as app.py's navigation shows it. AppTest.switch_page runs the page file alone
-    (without app.py's sidebar), so sidebar choices are given as the session state they set."""
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
-    for key, value in state.items():  # before the first run, so the sidebar widgets take them
-        at.session_state[key] = value
-    at.run()
-    at.switch_page("pages/importance.py").run()
-    assert not at.exception, at.exception
-    return at
-
-
+# --- head importance ------------------------------------------------------------------------
 def test_head_importance_page_magnitude():
-    at = _importance_page()
+    at = _app("importance")
     assert at.selectbox(key="imp_scorer").value == "magnitude"
-    charts = at.get("plotly_chart")
-    assert len(charts) == 2  # the head map and the channels of the selected head
+    assert len(at.get("plotly_chart")) == 2  # the head map and the channels of the selected head
     at.selectbox(key="imp_view").set_value("W_q").run()
     at.selectbox(key="imp_layer").set_value(3).run()
     at.selectbox(key="imp_head").set_value(2).run()
     assert not at.exception, at.exception
-    channels = at.get("plotly_chart")[1].proto.spec
-    assert "Layer 3, head 2" in channels and "W_q" in at.get("plotly_chart")[0].proto.spec
+    assert "Layer 3, head 2" in at.get("plotly_chart")[1].proto.spec
+    assert "W_q" in at.get("plotly_chart")[0].proto.spec
     assert len(at.get("download_button")) == 1
     assert not at.error
 
 
 @pytest.mark.slow
 def test_head_importance_page_fisher_uses_the_demo_data(real_cache):
-    at = _importance_page(score_clips=64)
+    at = _app("importance", score_clips=64)
     at.selectbox(key="imp_scorer").set_value("fisher").run()
     assert not at.exception, at.exception
     assert not at.error
@@ -75,7 +112,140 @@ def test_head_importance_page_fisher_uses_the_demo_data(real_cache):
 
 
 def test_bad_dataset_is_a_message_on_the_importance_page(tmp_path):
-    at = _importance_page(data_source=str(tmp_path / "missing"))
+    at = _app("importance", data_kind="Folder per class", data_ref=str(tmp_path / "missing"))
     at.selectbox(key="imp_scorer").set_value("fisher").run()
     assert not at.exception, at.exception
-    assert any("Could not score with fisher" in e.value for e in at.error)
+    assert any("Could not read the dataset" in e.value for e in at.error)
+
+
+# --- compare scorers ------------------------------------------------------------------------
+def test_compare_page_magnitude_against_random():
+    at = _app("compare", cmp_b="random")
+    assert [at.selectbox(key=k).value for k in ("cmp_a", "cmp_b")] == ["magnitude", "random"]
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert len(specs) == 4  # two rank maps, the agreement bars, the removal maps
+    assert "magnitude (rank)" in specs[0] and "random (rank)" in specs[1]
+    assert "K removed" in specs[3] and "O removed" in specs[3]  # "/" is escaped in the JSON
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 8
+    assert any("Spearman" in m.value for m in at.markdown)
+    at.selectbox(key="cmp_pattern").set_value("entire-head").run()
+    at.selectbox(key="cmp_threshold").set_value("local").run()
+    at.slider(key="cmp_sparsity").set_value(0.95).run()
+    assert not at.exception, at.exception
+    assert any("at most 83%" in w.value for w in at.warning)  # one head of six kept per layer
+
+
+@pytest.mark.slow
+def test_compare_page_default_is_magnitude_against_fisher(real_cache):
+    at = _app("compare", score_clips=64)
+    assert [at.selectbox(key=k).value for k in ("cmp_a", "cmp_b")] == ["magnitude", "fisher"]
+    assert not at.error and len(at.get("plotly_chart")) == 4
+
+
+# --- prune (the golden path), forced heads, unreachable sparsity, isolation --------------------
+@pytest.mark.slow
+def test_golden_path_pick_scorer_move_sparsity_apply_read_metrics(real_cache, demo_weights):
+    from prunekit.datasets import open_dataset
+    from prunekit.evaluate import evaluate
+    from prunekit.models import load_model
+    from prunekit.planning import make_plan
+    from prunekit.scoring import score, scoring_data
+
+    base, fingerprint = demo_weights
+    at = _app("prune", score_clips=64)
+    at.selectbox(key="prune_scorer").set_value("fisher").run()
+    at.slider(key="prune_sparsity").set_value(0.3).run()
+    reached = float(_metrics(at)["Attention sparsity reached"].rstrip("%"))
+    assert abs(reached - 30) < 0.5  # the nearest the per-head granularity allows
+    at.button(key="prune_apply").click().run()
+    assert not at.exception, at.exception
+    metrics = _metrics(at)
+    history = at.session_state["_prunekit_history"]
+    assert len(history) == 1
+    variant = history[0].variant
+    # The app's plan and numbers are the library's, computed here independently.
+    model, extractor, labels = load_model("demo")
+    data = open_dataset("demo")
+    plan = make_plan(score(model, "fisher", scoring_data(data, extractor, labels, clips=64)), "per-head", "global", 0.3)
+    assert variant.plan == plan
+    accuracy = evaluate(variant.model, extractor, labels, data, "test").accuracy
+    assert metrics["Pruned accuracy"] == f"{accuracy:.1%}"
+    assert metrics["Original accuracy"] == f"{evaluate(model, extractor, labels, data, 'test').accuracy:.1%}"
+    assert len(at.get("download_button")) == 1 and len(at.dataframe) >= 1
+    assert _weights_fingerprint(base) == fingerprint
+
+
+def test_forced_heads_change_the_plan(real_cache):
+    at = _app("prune", prune_scorer="magnitude", prune_pattern="entire-head", prune_remove={(0, 0), (2, 3)})
+    at.slider(key="prune_sparsity").set_value(0.0).run()
+    metrics = _metrics(at)
+    assert metrics["Heads left"] == "34 / 36"
+    assert any("Forced" in c.value for c in at.caption)
+    at.button(key="prune_clear").click().run()
+    assert _metrics(at)["Heads left"] == "36 / 36"
+
+
+def test_an_unreachable_sparsity_is_explained():
+    at = _app("prune", prune_scorer="magnitude", prune_pattern="entire-head", prune_threshold="local")
+    at.slider(key="prune_sparsity").set_value(0.9).run()
+    assert not at.exception, at.exception
+    assert any("cannot be reached" in w.value and "83%" in w.value for w in at.warning)
+    assert not [b for b in at.button if b.key == "prune_apply"]
+
+
+@pytest.mark.slow
+def test_two_sessions_prune_independently_and_the_base_model_is_untouched(real_cache, demo_weights):
+    base, fingerprint = demo_weights
+    one = _app("prune", prune_scorer="magnitude", prune_pattern="entire-head")
+    two = _app("prune", prune_scorer="random", prune_pattern="per-head")
+    one.slider(key="prune_sparsity").set_value(0.5).run()
+    two.slider(key="prune_sparsity").set_value(0.2).run()
+    one.button(key="prune_apply").click().run()
+    two.button(key="prune_apply").click().run()
+    one.button(key="prune_apply").click().run()  # a second variant in the first session only
+    assert not one.exception and not two.exception
+    names_one = [a.variant.name for a in one.session_state["_prunekit_history"]]
+    names_two = [a.variant.name for a in two.session_state["_prunekit_history"]]
+    assert names_one == ["magnitude entire-head global 50%"] * 2
+    assert names_two == ["random per-head global 20%"]
+    assert one.session_state["_prunekit_history"][0].variant.model is not base
+    assert _weights_fingerprint(base) == fingerprint
+
+
+# --- listen ---------------------------------------------------------------------------------
+def _wav_bytes(seconds: float, sr: int, channels: int) -> bytes:
+    t = np.arange(int(seconds * sr)) / sr
+    wave = np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * channels, axis=1).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sr, format="WAV")
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_listen_page_browses_plays_and_compares(real_cache):
+    at = _app("prune", prune_scorer="magnitude")
+    at.button(key="prune_apply").click().run()
+    at.switch_page("pages/listen.py").run()
+    assert not at.exception, at.exception
+    assert len(at.get("audio")) == 1
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert "log-mel" in specs[0] and "Original" in specs[1] and "Pruned" in specs[1]
+    at.checkbox(key="listen_diff").check().run()
+    shown = at.dataframe[0].value
+    assert len(shown) > 0 and (shown["dense"] != shown["pruned"]).all()
+    at.selectbox(key="listen_class").set_value("yes").run()
+    assert not at.exception, at.exception
+
+
+def test_listen_page_uploads_good_and_bad_audio(real_cache):
+    at = _app("listen")
+    assert any("No pruned variant yet" in i.value for i in at.info)
+    at.file_uploader(key="listen_upload").upload("notes.wav", b"this is not audio", "audio/wav").run()
+    assert not at.exception, at.exception
+    assert any("notes.wav" in e.value and "not audio" in e.value for e in at.error)
+    # The page keeps working: a 3 s stereo 44.1 kHz file is read, resampled and windowed.
+    at.file_uploader(key="listen_upload").set_value(("long.wav", _wav_bytes(3.0, 44100, 2), "audio/wav")).run()
+    assert not at.exception, at.exception
+    assert not at.error
+    windows = [d.value for d in at.dataframe if "start_s" in d.value.columns]
+    assert windows and len(windows[0]) == 5  # 3 s in half-overlapping 1 s windows

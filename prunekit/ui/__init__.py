@@ -1,25 +1,89 @@
 """The only Streamlit-aware part of prunekit: cached loaders, session state, shared widgets.
 
 Pages import from here and from ``prunekit``; they never touch torch or transformers.
+
+What is shared between browser sessions (``st.cache_resource``): loaded base models, datasets
+and dense evaluations. They are read-only by contract: scoring works on a copy, surgery
+returns a new model, evaluation restores the model's mode. What belongs to one session lives
+in ``st.session_state``: score tables seen, applied variants (the history) and widget values.
 """
 
 from __future__ import annotations
 
-import streamlit as st
+from dataclasses import dataclass
 
 import pandas as pd
+import streamlit as st
 
 from .. import anatomy
-from ..datasets import AudioDataset, open_dataset
+from ..datasets import AudioDataset, demo_root, open_dataset, read_class_folders, read_speech_commands
 from ..errors import PrunekitError
+from ..evaluate import Evaluation, count_macs, evaluate
 from ..models import LoadedModel, load_model
 from ..scoring import GRADIENT_SCORERS, score, scoring_data
+from ..variants import Variant
 
-DEFAULT_MODEL = "demo"
-DEFAULT_DATA = "demo"
 DEFAULT_CLIPS = 1000
+SPLITS = ("test", "validation", "train")
+MODEL_KINDS = {
+    "Embedded demo": "",
+    "Hugging Face hub id": "e.g. MIT/ast-finetuned-speech-commands-v2",
+    "Local folder": "a folder saved by save_pretrained or by prunekit (dense or pruned)",
+}
+DATA_KINDS = {
+    "Synthetic demo set": "",
+    "Speech Commands v2 folder": "a folder with validation_list.txt, testing_list.txt and one folder per word",
+    "Folder per class": "a folder with one sub-folder of audio files per class",
+}
+REPORTED = (PrunekitError, ValueError, OSError)  # what a page shows as a message instead of a crash
 
 
+# --- sidebar choices -------------------------------------------------------------------------
+def sidebar() -> None:
+    """Model, dataset, scoring clips and evaluation split. Errors are shown by pages, never raised."""
+    with st.sidebar:
+        st.radio("Model", list(MODEL_KINDS), key="model_kind")
+        if st.session_state.get("model_kind", "Embedded demo") != "Embedded demo":
+            st.text_input("Model id or folder", key="model_ref",
+                          placeholder=MODEL_KINDS[st.session_state["model_kind"]])
+        st.radio("Dataset", list(DATA_KINDS), key="data_kind")
+        if st.session_state.get("data_kind", "Synthetic demo set") != "Synthetic demo set":
+            st.text_input("Dataset folder", key="data_ref", placeholder=DATA_KINDS[st.session_state["data_kind"]])
+        st.number_input("Clips for gradient scorers", min_value=8, max_value=20000, value=DEFAULT_CLIPS, step=100,
+                        key="score_clips",
+                        help="validation clips Fisher, Taylor and the other gradient scorers read "
+                             "(the paper uses about 1000)")
+        st.selectbox("Evaluation split", SPLITS, key="eval_split",
+                     help="the clips Apply evaluates on and the Listen page browses")
+
+
+def model_source() -> str | None:
+    """'demo', a hub id or a folder; None while the user has not typed one."""
+    if st.session_state.get("model_kind", "Embedded demo") == "Embedded demo":
+        return "demo"
+    return st.session_state.get("model_ref", "").strip() or None
+
+
+def data_source() -> str | None:
+    """'demo', 'speech-commands:<folder>' or 'folders:<folder>'; None while no folder is typed."""
+    kind = st.session_state.get("data_kind", "Synthetic demo set")
+    if kind == "Synthetic demo set":
+        return "demo"
+    ref = st.session_state.get("data_ref", "").strip()
+    if not ref:
+        return None
+    return ("speech-commands:" if kind == "Speech Commands v2 folder" else "folders:") + ref
+
+
+def score_clips() -> int:
+    return int(st.session_state.get("score_clips", DEFAULT_CLIPS))
+
+
+def eval_split() -> str:
+    return st.session_state.get("eval_split", "test")
+
+
+# --- shared, cached resources ----------------------------------------------------------------
 @st.cache_resource(show_spinner="Loading model…")
 def cached_model(source: str) -> LoadedModel:
     """Shared across sessions: never modify it; copy before pruning or wrapping."""
@@ -31,22 +95,94 @@ def model_facts(source: str) -> dict:
     return anatomy.describe(cached_model(source).model)
 
 
+@st.cache_data(show_spinner="Counting MACs…")
+def dense_macs(source: str) -> int:
+    return count_macs(cached_model(source).model)
+
+
 @st.cache_resource(show_spinner="Reading the dataset…")
 def cached_dataset(spec: str) -> AudioDataset:
-    """Shared across sessions (an AudioDataset is frozen). The demo set is generated on first use."""
+    """Shared across sessions (an AudioDataset is frozen)."""
+    kind, _, folder = spec.partition(":")
+    if kind == "speech-commands":
+        return read_speech_commands(folder)
+    if kind == "folders":
+        dataset = read_class_folders(folder)
+        if not dataset.clips:
+            raise PrunekitError(f"{folder} has no sub-folders with WAV, FLAC or OGG files.")
+        return dataset
     return open_dataset(spec)
 
 
-def model_source() -> str:
-    return st.session_state.get("model_source", DEFAULT_MODEL)
+@st.cache_resource
+def _dense_evaluations() -> dict:
+    """(model, dataset, split) -> Evaluation of the unpruned model, shared by sessions."""
+    return {}
 
 
-def data_source() -> str:
-    return st.session_state.get("data_source", DEFAULT_DATA)
+def bar(text: str):
+    """A new ``st.progress`` bar and a ``progress(done, total)`` callback driving it."""
+    return bar_into(st.progress(0.0, text=text), text)
 
 
-def score_clips() -> int:
-    return int(st.session_state.get("score_clips", DEFAULT_CLIPS))
+def bar_into(widget, text: str):
+    """``widget`` (an ``st.progress``) and a ``progress(done, total)`` callback that fills it."""
+
+    def progress(done: int, total: int) -> None:
+        widget.progress(min(done / max(total, 1), 1.0), text=f"{text} {done} / {total}")
+
+    return widget, progress
+
+
+# --- loaders that report instead of raising --------------------------------------------------
+def load_or_report(source: str | None) -> LoadedModel | None:
+    """The model, or None after showing why it could not be loaded."""
+    if source is None:
+        st.info("Type a hub id or a folder in the sidebar to load a model.")
+        return None
+    try:
+        return cached_model(source)
+    except REPORTED as exc:
+        st.error(f"Could not load the model '{source}': {exc}")
+        return None
+
+
+def dataset_or_report() -> AudioDataset | None:
+    """The chosen dataset, or None after showing why not. The demo set is generated (about 20 s,
+    with a progress bar) the first time it is needed."""
+    spec = data_source()
+    if spec is None:
+        st.info("Type a dataset folder in the sidebar.")
+        return None
+    try:
+        if spec == "demo" and not (demo_root() / "synthetic.json").is_file():
+            widget, progress = bar("Generating the synthetic speech commands (first run only):")
+            open_dataset("demo", progress=progress)
+            widget.empty()
+        return cached_dataset(spec)
+    except REPORTED as exc:
+        st.error(f"Could not read the dataset: {exc}")
+        return None
+
+
+def dense_evaluation(source: str, dataset: AudioDataset, split: str) -> Evaluation | None:
+    """The unpruned model's evaluation on ``split`` (computed once per process, with a bar)."""
+    key = (source, data_source(), split)
+    shared = _dense_evaluations()
+    if key not in shared:
+        model, extractor, labels = cached_model(source)
+        if not dataset.split(split):
+            st.warning(f"The dataset has no {split} clips; choose another split in the sidebar.")
+            return None
+        widget, progress = bar(f"Evaluating the unpruned model on the {split} split:")
+        try:
+            shared[key] = evaluate(model, extractor, labels, dataset, split, progress=progress)
+        except REPORTED as exc:
+            st.error(f"Could not evaluate the model on this dataset: {exc}")
+            return None
+        finally:
+            widget.empty()
+    return shared[key]
 
 
 def scores_or_report(source: str, scorer: str) -> pd.DataFrame | None:
@@ -61,58 +197,46 @@ def scores_or_report(source: str, scorer: str) -> pd.DataFrame | None:
     seen = st.session_state.setdefault("_prunekit_scores", {})
     if key in seen:
         return seen[key]
-    bar = st.empty()
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"{scorer} scores: {done} / {total} clips")
-
+    data = None
+    if uses_data:
+        dataset = dataset_or_report()
+        if dataset is None:
+            return None
+    widget, progress = bar(f"{scorer} scores:")
     try:
         model, extractor, labels = cached_model(source)
-        data = None
         if uses_data:
-            bar.progress(0.0, text=f"Reading {data_source()} and computing features…")
-            data = scoring_data(cached_dataset(data_source()), extractor, labels, "validation",
-                                clips=score_clips())
+            _, features = bar_into(widget, "Features of the validation clips:")
+            data = scoring_data(dataset, extractor, labels, "validation", clips=score_clips(), progress=features)
         frame = score(model, scorer, data, progress=progress)
-    except (PrunekitError, ValueError, OSError) as exc:
+    except REPORTED as exc:
         st.error(f"Could not score with {scorer}: {exc}")
         return None
     finally:
-        bar.empty()
+        widget.empty()
     seen[key] = frame
     return frame
 
 
-def sidebar() -> None:
-    """Model picker (the demo by default). Errors are shown, never raised."""
-    with st.sidebar:
-        st.text_input(
-            "Model",
-            value=DEFAULT_MODEL,
-            key="model_source",
-            help="'demo' (embedded, offline), a Hugging Face hub id, or a local folder",
-        )
-        st.text_input(
-            "Dataset",
-            value=DEFAULT_DATA,
-            key="data_source",
-            help="'demo' (synthetic speech commands), a Speech Commands v2 folder, or a folder per class",
-        )
-        st.number_input(
-            "Clips for gradient scorers",
-            min_value=8,
-            max_value=20000,
-            value=DEFAULT_CLIPS,
-            step=100,
-            key="score_clips",
-            help="validation clips Fisher, Taylor and the other gradient scorers read (the paper uses about 1000)",
-        )
+# --- the session's applied variants ----------------------------------------------------------
+@dataclass(frozen=True)
+class Applied:
+    """A variant and the model and dataset it was made from (the history outlives a switch)."""
+
+    variant: Variant
+    source: str
+    data: str
 
 
-def load_or_report(source: str) -> LoadedModel | None:
-    """The model, or None after showing why it could not be loaded."""
-    try:
-        return cached_model(source)
-    except PrunekitError as exc:
-        st.error(str(exc))
-        return None
+def history() -> list[Applied]:
+    """This session's applied variants, oldest first."""
+    return st.session_state.setdefault("_prunekit_history", [])
+
+
+def remember(variant: Variant, source: str) -> None:
+    history().append(Applied(variant, source, data_source() or ""))
+
+
+def current_variants(source: str) -> list[Variant]:
+    """Variants of ``source`` on the current dataset, newest first."""
+    return [a.variant for a in reversed(history()) if a.source == source and a.data == data_source()]

@@ -1,0 +1,69 @@
+"""Compare scorers: rank-normalised maps side by side, what each would remove, and agreement."""
+
+import streamlit as st
+
+from prunekit import compare, planning, scoring, viz
+from prunekit.ui import load_or_report, model_source, scores_or_report
+
+st.title("Compare scorers")
+st.caption("Two scorers on the same model: where they agree, and what each would prune.")
+
+
+def _pickers():
+    left, right, view_col = st.columns(3)
+    a = left.selectbox("Scorer A", scoring.SCORERS, index=scoring.SCORERS.index("magnitude"), key="cmp_a")
+    b = right.selectbox("Scorer B", scoring.SCORERS, index=scoring.SCORERS.index("fisher"), key="cmp_b")
+    view = view_col.selectbox("Matrix", list(viz.VIEWS), key="cmp_view")
+    return a, b, view
+
+
+def _removal(a_scores, b_scores, labels) -> None:
+    st.subheader("What each would remove")
+    c1, c2, c3 = st.columns(3)
+    pattern = c1.selectbox("Pattern", planning.PATTERNS, index=planning.PATTERNS.index("per-head"), key="cmp_pattern")
+    threshold = c2.selectbox("Threshold", planning.THRESHOLDS, key="cmp_threshold")
+    ceiling = planning.max_sparsity(a_scores, pattern, threshold)
+    sparsity = c3.slider("Attention sparsity", 0.0, 0.95, 0.5, 0.05, key="cmp_sparsity", format="%.2f")
+    if sparsity > ceiling:
+        st.warning(f"{pattern} / {threshold} can remove at most {ceiling:.0%} of the attention weights of this "
+                   f"model; showing {ceiling:.0%}.")
+        sparsity = ceiling
+    plans = {name: planning.make_plan(scores, pattern, threshold, sparsity)
+             for name, scores in zip(labels, (a_scores, b_scores))}
+    st.plotly_chart(viz.removal_maps(plans), key="cmp_removal")
+    first, second = plans.values()
+    st.write(f"Both reach {first.attention_sparsity():.1%} attention sparsity. Of the channels either removes, "
+             f"**{compare.plan_overlap(first, second):.0%}** are removed by both.")
+
+
+def render() -> None:
+    source = model_source()
+    if load_or_report(source) is None:
+        return
+    a, b, view = _pickers()
+    a_scores = scores_or_report(source, a)
+    b_scores = scores_or_report(source, b)
+    if a_scores is None or b_scores is None:
+        return
+    labels = (f"A: {a}", f"B: {b}") if a == b else (a, b)
+    st.caption("Colours are percentile ranks within each kind of unit (1 = most important), so the two "
+               "scorers share one scale.")
+    cols = st.columns(2)
+    for col, name, scores in zip(cols, labels, (a_scores, b_scores)):
+        col.plotly_chart(viz.head_map(compare.rank_normalise(scores), view, zrange=(0, 1),
+                                      title=f"{view}: {name} (rank)"), key=f"cmp_map_{name}")
+    group, matrix = viz.VIEWS[view]
+    st.subheader("Rank agreement per layer")
+    agreement = compare.rank_agreement(a_scores, b_scores, group, matrix)
+    overall = agreement.iloc[-1]
+    st.write(f"Over all heads: Spearman **{overall['spearman']:.2f}**, Kendall **{overall['kendall']:.2f}** "
+             "(1: same order, 0: unrelated, -1: reversed).")
+    st.plotly_chart(viz.agreement_bars(agreement.iloc[:-1]), key="cmp_agreement")
+    st.subheader("Heads they disagree on most")
+    gaps = compare.disagreements(a_scores, b_scores, group, matrix, top=8)
+    st.dataframe(gaps.rename(columns={"rank_a": f"rank by {labels[0]}", "rank_b": f"rank by {labels[1]}",
+                                      "gap": "gap (A - B)"}), hide_index=True, key="cmp_gaps")
+    _removal(a_scores, b_scores, labels)
+
+
+render()

@@ -1,0 +1,104 @@
+"""Listen: play clips, see their spectrogram, and what the original and a pruned model hear."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from prunekit import audio, listen, variants, viz
+from prunekit.errors import AudioError
+from prunekit.ui import (bar, current_variants, dataset_or_report, dense_evaluation, eval_split, load_or_report,
+                         model_source)
+
+st.title("Listen")
+st.caption("Hear a clip, see its spectrogram, and compare the top-5 answers of the original and a pruned model.")
+
+
+def _pick_variant(source):
+    done = current_variants(source)
+    if not done:
+        st.info("No pruned variant yet: apply a plan on the Prune page to compare. Showing the original model only.")
+        return None
+    names = [f"{i}: {v.name}" for i, v in enumerate(done)]
+    return done[names.index(st.selectbox("Pruned variant", names, key="listen_variant"))]
+
+
+def _answers(loaded, variant, wave, *, show_windows: bool = False) -> None:
+    """Spectrogram and the top-5 of each model for one 16 kHz waveform."""
+    st.plotly_chart(viz.spectrogram(listen.log_mel(wave, loaded.feature_extractor)), key=f"listen_spec_{show_windows}")
+    models = {"Original": loaded.model} | ({f"Pruned ({variant.name})": variant.model} if variant else {})
+    long = len(wave) > listen.window_samples(loaded.feature_extractor)
+    widget, progress = bar("Classifying windows:") if long else (None, None)
+    results = {name: listen.classify(m, loaded.feature_extractor, loaded.labels, wave, progress=progress)
+               for name, m in models.items()}
+    if widget is not None:
+        widget.empty()
+    st.plotly_chart(viz.top_bars({name: r.top(5) for name, r in results.items()}), key=f"listen_top_{show_windows}")
+    if long and show_windows:
+        st.caption(f"Longer than the model's {listen.window_samples(loaded.feature_extractor) / 16000:.2f} s window: "
+                   "classified in half-overlapping windows; a class scores its best window.")
+        st.dataframe(results["Original"].windows, hide_index=True, key="listen_windows")
+
+
+def _browse(loaded, variant, dataset, split) -> None:
+    dense = dense_evaluation(model_source(), dataset, split)
+    if dense is None:
+        return
+    clips = (variants.prediction_changes(dense, variant.evaluation) if variant and variant.split == split
+             else dense.predictions.rename(columns={"predicted": "dense"})[["path", "label", "dense"]])
+    c1, c2 = st.columns(2)
+    label = c1.selectbox("Class", ["all", *sorted(clips["label"].unique())], key="listen_class")
+    only_diff = c2.checkbox("Only clips where the original and the pruned model disagree", key="listen_diff",
+                            disabled="differ" not in clips)
+    shown = clips if label == "all" else clips[clips["label"] == label]
+    if only_diff and "differ" in shown:
+        shown = shown[shown["differ"]]
+    st.caption(f"{len(shown)} of {len(clips)} clips of the {split} split")
+    if shown.empty:
+        st.info("No clips match.")
+        return
+    table = shown.assign(file=shown["path"].map(lambda p: Path(p).name)).drop(columns=["path"])
+    st.dataframe(table, hide_index=True, key="listen_table", height=220)
+    names = list(table["file"])
+    pick = st.selectbox("Clip", names, key="listen_clip")
+    path = shown["path"].iloc[names.index(pick)]
+    st.audio(str(path))
+    _answers(loaded, variant, audio.load_waveform(path))
+
+
+def _upload(loaded, variant) -> None:
+    uploaded = st.file_uploader("Upload a WAV, FLAC or OGG file", type=["wav", "flac", "ogg"], key="listen_upload")
+    recorded = st.audio_input("Or record one", key="listen_record")
+    clip = uploaded or recorded
+    if clip is None:
+        return
+    data = clip.getvalue()
+    try:
+        wave = audio.load_waveform(data, name=getattr(clip, "name", None) or "the recording")
+    except AudioError as exc:
+        st.error(f"That file cannot be used: {exc}")
+        return
+    limit = listen.MAX_SECONDS * audio.TARGET_SR
+    if len(wave) > limit:
+        st.warning(f"The recording is {len(wave) / audio.TARGET_SR:.0f} s long; classifying its first "
+                   f"{listen.MAX_SECONDS} s.")
+        wave = wave[:limit]
+    st.audio(data)
+    _answers(loaded, variant, wave, show_windows=True)
+
+
+def render() -> None:
+    source = model_source()
+    loaded = load_or_report(source)
+    if loaded is None:
+        return
+    variant = _pick_variant(source)
+    dataset = dataset_or_report()
+    browse, upload = st.tabs(["Clips of the dataset", "Your own audio"])
+    with browse:
+        if dataset is not None:
+            _browse(loaded, variant, dataset, variant.split if variant else eval_split())
+    with upload:
+        _upload(loaded, variant)
+
+
+render()

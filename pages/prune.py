@@ -1,0 +1,177 @@
+"""Prune: choose how, preview the plan, apply it to a copy and compare with the original."""
+
+import streamlit as st
+
+from prunekit import planning, scoring, variants, viz
+from prunekit.ui import (REPORTED, bar, current_variants, dataset_or_report, dense_evaluation, dense_macs, eval_split,
+                         load_or_report, model_source, remember, scores_or_report)
+
+st.title("Prune")
+st.caption("Pick a pattern, a threshold and a sparsity; nothing changes until you press Apply, "
+           "and the original model is never touched.")
+
+PATTERN_HELP = ("entire-head removes whole heads; per-head removes channels inside each head (QK and VO "
+                "separately); same-channel removes the same channel index from every head of a layer")
+THRESHOLD_HELP = "global ranks all layers together; local removes the same share from every layer"
+
+
+def _forced() -> tuple[set, set]:
+    keep = st.session_state.setdefault("prune_keep", set())
+    remove = st.session_state.setdefault("prune_remove", set())
+    return keep, remove
+
+
+def _controls():
+    c1, c2, c3 = st.columns(3)
+    scorer = c1.selectbox("Scorer", scoring.SCORERS, index=scoring.SCORERS.index("fisher"), key="prune_scorer")
+    pattern = c2.selectbox("Pattern", planning.PATTERNS, index=planning.PATTERNS.index("per-head"),
+                           key="prune_pattern", help=PATTERN_HELP)
+    threshold = c3.selectbox("Threshold", planning.THRESHOLDS, key="prune_threshold", help=THRESHOLD_HELP)
+    sparsity = st.slider("Attention sparsity", 0.0, 0.95, 0.5, 0.05, key="prune_sparsity", format="%.2f",
+                         help="share of the attention weights (W_q, W_k, W_v, W_o) to remove")
+    return scorer, pattern, threshold, sparsity
+
+
+def _apply_click(event, pattern: str) -> None:
+    """A click on the plan map forces that head kept or removed (or clears it), once per click."""
+    picked = viz.picked_head(event)
+    if picked is None or picked == st.session_state.get("prune_last_pick"):
+        return
+    st.session_state["prune_last_pick"] = picked
+    keep, remove = _forced()
+    action = st.session_state.get("prune_click", "remove")
+    keep.discard(picked)
+    remove.discard(picked)
+    if action == "keep" and pattern == "entire-head":
+        keep.add(picked)
+    elif action == "remove":
+        remove.add(picked)
+    st.rerun()
+
+
+def _plan_or_explain(scores, pattern, threshold, sparsity):
+    keep, remove = _forced()
+    keep_now = keep if pattern == "entire-head" else set()
+    try:
+        return planning.make_plan(scores, pattern, threshold, sparsity, force_keep=keep_now, force_remove=remove)
+    except ValueError as exc:
+        try:
+            ceiling = planning.max_sparsity(scores, pattern, threshold, force_keep=keep_now, force_remove=remove)
+            st.warning(f"This sparsity cannot be reached: {exc}. Move the slider to at most {ceiling:.0%}, "
+                       "or change the pattern, threshold or forced heads.")
+        except ValueError:
+            st.warning(f"This plan cannot be made: {exc}")
+        return None
+
+
+def _preview(plan, source, loaded) -> None:
+    cost = variants.plan_cost(plan, loaded.model, dense_macs(source))
+    dense_params = sum(p.numel() for p in loaded.model.parameters())
+    summary = plan.summary()
+    cols = st.columns(4)
+    cols[0].metric("Attention sparsity reached", f"{cost['attention_sparsity']:.1%}",
+                   help="the closest the pattern's granularity allows to the slider")
+    cols[1].metric("Heads left", f"{int(summary['heads_left'].sum())} / {int(summary['heads'].sum())}")
+    cols[2].metric("Parameters", f"{cost['parameters'] / 1e6:.2f} M",
+                   f"{cost['parameters'] / dense_params - 1:+.1%}", delta_color="inverse")
+    cols[3].metric("MACs per clip", f"{cost['macs_per_clip'] / 1e6:.0f} M",
+                   f"{cost['macs_per_clip'] / dense_macs(source) - 1:+.1%}", delta_color="inverse")
+    with st.expander("Per-layer plan"):
+        st.dataframe(summary, hide_index=True)
+
+
+def _results(variant, dense) -> None:
+    st.subheader(f"Result: {variant.name}")
+    cost = variant.cost
+    cols = st.columns(4)
+    cols[0].metric("Pruned accuracy", f"{variant.accuracy:.1%}", f"{100 * (variant.accuracy - dense.accuracy):+.1f} points")
+    cols[1].metric("Original accuracy", f"{dense.accuracy:.1%}")
+    cols[2].metric("Parameters", f"{cost.loc['pruned', 'parameters'] / 1e6:.2f} M",
+                   f"{cost.loc['pruned', 'parameters'] / cost.loc['dense', 'parameters'] - 1:+.1%}", delta_color="inverse")
+    cols[3].metric("MACs per clip", f"{cost.loc['pruned', 'macs_per_clip'] / 1e6:.0f} M",
+                   f"{cost.loc['pruned', 'macs_per_clip'] / cost.loc['dense', 'macs_per_clip'] - 1:+.1%}",
+                   delta_color="inverse")
+    cols = st.columns(4)
+    for col, b in zip(cols, (1, 32)):
+        col.metric(f"Latency, batch {b}", f"{cost.loc['pruned', f'latency_b{b}_ms']:.1f} ms",
+                   f"{cost.loc['pruned', f'latency_b{b}_ms'] / cost.loc['dense', f'latency_b{b}_ms'] - 1:+.1%}",
+                   delta_color="inverse", help=f"dense: {cost.loc['dense', f'latency_b{b}_ms']:.1f} ms (median, "
+                                               "timed interleaved with the pruned model)")
+    st.markdown("**Accuracy change per class** (pruned minus original)")
+    st.plotly_chart(viz.class_change_bars(variants.class_changes(dense, variant.evaluation)), key="prune_classes")
+    with st.expander("Confusion matrices"):
+        left, right = st.columns(2)
+        left.plotly_chart(viz.confusion_map(dense.confusion, "Original"), key="prune_conf_dense")
+        right.plotly_chart(viz.confusion_map(variant.evaluation.confusion, "Pruned"), key="prune_conf_pruned")
+
+
+def _history(source, dataset, loaded) -> None:
+    done = current_variants(source)
+    if not done:
+        return
+    st.subheader("This session's variants")
+    rows = [{"variant": v.name, "split": v.split, "attention sparsity": v.plan.attention_sparsity(),
+             "accuracy": v.accuracy,
+             "change (points)": 100 * (v.accuracy - dense_evaluation(source, dataset, v.split).accuracy),
+             "parameters (M)": v.cost.loc["pruned", "parameters"] / 1e6,
+             "MACs (M)": v.cost.loc["pruned", "macs_per_clip"] / 1e6,
+             "latency b1 (ms)": v.cost.loc["pruned", "latency_b1_ms"]} for v in done]
+    st.dataframe(rows, hide_index=True, key="prune_history")
+    names = [f"{i}: {v.name}" for i, v in enumerate(done)]
+    pick = st.selectbox("Download a variant", names, key="prune_download_pick")
+    chosen = done[names.index(pick)]
+    st.download_button("Download as a zip (save_pretrained folder + plan.json)",
+                       lambda: variants.variant_zip(chosen, loaded.feature_extractor, loaded.labels),
+                       file_name=f"{chosen.name.replace(' ', '-').replace('%', '')}.zip", mime="application/zip",
+                       key="prune_download")
+
+
+def render() -> None:
+    source = model_source()
+    loaded = load_or_report(source)
+    if loaded is None:
+        return
+    scorer, pattern, threshold, sparsity = _controls()
+    scores = scores_or_report(source, scorer)
+    if scores is None:
+        return
+    st.radio("Clicking a head on the map", ["remove", "keep", "clear"], horizontal=True, key="prune_click",
+             help="force a head out of (or into) the plan; keep works with the entire-head pattern")
+    keep, remove = _forced()
+    if keep or remove:
+        st.caption(f"Forced: keep {sorted(keep) or '-'}, remove {sorted(remove) or '-'}")
+        if st.button("Clear forced heads", key="prune_clear"):
+            keep.clear()
+            remove.clear()
+            st.rerun()
+    plan = _plan_or_explain(scores, pattern, threshold, sparsity)
+    if plan is None:
+        return
+    marks = {h: "K" for h in keep} | {h: "R" for h in remove}
+    event = st.plotly_chart(viz.plan_map(plan, marks), on_select="rerun", selection_mode="points", key="prune_map")
+    _apply_click(event, pattern)
+    _preview(plan, source, loaded)
+    dataset = dataset_or_report()
+    if dataset is None:
+        return
+    split = eval_split()
+    dense = dense_evaluation(source, dataset, split)
+    if dense is None:
+        return
+    if st.button("Apply", type="primary", key="prune_apply",
+                 help=f"physically prune a copy of the model and evaluate it on the {split} split"):
+        widget, progress = bar(f"Pruning and evaluating on the {split} split:")
+        try:
+            remember(variants.prune_and_evaluate(loaded.model, loaded.feature_extractor, loaded.labels, plan, dataset,
+                                                 split, progress=progress), source)
+        except REPORTED as exc:
+            st.error(f"Could not apply the plan: {exc}")
+        finally:
+            widget.empty()
+    done = current_variants(source)
+    if done:
+        _results(done[0], dense_evaluation(source, dataset, done[0].split))
+    _history(source, dataset, loaded)
+
+
+render()
