@@ -20,4 +20,5 @@ app: $(VENV)/.app-installed
 	$(PY) -m streamlit run app.py
 
 test: $(VENV)/.test-installed
+	scripts/ensure-chromium
 	$(PY) -m pytest

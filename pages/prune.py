@@ -80,8 +80,20 @@ def _preview(plan, source, loaded) -> None:
         st.dataframe(summary, hide_index=True)
 
 
+def _in_plain_words(variant, dense) -> str:
+    cost = variant.cost
+    smaller = 1 - cost.loc["pruned", "parameters"] / cost.loc["dense", "parameters"]
+    faster = 1 - cost.loc["pruned", "latency_b32_ms"] / cost.loc["dense", "latency_b32_ms"]
+    agree = 1 - variants.prediction_changes(dense, variant.evaluation)["differ"].mean()
+    speed = f"runs {faster:.0%} faster" if faster > 0.005 else "runs no faster"
+    return (f"In plain words: the pruned model is {smaller:.0%} smaller and {speed} on a batch of clips. "
+            f"Out of 100 clips it gets {100 * variant.accuracy:.0f} right, where the original gets "
+            f"{100 * dense.accuracy:.0f}; the two give the same answer on {agree:.0%} of the clips.")
+
+
 def _results(variant, dense) -> None:
     st.subheader(f"Result: {variant.name}")
+    st.success(_in_plain_words(variant, dense))
     cost = variant.cost
     cols = st.columns(4)
     cols[0].metric("Pruned accuracy", f"{variant.accuracy:.1%}", f"{100 * (variant.accuracy - dense.accuracy):+.1f} points")

@@ -1,0 +1,105 @@
+"""Responsiveness of the app (issue #4 targets), measured, written to bench/results/app.json.
+
+    .venv/bin/python bench/app.py        # needs chromium (scripts/ensure-chromium); about 3 min
+
+1. Startup: `streamlit run` to the overview rendered in chromium (title and model facts shown),
+   and to its dense-accuracy metric, (a) cold: an empty prunekit cache, so the demo set is
+   generated, featurised and evaluated; (b) warm: a second start on the same cache. Target 20 s.
+2. First Fisher scores of the demo (1000 validation clips, the default) on the Head importance
+   page, empty score cache, features cached: target 60 s.
+3. Reruns with cached scores: median of 10 slider moves on the Prune page and of 10 matrix
+   changes on the Head importance page (AppTest reruns, the page script end to end). Target 0.5 s.
+4. Apply + evaluation of the demo's test split (1,330 clips) on the Prune page, the unpruned
+   model's evaluation already shown (as it is before Apply appears). Target 10 s.
+Run it on an otherwise idle machine: 2-thread torch slows 3-5x when another process takes a core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from appdriver import browser_page, serve_app  # noqa: E402
+
+
+def startup(cache: Path) -> dict:
+    started = time.perf_counter()
+    with serve_app(env={"PRUNEKIT_CACHE": str(cache)}) as url, browser_page() as page:
+        page.goto(url)
+        page.get_by_role("heading", name="prunekit", exact=True).wait_for(timeout=300_000)
+        page.get_by_text("Layers", exact=True).wait_for(timeout=300_000)
+        facts = time.perf_counter() - started
+        page.get_by_text("Accuracy on the test split").wait_for(timeout=600_000)
+        accuracy = time.perf_counter() - started
+    return {"overview_rendered_s": round(facts, 2), "dense_accuracy_shown_s": round(accuracy, 2)}
+
+
+def _app(page: str, **state):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=900)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(f"pages/{page}.py")
+    return at
+
+
+def _timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def first_fisher() -> float:
+    at = _app("importance", imp_scorer="fisher")
+    return _timed(at.run)
+
+
+def reruns() -> dict:
+    at = _app("prune", prune_scorer="magnitude")
+    at.run()
+    values = [0.05 * k for k in (4, 6, 8, 10, 12, 14, 8, 6, 4, 10)]
+    slider = [_timed(lambda v=v: at.slider(key="prune_sparsity").set_value(v).run()) for v in values]
+    imp = _app("importance")
+    imp.run()
+    views = ["W_q", "W_k", "W_v", "W_o", "QK pair", "VO pair", "Whole head"] * 2
+    heatmap = [_timed(lambda v=v: imp.selectbox(key="imp_view").set_value(v).run()) for v in views[:10]]
+    return {"prune_slider_median_s": round(statistics.median(slider), 3), "prune_slider_max_s": round(max(slider), 3),
+            "importance_view_median_s": round(statistics.median(heatmap), 3),
+            "importance_view_max_s": round(max(heatmap), 3)}
+
+
+def apply_and_evaluate() -> dict:
+    at = _app("prune", prune_scorer="magnitude")
+    dense = _timed(at.run)  # the unpruned model's evaluation (first time in this process)
+    times = [_timed(lambda: at.button(key="prune_apply").click().run()) for _ in range(3)]
+    return {"dense_evaluation_first_s": round(dense, 2), "apply_median_s": round(statistics.median(times), 2),
+            "apply_all_s": [round(t, 2) for t in times]}
+
+
+def main() -> None:
+    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["startup_cold"] = startup(Path(tmp))
+        results["startup_warm"] = startup(Path(tmp))
+        os.environ["PRUNEKIT_CACHE"] = tmp  # the AppTest runs below share this cache
+        results["first_fisher_1000_clips_s"] = round(first_fisher(), 2)
+        results["reruns"] = reruns()
+        results["apply"] = apply_and_evaluate()
+    out = REPO / "bench" / "results" / "app.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""End to end in a real browser: `streamlit run` on a free port, Debian's chromium through
+playwright, every page visited, the sparsity slider moved with the keyboard, pruning applied,
+metrics and an <audio> element checked. Screenshots go to PRUNEKIT_SCREENSHOTS (docs/screenshots.py
+sets it to docs/) or to the test's temporary folder."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from appdriver import browser_page, go_to, serve_app, wait_idle
+
+pytestmark = pytest.mark.slow
+
+
+def _metric(page, label: str) -> str:
+    """The value of the st.metric whose label is ``label``."""
+    box = page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(f"^{re.escape(label)}$")))
+    return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=300_000)
+
+
+def test_the_golden_path_in_chromium(tmp_path):
+    shots = Path(os.environ.get("PRUNEKIT_SCREENSHOTS", tmp_path))
+    with serve_app() as url, browser_page(height=2000) as page:
+        page.goto(url)
+        page.get_by_role("heading", name="prunekit", exact=True).wait_for(timeout=180_000)
+        assert _metric(page, "Layers") == "6"
+        page.get_by_text("Accuracy on the test split").wait_for(timeout=300_000)
+        wait_idle(page)
+        page.screenshot(path=str(shots / "overview.png"), full_page=True)
+
+        go_to(page, "Head importance")
+        page.locator(".js-plotly-plot").nth(1).wait_for(timeout=300_000)
+        wait_idle(page)
+        page.screenshot(path=str(shots / "importance.png"), full_page=True)
+
+        go_to(page, "Compare scorers")  # magnitude against Fisher: the first Fisher scores
+        page.get_by_text("Heads they disagree on most").wait_for(timeout=300_000)
+        page.locator(".js-plotly-plot").nth(3).wait_for(timeout=300_000)
+        wait_idle(page)
+        page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+        go_to(page, "Prune")
+        reached = _metric(page, "Attention sparsity reached")
+        slider = page.get_by_role("slider").first
+        slider.focus()
+        page.keyboard.press("ArrowRight")  # 0.50 -> 0.55
+        page.wait_for_function(
+            "old => [...document.querySelectorAll('[data-testid=stMetricValue]')]"
+            ".some(e => e.innerText.startsWith('5') && e.innerText !== old)", arg=reached, timeout=60_000)
+        wait_idle(page)
+        assert float(_metric(page, "Attention sparsity reached").rstrip("%")) > float(reached.rstrip("%"))
+        page.get_by_role("slider").first.focus()
+        page.keyboard.press("ArrowLeft")  # back to 0.50
+        wait_idle(page)
+        assert _metric(page, "Attention sparsity reached") == reached
+        page.get_by_role("button", name="Apply").click()
+        pruned = _metric(page, "Pruned accuracy")
+        original = _metric(page, "Original accuracy")
+        assert pruned.endswith("%") and original.endswith("%")
+        assert 0 < float(pruned.rstrip("%")) <= 100
+        page.get_by_text("This session's variants").wait_for()
+        wait_idle(page)
+        page.screenshot(path=str(shots / "prune.png"), full_page=True)
+
+        go_to(page, "Listen")  # through the sidebar: the session (and its variant) carries over
+        page.locator("audio").first.wait_for(state="attached", timeout=120_000)
+        page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)
+        assert page.get_by_text("No pruned variant yet").count() == 0
+        wait_idle(page)
+        page.screenshot(path=str(shots / "listen.png"), full_page=True)
+        assert page.locator('[data-testid="stException"]').count() == 0
