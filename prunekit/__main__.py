@@ -176,6 +176,50 @@ def cmd_prune(args: argparse.Namespace) -> None:
     print(table.to_string(float_format=lambda v: f"{v:,.4g}"))
 
 
+def _count_or_all(text: str) -> int | None:
+    """A clip count, or "all" (None)."""
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of clips or 'all', got {text!r}") from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .iterative import geometric_schedule, linear_schedule
+    from .sweep import (FIGURE_HTML, RESULTS_FILE, STRUCTURE_FILE, TABLE_MARKDOWN, SweepConfig,
+                        interpolated_table, run_sweep, table_markdown)
+
+    base = SweepConfig().run
+    schedule = (geometric_schedule(args.steps, args.fraction) if args.target is None
+                else linear_schedule(args.steps, args.target))
+    recovery = None if args.no_recovery else dataclasses.replace(
+        base.recovery, epochs=args.epochs, train_clips=args.train_clips, validation_clips=args.val_clips,
+        lr=args.lr, rank=args.rank, alpha=args.alpha, batch_size=args.batch_size, freq_mask=args.freq_mask,
+        time_mask=args.time_mask)
+    run = dataclasses.replace(base, schedule=schedule, recovery=recovery, score_clips=args.clips,
+                              eval_split=args.split, eval_clips=args.eval_clips, batch_size=args.batch_size,
+                              latency_repeats=args.repeats)
+    config = SweepConfig(model=args.model, data=args.data, scorers=args.scorers, patterns=args.patterns,
+                         thresholds=args.thresholds, seeds=args.seeds, run=run)
+    start = time.perf_counter()
+    bar, progress = _bar(f"sweep of {len(config.runs())} configurations", unit="step")
+
+    def on_step(name: str, r: dict) -> None:
+        bar.write(f"{name} step {r['step']}: attention sparsity {r['attention_sparsity']:.1%} "
+                  f"(target {r['target_sparsity']:.1%}), accuracy {r['accuracy_before']:.4f} -> "
+                  f"{r['accuracy_after']:.4f} after recovery, {r['seconds']:.0f} s")
+
+    results = run_sweep(config, args.out, overwrite=args.overwrite, progress=progress, on_step=on_step)
+    bar.close()
+    out = Path(args.out)
+    print(f"accuracy after recovery (%), interpolated at attention sparsities, {args.split} split:")
+    print(table_markdown(interpolated_table(results)), end="")
+    print(f"written to {out}: {RESULTS_FILE}, {STRUCTURE_FILE}, {TABLE_MARKDOWN}, {FIGURE_HTML}, runs/ "
+          f"({time.perf_counter() - start:.0f} s)")
+
+
 def _scoring_options(p: argparse.ArgumentParser) -> None:
     from .scoring import SCORERS
 
@@ -192,6 +236,8 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .planning import PATTERNS, THRESHOLDS
+    from .scoring import SCORERS
+    from .sweep import SweepConfig
 
     parser = argparse.ArgumentParser(prog="python -m prunekit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,6 +278,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "validation", "test"], help="evaluation split")
     p.add_argument("--repeats", type=int, default=20, help="timed runs for the latency median")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("sweep", help="iterative pruning with LoRA recovery over scorers x patterns x "
+                                     "thresholds; resumable: rerun the same command to continue")
+    defaults = SweepConfig()
+    run, recovery = defaults.run, defaults.run.recovery
+    p.add_argument("--model", default=defaults.model, help="'demo', a local folder or a Hugging Face hub id")
+    p.add_argument("--data", default=defaults.data, help="'demo' or a dataset folder")
+    p.add_argument("--out", required=True, help="folder for the results and the resumable state")
+    p.add_argument("--overwrite", action="store_true", 
+                   help="start afresh in --out even if it holds another sweep")
+    p.add_argument("--scorers", nargs="+", default=list(defaults.scorers), choices=SCORERS)
+    p.add_argument("--patterns", nargs="+", default=list(defaults.patterns), choices=PATTERNS)
+    p.add_argument("--thresholds", nargs="+", default=list(defaults.thresholds), choices=THRESHOLDS)
+    p.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
+    p.add_argument("--steps", type=int, default=len(run.schedule), help="pruning steps per configuration")
+    p.add_argument("--fraction", type=float, default=0.1, 
+                   help="geometric: each step removes this share of what remains")
+    p.add_argument("--target", type=float, 
+                   help="linear steps up to this attention sparsity instead of geometric ones")
+    p.add_argument("--no-recovery", action="store_true", help="prune only (no LoRA between steps)")
+    p.add_argument("--epochs", type=int, default=recovery.epochs, help="LoRA epochs per step")
+    p.add_argument("--train-clips", type=_count_or_all, default=recovery.train_clips,
+                   help="training clips per step (a seeded subset per step), or 'all'")
+    p.add_argument("--val-clips", type=_count_or_all, default=recovery.validation_clips,
+                   help="validation clips that pick the best checkpoint, or 'all'")
+    p.add_argument("--lr", type=float, default=recovery.lr)
+    p.add_argument("--rank", type=int, default=recovery.rank)
+    p.add_argument("--alpha", type=float, default=recovery.alpha)
+    p.add_argument("--freq-mask", type=int, default=recovery.freq_mask, help="SpecAugment mel band (0: off)")
+    p.add_argument("--time-mask", type=int, default=recovery.time_mask,
+                   help="SpecAugment frame band (0: off)")
+    p.add_argument("--clips", type=int, default=run.score_clips, help="clips the gradient scorers read")
+    p.add_argument("--split", default=run.eval_split, choices=["train", "validation", "test"],
+                   help="evaluation split")
+    p.add_argument("--eval-clips", type=_count_or_all, default=run.eval_clips,
+                   help="evaluation clips, or 'all'")
+    p.add_argument("--batch-size", type=int, default=run.batch_size)
+    p.add_argument("--repeats", type=int, default=run.latency_repeats,
+                   help="timed runs for the latency median")
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 

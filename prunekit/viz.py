@@ -107,16 +107,19 @@ def channel_bars(scores: pd.DataFrame, layer: int, head: int) -> go.Figure:
 def removal_maps(plans: dict[str, PruningPlan]) -> go.Figure:
     """For each named plan (a row), the fraction of each head's Q/K and V/O channels it removes
     (two columns), on one 0-1 scale: the layer-wise sparsity of what a scorer would cut."""
-    names = list(plans)
+    return removal_grids({name: (removal_grid(plan, "qk"), removal_grid(plan, "vo")) for name, plan in plans.items()})
+
+
+def removal_grids(grids: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> go.Figure:
+    """Rows of (Q/K, V/O) layers x heads grids of the share removed, named, on one 0-1 scale."""
+    names = list(grids)
     titles = [f"{name}: {part} removed" for name in names for part in ("Q/K", "V/O")]
     fig = make_subplots(rows=len(names), cols=2, subplot_titles=titles, horizontal_spacing=0.08,
-                        vertical_spacing=0.12 if len(names) > 1 else 0.0)
+                        vertical_spacing=min(0.12, 0.5 / len(names)) if len(names) > 1 else 0.0)
     for row, name in enumerate(names, start=1):
-        for col, group in ((1, "qk"), (2, "vo")):
-            grid = removal_grid(plans[name], group)
+        for col, grid in enumerate(grids[name], start=1):
             fig.add_trace(go.Heatmap(
-                z=grid.to_numpy(), x=list(grid.columns), y=list(grid.index), zmin=0, zmax=1,
-                colorscale="Reds", coloraxis="coloraxis",
+                z=grid.to_numpy(), x=list(grid.columns), y=list(grid.index), coloraxis="coloraxis",
                 hovertemplate="layer %{y}, head %{x}<br>removed %{z:.0%}<extra></extra>",
             ), row=row, col=col)
     fig.update_yaxes(autorange="reversed", dtick=1, title_text="layer")
@@ -124,6 +127,41 @@ def removal_maps(plans: dict[str, PruningPlan]) -> go.Figure:
     fig.update_layout(coloraxis={"colorscale": "Reds", "cmin": 0, "cmax": 1,
                                  "colorbar": {"title": "removed", "tickformat": ".0%"}},
                       height=80 + 330 * len(names), margin={"t": 60, "b": 40})
+    return fig
+
+
+def sweep_structure_maps(structure: pd.DataFrame, step: int) -> go.Figure:
+    """Per configuration of a sweep (``structure.csv``), the share of each original head's Q/K
+    and V/O channels removed after ``step``."""
+    grids = {}
+    at_step = structure[structure["step"] == step]
+    for key, rows in at_step.groupby(["scorer", "pattern", "threshold", "seed"], sort=False):
+        scorer, pattern, threshold, seed = key
+        name = f"{scorer} {pattern} {threshold}" + (f" seed {seed}" if at_step["seed"].nunique() > 1 else "")
+        qk = 1 - rows.pivot(index="layer", columns="head", values="qk_kept") / rows.pivot(
+            index="layer", columns="head", values="qk_dim")
+        vo = 1 - rows.pivot(index="layer", columns="head", values="vo_kept") / rows.pivot(
+            index="layer", columns="head", values="v_dim")
+        grids[name] = (qk, vo)
+    if not grids:
+        raise ValueError(f"No configuration has finished step {step}")
+    return removal_grids(grids)
+
+
+def sweep_curves(results: pd.DataFrame) -> go.Figure:
+    """Accuracy after recovery (and before it, dotted) against attention sparsity: one line per
+    scorer x threshold, one panel per pattern (means over seeds)."""
+    import plotly.express as px
+
+    keys = ["pattern", "threshold", "scorer", "step"]
+    curves = results.groupby(keys, sort=False)[["attention_sparsity", "accuracy_after"]].mean().reset_index()
+    curves["attention sparsity (%)"] = 100 * curves["attention_sparsity"]
+    curves["accuracy after recovery (%)"] = 100 * curves["accuracy_after"]
+    curves["configuration"] = curves["scorer"] + " " + curves["threshold"]
+    fig = px.line(curves, x="attention sparsity (%)", y="accuracy after recovery (%)", color="configuration",
+                  facet_col="pattern", markers=True, hover_data=["step"],
+                  title="Iterative pruning with LoRA recovery: accuracy against attention sparsity")
+    fig.update_layout(height=450, margin={"t": 80, "b": 40})
     return fig
 
 

@@ -1,0 +1,210 @@
+"""LoRA recovery of a (pruned) model: adapters on every Linear, a short fine-tune, merged back.
+
+``recover(model, extractor, labels, dataset)`` returns a NEW plain model of the same class and
+attention structure as ``model`` (dense or pruned, zero-head layers included), so
+``surgery.save_pruned`` and ``models.load_model`` round-trip it; ``model`` itself is never
+modified. Defaults are the authors' (SCIENCE.md section 1): rank 16, alpha 16, adapters on every
+``nn.Linear`` (q, k, v, o, MLP, classifier), AdamW at 1e-4 without weight decay, 5 % linear
+warm-up then cosine, and the adapters of the best validation loss are the ones merged.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from peft import LoraConfig, LoraModel
+from torch import nn
+from transformers import get_cosine_schedule_with_warmup
+
+from .evaluate import predict_logits
+from .scoring import ScoringData, scoring_data
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """How to recover; saved next to every result it produced."""
+
+    rank: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0  # LoRA dropout (our choice: the authors do not give one)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.05
+    epochs: int = 1
+    batch_size: int = 32
+    train_clips: int | None = None  # None: the whole train split (the paper); n: a seeded subset
+    validation_clips: int | None = None  # the same for the validation split
+    validations_per_epoch: int = 1  # checkpoints to choose from, besides the starting point
+    freq_mask: int = 0  # SpecAugment: widest masked band of mel bins (0: off)
+    time_mask: int = 0  # SpecAugment: widest masked band of frames (0: off)
+    seed: int = 0
+    train_split: str = "train"
+    validation_split: str = "validation"
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("rank", self.rank, self.rank >= 1), ("alpha", self.alpha, self.alpha > 0),
+            ("lr", self.lr, self.lr > 0), ("weight_decay", self.weight_decay, self.weight_decay >= 0),
+            ("dropout", self.dropout, 0 <= self.dropout < 1),
+            ("warmup_fraction", self.warmup_fraction, 0 <= self.warmup_fraction < 1),
+            ("epochs", self.epochs, self.epochs >= 1), ("batch_size", self.batch_size, self.batch_size >= 1),
+            ("train_clips", self.train_clips, self.train_clips is None or self.train_clips >= 1),
+            ("validation_clips", self.validation_clips,
+             self.validation_clips is None or self.validation_clips >= 1),
+            ("validations_per_epoch", self.validations_per_epoch, self.validations_per_epoch >= 1),
+            ("freq_mask", self.freq_mask, self.freq_mask >= 0),
+            ("time_mask", self.time_mask, self.time_mask >= 0),
+        )
+        bad = {name: value for name, value, ok in checks if not ok}
+        if bad:
+            raise ValueError(f"Invalid recovery settings {bad}: counts, rank, alpha and lr must be positive, "
+                             "weight decay and mask widths >= 0, dropout and warmup_fraction in [0, 1)")
+
+
+def recover(model: nn.Module, feature_extractor, labels: Sequence[str], dataset, *,
+            config: RecoveryConfig = RecoveryConfig(),
+            progress: Progress | None = None) -> tuple[nn.Module, pd.DataFrame]:
+    """Recover ``model`` with LoRA on ``dataset`` (features from the disk cache).
+
+    Returns the merged model (new; same class and structure) and the training history, one row
+    per validation: ``step, epoch, train_loss, val_loss, val_accuracy, lr, kept`` (row 0 is the
+    starting point; ``kept`` marks the checkpoint that was merged). ``progress(done, total)``
+    counts optimiser steps.
+    """
+    pick = (dataset, feature_extractor, labels)
+    train = split_data(*pick, config.train_split, config.train_clips, seed=config.seed)
+    validation = split_data(*pick, config.validation_split, config.validation_clips, seed=config.seed)
+    return recover_on(model, train, validation, config=config, progress=progress)
+
+
+def split_data(dataset, feature_extractor, labels: Sequence[str], split: str, clips: int | None, *,
+               seed: int = 0) -> ScoringData:
+    """Features (disk-cached) and class indices of a seeded subset of ``clips`` clips of ``split``
+    (the whole split when None)."""
+    count = len(dataset.split(split)) if clips is None else clips
+    return scoring_data(dataset, feature_extractor, labels, split, clips=count, seed=seed)
+
+
+def recover_on(model: nn.Module, train: ScoringData, validation: ScoringData, *,
+               config: RecoveryConfig = RecoveryConfig(),
+               progress: Progress | None = None) -> tuple[nn.Module, pd.DataFrame]:
+    """``recover`` on prepared data: features (N, frames, mels) and class indices (N,)."""
+    for name, data in (("train", train), ("validation", validation)):
+        if data.multilabel:
+            raise ValueError(f"Recovery trains single-label classifiers; the {name} data is multi-label")
+    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's generator
+        torch.manual_seed(config.seed)
+        lora = add_adapters(model, config)
+        history = train_adapters(lora, train, validation, config=config, progress=progress)
+    merged = lora.merge_and_unload().eval()
+    wanted = dict(model.named_parameters())
+    for name, p in merged.named_parameters():  # LoRA froze the base weights; give back the caller's flags
+        p.requires_grad_(wanted[name].requires_grad)
+    return merged, history
+
+
+def add_adapters(model: nn.Module, config: RecoveryConfig = RecoveryConfig()) -> LoraModel:
+    """A copy of ``model`` with LoRA adapters on every non-empty ``nn.Linear``; only the adapters
+    train. (A projection of a zero-head layer has no weights, so there is nothing to adapt.)
+    ``LoraModel`` rather than ``get_peft_model``: the latter's wrapper calls a transformers
+    attribute deprecated in v5, and merging needs no wrapper."""
+    work = copy.deepcopy(model)
+    targets = [name for name, m in work.named_modules() if isinstance(m, nn.Linear) and m.weight.numel()]
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=targets, bias="none")
+    return LoraModel(work, lora, "default")
+
+
+def train_adapters(lora: LoraModel, train: ScoringData, validation: ScoringData, *,
+                   config: RecoveryConfig = RecoveryConfig(),
+                   progress: Progress | None = None) -> pd.DataFrame:
+    """Train the adapters of ``lora`` in place; leave it holding the adapters of the lowest
+    validation loss seen (the start included); return the history (see ``recover``)."""
+    params = [p for p in lora.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    per_epoch = math.ceil(len(train.features) / config.batch_size)
+    total = per_epoch * config.epochs
+    schedule = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_fraction * total), total)
+    checks = _checkpoints(per_epoch, config.epochs, config.validations_per_epoch)
+    augment = _spec_augment(config)
+    history = [_validate(lora, validation, config, step=0, epoch=0.0, train_loss=math.nan, lr=0.0)]
+    best = (history[0]["val_loss"], _adapter_state(lora), 0)
+    losses: list[float] = []
+    step = 0
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(train.features))
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            losses.append(_train_step(lora, optimizer, augment(train.features[batch]), train.targets[batch]))
+            lr = schedule.get_last_lr()[0]
+            schedule.step()
+            step += 1
+            if step in checks:
+                row = _validate(lora, validation, config, step=step, epoch=step / per_epoch,
+                                train_loss=sum(losses) / len(losses), lr=lr)
+                history.append(row)
+                losses = []
+                if row["val_loss"] < best[0]:
+                    best = (row["val_loss"], _adapter_state(lora), len(history) - 1)
+            if progress is not None:
+                progress(step, total)
+    _load_adapter_state(lora, best[1])
+    frame = pd.DataFrame(history)
+    frame["kept"] = frame.index == best[2]
+    return frame
+
+
+def _checkpoints(per_epoch: int, epochs: int, per_epoch_checks: int) -> set[int]:
+    """Optimiser steps after which to validate: evenly spread, always at the end of an epoch."""
+    n = min(per_epoch_checks, per_epoch)
+    return {e * per_epoch + round(j * per_epoch / n) for e in range(epochs) for j in range(1, n + 1)}
+
+
+def _train_step(lora: LoraModel, optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One AdamW step on a batch: x (B, frames, mels), y (B,) class indices."""
+    lora.train()
+    loss = nn.functional.cross_entropy(lora(x).logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _validate(lora: LoraModel, data: ScoringData, config: RecoveryConfig, **row) -> dict:
+    logits = predict_logits(lora, data.features, batch_size=config.batch_size)  # (N, C), eval mode
+    loss = nn.functional.cross_entropy(logits, data.targets).item()
+    accuracy = (logits.argmax(-1) == data.targets).float().mean().item()
+    return {**row, "val_loss": loss, "val_accuracy": accuracy}
+
+
+def _spec_augment(config: RecoveryConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """SpecAugment with torchaudio's masks (one frequency and one time band per clip, set to 0,
+    the normalised mean), or the identity when both widths are 0. x: (B, frames, mels)."""
+    if not (config.freq_mask or config.time_mask):
+        return lambda x: x
+    from torchaudio.transforms import FrequencyMasking, TimeMasking
+
+    masks = nn.Sequential(
+        *([FrequencyMasking(config.freq_mask, iid_masks=True)] if config.freq_mask else []),
+        *([TimeMasking(config.time_mask, iid_masks=True)] if config.time_mask else []),
+    )
+    # torchaudio masks (..., freq, time) and draws a mask per clip only for 4-D input.
+    return lambda x: masks(x.transpose(1, 2).unsqueeze(1)).squeeze(1).transpose(1, 2)
+
+
+def _adapter_state(lora: LoraModel) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in lora.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def _load_adapter_state(lora: LoraModel, state: dict[str, torch.Tensor]) -> None:
+    for name, p in lora.named_parameters():
+        if name in state:
+            p.copy_(state[name])

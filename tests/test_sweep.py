@@ -1,0 +1,138 @@
+"""Sweeps: resuming after a kill gives the same results as an uninterrupted run, the status file
+tells a poller where a sweep stands, the interpolated table, and the `sweep` command."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from filelock import FileLock
+
+from prunekit.__main__ import main
+from prunekit.iterative import IterativeConfig
+from prunekit.recovery import RecoveryConfig
+from prunekit.sweep import (RESULTS_FILE, STATUS_FILE, TABLE_FILE, TIMING_COLUMNS, SweepConfig,
+                            interpolated_table, load_results, run_sweep, sweep_status, table_markdown)
+from test_cli import run_cli
+
+RECOVERY = RecoveryConfig(train_clips=4, validation_clips=None, batch_size=2, lr=1e-3)
+RUN = IterativeConfig(schedule=(0.2, 0.45), recovery=RECOVERY, latency_repeats=1)
+
+
+@pytest.fixture
+def config(tiny_model_dir, tiny_speech_commands):
+    return SweepConfig(model=str(tiny_model_dir), data=str(tiny_speech_commands), scorers=("fisher",),
+                       patterns=("per-head", "entire-head"), thresholds=("global",), run=RUN)
+
+
+class Killed(Exception):
+    pass
+
+
+def _deterministic(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=list(TIMING_COLUMNS))
+
+
+def test_a_killed_sweep_resumes_to_the_same_results(config, tmp_path):
+    whole = run_sweep(config, tmp_path / "whole")
+
+    def kill_at_second_config_step_1(name, record):
+        if name.startswith("fisher_entire-head") and record["step"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_sweep(config, tmp_path / "killed", on_step=kill_at_second_config_step_1)
+    stopped = sweep_status(tmp_path / "killed")
+    assert stopped["state"] == "failed" and "Killed" in stopped["error"]
+    assert (stopped["configs_done"], stopped["steps_done"]) == (1, 5)  # config 1: steps 0-2; config 2: 0-1
+    assert len(list((tmp_path / "killed" / "runs" / "fisher_entire-head_global_seed0").glob("step-*"))) == 1
+
+    seen = []
+    resumed = run_sweep(config, tmp_path / "killed", on_step=lambda name, r: seen.append((name, r["step"])))
+    assert seen == [("fisher_entire-head_global_seed0", 2)]  # the finished config is skipped
+    pd.testing.assert_frame_equal(_deterministic(resumed), _deterministic(whole))
+    for name in (RESULTS_FILE, TABLE_FILE):
+        a, b = (pd.read_csv(tmp_path / d / name) for d in ("whole", "killed"))
+        pd.testing.assert_frame_equal(a.drop(columns=[c for c in TIMING_COLUMNS if c in a]),
+                                      b.drop(columns=[c for c in TIMING_COLUMNS if c in b]))
+    assert list(whole["scorer"].unique()) == ["fisher"] and len(whole) == 2 * 3
+
+    status = sweep_status(tmp_path / "killed")
+    assert status["state"] == "finished" and status["configs_done"] == status["configs_total"] == 2
+    assert status["fraction"] == 1.0 and status["current"] is None
+    structure = load_results(tmp_path / "killed")[1]
+    assert len(structure) == 2 * 3 * 2 * 4  # configs x steps x layers x heads
+
+
+def test_a_folder_holding_another_sweep_is_refused(config, tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds no sweep"):
+        run_sweep(config, tmp_path / "other", overwrite=True)
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps(dataclasses.replace(config, seeds=(1,)).to_dict()))
+    with pytest.raises(ValueError, match=r"holds another sweep.*'seeds': \(\[1\], \[0\]\)"):
+        run_sweep(config, out)
+    with FileLock(f"{out}.lock"), pytest.raises(ValueError, match="Another sweep is running"):
+        run_sweep(config, out)  # e.g. the app's button pressed twice
+
+
+def test_a_killed_process_reads_as_stopped(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    status = {"state": "running", "pid": child.pid, "steps_done": 3, "steps_total": 12}
+    (tmp_path / STATUS_FILE).write_text(json.dumps(status))
+    assert sweep_status(tmp_path)["state"] == "stopped"
+    assert sweep_status(tmp_path)["fraction"] == 0.25
+    (tmp_path / STATUS_FILE).write_text(json.dumps({**status, "pid": os.getpid()}))
+    assert sweep_status(tmp_path)["state"] == "running"
+    assert sweep_status(tmp_path / "nowhere")["state"] == "absent"
+
+
+def test_interpolated_table():
+    def run(scorer, seed, sparsities, accuracies):
+        return pd.DataFrame({"scorer": scorer, "pattern": "per-head", "threshold": "global", "seed": seed,
+                             "step": range(len(sparsities)), "attention_sparsity": sparsities,
+                             "accuracy_after": accuracies})
+
+    results = pd.concat([
+        run("fisher", 0, [0.0, 0.2, 0.4, 0.6], [0.9, 0.8, 0.7, 0.6]),
+        run("fisher", 1, [0.0, 0.2, 0.4, 0.6], [0.9, 0.6, 0.5, 0.4]),
+        run("magnitude", 0, [0.0, 0.25, 0.25, 0.5], [0.9, 0.5, 0.7, 0.3]),  # 25 % twice: the later counts
+    ], ignore_index=True)
+    table = interpolated_table(results)
+    assert list(table.columns) == ["pattern", "threshold", "scorer", "seeds", "dense",
+                                   "10%", "20%", "30%", "40%", "50%", "60%"]
+    fisher, magnitude = table.iloc[0], table.iloc[1]
+    assert fisher["seeds"] == 2 and fisher["dense"] == pytest.approx(90)
+    assert fisher[["10%", "20%", "30%", "60%"]].tolist() == pytest.approx([80, 70, 65, 50])  # mean of 2 seeds
+    assert magnitude[["10%", "20%", "30%", "50%"]].tolist() == pytest.approx([82, 74, 62, 30])
+    assert np.isnan(magnitude["60%"])  # past the last step: not extrapolated
+    row = "| PH | G | Fisher | 90.00 | 80.00 | 70.00 | 65.00 | 60.00 | 55.00 | 50.00 |"
+    assert table_markdown(table).splitlines()[2] == row
+
+
+def test_sweep_command(tiny_model_dir, tiny_speech_commands, tmp_path, capsys):
+    """One real subprocess, as the app starts it; the bad inputs in-process (imports cost 5-10 s)."""
+    args = ["sweep", "--model", tiny_model_dir, "--data", tiny_speech_commands, "--out", tmp_path / "s",
+            "--scorers", "magnitude", "--patterns", "entire-head", "--thresholds", "local", "--steps", "1",
+            "--fraction", "0.25", "--train-clips", "4", "--val-clips", "all", "--batch-size", "2",
+            "--repeats", "1"]
+    out = run_cli(*args, cache=tmp_path / "c")
+    assert out.returncode == 0, out.stderr
+    assert "| EH | L | Mag |" in out.stdout and "results.csv" in out.stdout
+    results = pd.read_csv(tmp_path / "s" / RESULTS_FILE)
+    assert list(results["attention_sparsity"]) == [0.0, 0.25]
+    assert json.loads((tmp_path / "s" / STATUS_FILE).read_text())["state"] == "finished"
+    assert (tmp_path / "s" / "accuracy.html").stat().st_size > 0
+
+    assert main([*map(str, args[:-1]), "2"]) == 2  # --repeats 2: another sweep
+    assert "holds another sweep" in capsys.readouterr().err
+    assert main(["sweep", "--out", str(tmp_path / "t"), "--steps", "0"]) == 2
+    assert "steps >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
