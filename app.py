@@ -12,5 +12,6 @@ page = st.navigation([
     st.Page("pages/compare.py", title="Compare scorers"),
     st.Page("pages/prune.py", title="Prune"),
     st.Page("pages/listen.py", title="Listen"),
+    st.Page("pages/experiments.py", title="Experiments"),
 ])
 page.run()

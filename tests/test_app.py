@@ -249,3 +249,43 @@ def test_listen_page_uploads_good_and_bad_audio(real_cache):
     assert not at.error
     windows = [d.value for d in at.dataframe if "start_s" in d.value.columns]
     assert windows and len(windows[0]) == 5  # 3 s in half-overlapping 1 s windows
+
+
+# --- experiments ----------------------------------------------------------------------------
+@pytest.fixture
+def tiny_sweep_args(tiny_model_dir, tiny_speech_commands):
+    """Sidebar state for the tiny model and dataset (a sweep on them takes seconds)."""
+    return {"model_kind": "Local folder", "model_ref": str(tiny_model_dir),
+            "data_kind": "Speech Commands v2 folder", "data_ref": str(tiny_speech_commands)}
+
+
+def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_sweep_args):
+    import time
+
+    from prunekit.store import cache_dir
+    from prunekit.sweep import sweep_status
+
+    at = _app("experiments", **tiny_sweep_args)
+    assert any("No sweep yet" in i.value for i in at.info)
+    at.text_input(key="exp_name").set_value("tiny-grid")
+    at.multiselect(key="exp_scorers").set_value(["magnitude"])
+    at.multiselect(key="exp_patterns").set_value(["entire-head"])
+    at.multiselect(key="exp_thresholds").set_value(["global"])
+    at.number_input(key="exp_steps").set_value(1)
+    at.number_input(key="exp_clips").set_value(32)
+    next(b for b in at.button if b.label == "Start the sweep").click().run()
+    assert not at.exception, at.exception
+    assert any("Started" in s.value for s in at.success), [e.value for e in at.error]
+    folder = cache_dir() / "sweeps" / "tiny-grid"
+    deadline = time.monotonic() + 300
+    while sweep_status(folder)["state"] in ("running", "absent") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert sweep_status(folder)["state"] == "finished", (folder.parent / "tiny-grid.log").read_text()[-2000:]
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="exp_folder").value == "tiny-grid"
+    assert any("Finished" in s.value for s in at.success)
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert "accuracy against attention sparsity" in specs[0] and "removed" in specs[1]
+    table = at.dataframe[0].value
+    assert list(table["scorer"]) == ["magnitude"] and list(table["pattern"]) == ["entire-head"]

@@ -1,0 +1,117 @@
+"""Experiments: start an iterative-pruning sweep in the background and read its results."""
+
+import re
+from pathlib import Path
+
+import streamlit as st
+
+from prunekit import planning, scoring, sweep, viz
+from prunekit.store import cache_dir
+from prunekit.ui import REPORTED, data_source, model_source
+
+st.title("Experiments")
+st.caption("Iterative pruning with LoRA recovery over scorers x patterns x thresholds. A sweep runs in its "
+           "own process: leave this page, come back, and it is still going.")
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED = REPO / "docs" / "sweep-demo"  # the demo grid whose results the README quotes
+
+
+def _folders() -> dict[str, Path]:
+    found = sweep.find_sweeps(COMMITTED, cache_dir() / "sweeps")
+    return {("docs/sweep-demo (committed demo grid)" if p == COMMITTED else p.name): p for p in found}
+
+
+@st.fragment(run_every=3)
+def _progress(folder: Path) -> None:
+    """Polls the sweep's status.json every 3 s without rerunning the rest of the page."""
+    status = sweep.sweep_status(folder)
+    state = status["state"]
+    if state == "absent":
+        return
+    if state == "running":
+        stage = f"{status['stage']} {status['stage_done']} / {status['stage_total']}" if status["stage_total"] else \
+            status["stage"]
+        st.progress(status["fraction"], text=f"Running: {status['steps_done']} of {status['steps_total']} steps; "
+                                             f"{status['current'] or ''} step {status['step']}: {stage}")
+        if st.button("Stop the sweep", key=f"exp_stop_{folder.name}"):
+            sweep.stop_sweep(folder)
+    elif state == "finished":
+        st.success(f"Finished: {status['configs_total']} configurations, {status['steps_total']} steps.")
+    else:
+        st.warning(f"The sweep {state} after {status['steps_done']} of {status['steps_total']} steps"
+                   + (f" ({status['error']})" if status.get("error") else "")
+                   + ". Start it again with the same settings to continue from its last finished step.")
+
+
+def _results(folder: Path) -> None:
+    results, structure = sweep.read_results(folder)
+    if results.empty:
+        st.info("No finished step yet.")
+        return
+    st.plotly_chart(viz.sweep_curves(results), key="exp_curves")
+    st.markdown("**Accuracy after recovery (%) at each attention sparsity** (linear interpolation between steps)")
+    st.dataframe(sweep.interpolated_table(results).round(2), hide_index=True, key="exp_table")
+    if not structure.empty:
+        steps = sorted(structure["step"].unique())
+        step = st.select_slider("Step", steps, value=steps[-1], key="exp_step")
+        st.plotly_chart(viz.sweep_structure_maps(structure, step), key="exp_structure")
+    with st.expander("Every step"):
+        st.dataframe(results, hide_index=True)
+    st.download_button("Download results.csv", lambda: results.to_csv(index=False).encode(),
+                       file_name="results.csv", mime="text/csv", key="exp_download")
+
+
+def _start_form() -> None:
+    with st.form("exp_start"):
+        name = st.text_input("Name", value="my-sweep", key="exp_name", help="letters, digits, - and _; results go to cache/sweeps/NAME")
+        c1, c2, c3 = st.columns(3)
+        scorers = c1.multiselect("Scorers", scoring.SCORERS, default=["fisher", "magnitude"], key="exp_scorers")
+        patterns = c2.multiselect("Patterns", planning.PATTERNS, default=["per-head", "entire-head"], key="exp_patterns")
+        thresholds = c3.multiselect("Thresholds", planning.THRESHOLDS, default=["global", "local"], key="exp_thresholds")
+        c1, c2, c3 = st.columns(3)
+        steps = c1.number_input("Steps (10 % of what remains each)", 1, 30, 10, key="exp_steps")
+        clips = c2.number_input("Training clips per recovery", 32, 100_000, 3000, step=500, key="exp_clips")
+        epochs = c3.number_input("Recovery epochs per step", 1, 20, 1, key="exp_epochs")
+        submitted = st.form_submit_button("Start the sweep", type="primary")
+    if not submitted:
+        return
+    if not re.fullmatch(r"[\w-]{1,64}", name):
+        st.error("The name may hold only letters, digits, - and _ (at most 64).")
+        return
+    if not (scorers and patterns and thresholds):
+        st.error("Pick at least one scorer, one pattern and one threshold.")
+        return
+    data = data_source() or "demo"
+    args = ["--model", model_source() or "demo", "--data", data.partition(":")[2] or data, "--scorers", *scorers, "--patterns", *patterns,
+            "--thresholds", *thresholds, "--steps", str(steps), "--train-clips", str(clips), "--epochs", str(epochs)]
+    try:
+        sweep.start_sweep(cache_dir() / "sweeps" / name, args)
+    except REPORTED as exc:
+        st.error(f"Could not start the sweep: {exc}")
+        return
+    st.session_state["exp_folder"] = name
+    st.success(f"Started. It writes to cache/sweeps/{name}; its log is cache/sweeps/{name}.log.")
+
+
+def render() -> None:
+    results_tab, start_tab = st.tabs(["Results", "Start a sweep"])
+    with start_tab:
+        st.caption("Uses the model and the dataset chosen in the sidebar. Running the same name "
+                   "again with the same settings continues a stopped sweep.")
+        _start_form()
+    with results_tab:
+        folders = _folders()
+        if not folders:
+            st.info("No sweep yet: start one in the next tab, or run `python -m prunekit sweep --out cache/sweeps/NAME`.")
+            return
+        names = list(folders)
+        current = st.session_state.get("exp_folder")
+        if current not in names:
+            st.session_state["exp_folder"] = names[0]
+        folder = folders[st.selectbox("Sweep", names, key="exp_folder")]
+        _progress(folder)
+        _results(folder)
+
+
+render()
