@@ -22,26 +22,32 @@ def _folders() -> dict[str, Path]:
     return {("docs/sweep-demo (committed demo grid)" if p == COMMITTED else p.name): p for p in found}
 
 
-@st.fragment(run_every=3)
 def _progress(folder: Path) -> None:
-    """Polls the sweep's status.json every 3 s without rerunning the rest of the page."""
     status = sweep.sweep_status(folder)
     state = status["state"]
-    if state == "absent":
-        return
     if state == "running":
-        stage = f"{status['stage']} {status['stage_done']} / {status['stage_total']}" if status["stage_total"] else \
-            status["stage"]
-        st.progress(status["fraction"], text=f"Running: {status['steps_done']} of {status['steps_total']} steps; "
-                                             f"{status['current'] or ''} step {status['step']}: {stage}")
-        if st.button("Stop the sweep", key=f"exp_stop_{folder.name}"):
-            sweep.stop_sweep(folder)
+        _live(folder)
     elif state == "finished":
         st.success(f"Finished: {status['configs_total']} configurations, {status['steps_total']} steps.")
-    else:
+    elif state != "absent":
         st.warning(f"The sweep {state} after {status['steps_done']} of {status['steps_total']} steps"
                    + (f" ({status['error']})" if status.get("error") else "")
                    + ". Start it again with the same settings to continue from its last finished step.")
+
+
+@st.fragment(run_every=3)
+def _live(folder: Path) -> None:
+    """A running sweep's progress, polled every 3 s without rerunning the rest of the page."""
+    status = sweep.sweep_status(folder)
+    if status["state"] != "running":
+        st.rerun()  # finished or stopped: redraw the whole page once, with its results
+    stage = status["stage"]
+    if status["stage_total"]:
+        stage += f" {status['stage_done']} / {status['stage_total']}"
+    st.progress(status["fraction"], text=f"Running: {status['steps_done']} of {status['steps_total']} steps; "
+                                         f"{status['current'] or ''} step {status['step']}: {stage}")
+    if st.button("Stop the sweep", key=f"exp_stop_{folder.name}"):
+        sweep.stop_sweep(folder)
 
 
 def _results(folder: Path) -> None:
@@ -53,9 +59,16 @@ def _results(folder: Path) -> None:
     st.markdown("**Accuracy after recovery (%) at each attention sparsity** (linear interpolation between steps)")
     st.dataframe(sweep.interpolated_table(results).round(2), hide_index=True, key="exp_table")
     if not structure.empty:
-        steps = sorted(structure["step"].unique())
-        step = st.select_slider("Step", steps, value=steps[-1], key="exp_step")
-        st.plotly_chart(viz.sweep_structure_maps(structure, step), key="exp_structure")
+        st.markdown("**What each scorer removed, layer by layer**")
+        c1, c2, c3 = st.columns(3)
+        pattern = c1.selectbox("Pattern", list(structure["pattern"].unique()), key="exp_pattern")
+        threshold = c2.selectbox("Threshold", list(structure["threshold"].unique()), key="exp_threshold")
+        chosen = structure[(structure["pattern"] == pattern) & (structure["threshold"] == threshold)]
+        steps = [int(k) for k in sorted(chosen["step"].unique())]
+        if st.session_state.get("exp_step") not in steps:
+            st.session_state["exp_step"] = steps[-1]
+        step = c3.select_slider("Step", steps, key="exp_step")
+        st.plotly_chart(viz.sweep_structure_maps(chosen, step), key="exp_structure")
     with st.expander("Every step"):
         st.dataframe(results, hide_index=True)
     st.download_button("Download results.csv", lambda: results.to_csv(index=False).encode(),
