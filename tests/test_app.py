@@ -266,7 +266,9 @@ def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_swe
     from prunekit.sweep import sweep_status
 
     at = _app("experiments", **tiny_sweep_args)
-    assert any("No sweep yet" in i.value for i in at.info)
+    # The committed demo grid is listed first, with its 8 configurations.
+    assert at.selectbox(key="exp_folder").value.startswith("docs/sweep-demo")
+    assert len(at.dataframe[0].value) == 8
     at.text_input(key="exp_name").set_value("tiny-grid")
     at.multiselect(key="exp_scorers").set_value(["magnitude"])
     at.multiselect(key="exp_patterns").set_value(["entire-head"])
