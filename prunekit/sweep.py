@@ -384,9 +384,11 @@ def table_markdown(table: pd.DataFrame) -> str:
 
 
 # --- for the app: start, stop and read sweeps from another process ---------------------------------
-def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = ()) -> int:
+def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout: float = 120) -> int:
     """Start ``python -m prunekit sweep --out out_dir *args`` as its own process (it outlives the
-    caller's script run and session); its output goes to ``<out_dir>.log``. Returns its pid."""
+    caller's script run and session); its output goes to ``<out_dir>.log``. Returns its pid once
+    the sweep has written its status file; raises ValueError with the end of the log when it
+    exits first (bad settings, another sweep in the folder)."""
     import subprocess
     import sys
 
@@ -394,10 +396,20 @@ def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = ()) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if sweep_status(out)["state"] == "running":
         raise ValueError(f"A sweep is already running in {out}")
-    with open(f"{out}.log", "ab") as log:
+    log_path = Path(f"{out}.log")
+    started = time.time()
+    with open(log_path, "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "prunekit", "sweep", "--out", str(out), *args],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                    cwd=Path(__file__).resolve().parent.parent)
+    status = out / STATUS_FILE
+    while not (status.is_file() and status.stat().st_mtime >= started - 1):
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise ValueError(f"The sweep stopped at once: {' '.join(tail)}")
+        if time.time() - started > timeout:
+            break  # still starting (a slow machine): the page polls it from here
+        time.sleep(0.2)
     return process.pid
 
 

@@ -136,3 +136,19 @@ def test_sweep_command(tiny_model_dir, tiny_speech_commands, tmp_path, capsys):
     assert main(["sweep", "--out", str(tmp_path / "t"), "--steps", "0"]) == 2
     assert "steps >= 1" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+def test_a_sweep_started_in_the_background_reports_its_failure(tmp_path):
+    import time
+
+    from prunekit.sweep import start_sweep
+
+    pid = start_sweep(tmp_path / "bad", ["--model", str(tmp_path / "no/such/model")])
+    assert pid > 0 and (tmp_path / "bad.log").is_file()
+    deadline = time.monotonic() + 120
+    while sweep_status(tmp_path / "bad")["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    status = sweep_status(tmp_path / "bad")
+    assert status["state"] in ("failed", "stopped") and "no/such/model" in (status["error"] or "")
+    with pytest.raises(ValueError, match="stopped at once"):  # bad arguments: argparse exits first
+        start_sweep(tmp_path / "bad-args", ["--steps", "many"])
