@@ -85,7 +85,8 @@ def _in_plain_words(variant, dense) -> str:
     smaller = 1 - cost.loc["pruned", "parameters"] / cost.loc["dense", "parameters"]
     faster = 1 - cost.loc["pruned", "latency_b32_ms"] / cost.loc["dense", "latency_b32_ms"]
     agree = 1 - variants.prediction_changes(dense, variant.evaluation)["differ"].mean()
-    speed = f"runs {faster:.0%} faster" if faster > 0.005 else "runs no faster"
+    speed = (f"runs {faster:.0%} faster" if faster >= 0.01 else f"runs {-faster:.0%} slower" if faster <= -0.01
+             else "runs about as fast")
     return (f"In plain words: the pruned model is {smaller:.0%} smaller and {speed} on a batch of clips. "
             f"Out of 100 clips it gets {100 * variant.accuracy:.0f} right, where the original gets "
             f"{100 * dense.accuracy:.0f}; the two give the same answer on {agree:.0%} of the clips.")
