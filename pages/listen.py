@@ -34,7 +34,7 @@ def _answers(loaded, variant, wave, *, show_windows: bool = False) -> None:
         widget.empty()
     st.plotly_chart(viz.top_bars({name: r.top(5) for name, r in results.items()}), key=f"listen_top_{show_windows}")
     if long and show_windows:
-        st.caption(f"Longer than the model's {listen.window_samples(loaded.feature_extractor) / 16000:.2f} s window: "
+        st.caption(f"Longer than the model's {listen.window_samples(loaded.feature_extractor) / audio.TARGET_SR:.2f} s window: "
                    "classified in half-overlapping windows; a class scores its best window.")
         st.dataframe(results["Original"].windows, hide_index=True, key="listen_windows")
 

@@ -4,7 +4,7 @@ import streamlit as st
 
 from prunekit import planning, scoring, variants, viz
 from prunekit.ui import (REPORTED, bar, current_variants, dataset_or_report, dense_evaluation, dense_macs, eval_split,
-                         load_or_report, model_source, remember, scores_or_report)
+                         load_or_report, model_facts, model_source, remember, scores_or_report)
 
 st.title("Prune")
 st.caption("Pick a pattern, a threshold and a sparsity; nothing changes until you press Apply, "
@@ -65,17 +65,17 @@ def _plan_or_explain(scores, pattern, threshold, sparsity):
 
 
 def _preview(plan, source, loaded) -> None:
-    cost = variants.plan_cost(plan, loaded.model, dense_macs(source))
-    dense_params = sum(p.numel() for p in loaded.model.parameters())
+    dense = {"parameters": model_facts(source)["parameters"], "macs_per_clip": dense_macs(source)}
+    cost = variants.plan_cost(plan, loaded.model, dense["macs_per_clip"])
     summary = plan.summary()
     cols = st.columns(4)
     cols[0].metric("Attention sparsity reached", f"{cost['attention_sparsity']:.1%}",
                    help="the closest the pattern's granularity allows to the slider")
     cols[1].metric("Heads left", f"{int(summary['heads_left'].sum())} / {int(summary['heads'].sum())}")
     cols[2].metric("Parameters", f"{cost['parameters'] / 1e6:.2f} M",
-                   f"{cost['parameters'] / dense_params - 1:+.1%}", delta_color="inverse")
+                   f"{cost['parameters'] / dense['parameters'] - 1:+.1%}", delta_color="inverse")
     cols[3].metric("MACs per clip", f"{cost['macs_per_clip'] / 1e6:.0f} M",
-                   f"{cost['macs_per_clip'] / dense_macs(source) - 1:+.1%}", delta_color="inverse")
+                   f"{cost['macs_per_clip'] / dense['macs_per_clip'] - 1:+.1%}", delta_color="inverse")
     with st.expander("Per-layer plan"):
         st.dataframe(summary, hide_index=True)
 

@@ -90,6 +90,13 @@ def input_shape(model: nn.Module) -> tuple[int, int]:
     return model.config.max_length, model.config.num_mel_bins
 
 
+def tokens(model: nn.Module) -> int:
+    """Sequence length of an AST: its patch grid (transformers' own ``get_shape``) plus the CLS
+    and distillation tokens."""
+    f_dim, t_dim = backbone(model).embeddings.get_shape(model.config)
+    return f_dim * t_dim + 2
+
+
 def dummy_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
     """A random spectrogram batch of the model's input shape: (B, frames, mels)."""
     frames, mels = input_shape(model)

@@ -60,14 +60,17 @@ def plan_overlap(a: PruningPlan, b: PruningPlan) -> float:
     return len(gone_a & gone_b) / len(union) if union else 1.0
 
 
-def _heads(scores: pd.DataFrame, group: str, matrix: str) -> pd.Series:
+def head_scores(scores: pd.DataFrame, group: str, matrix: str) -> pd.Series:
+    """Head-level scores of one (group, matrix), indexed by (layer, head)."""
     rows = scores[(scores["group"] == group) & (scores["matrix"] == matrix) & scores["channel"].isna()]
+    if rows.empty:
+        raise ValueError(f"The score table has no head rows for group={group!r}, matrix={matrix!r}")
     return rows.set_index(["layer", "head"])["score"].sort_index()
 
 
 def paired_heads(a: pd.DataFrame, b: pd.DataFrame, group: str = "head", matrix: str = "pair") -> pd.DataFrame:
     """Head scores of two scorers side by side: index (layer, head), columns a, b."""
-    joined = pd.concat({"a": _heads(a, group, matrix), "b": _heads(b, group, matrix)}, axis=1)
+    joined = pd.concat({"a": head_scores(a, group, matrix), "b": head_scores(b, group, matrix)}, axis=1)
     if joined.isna().any().any():
         raise ValueError("The two score tables are for different model shapes")
     return joined

@@ -129,6 +129,11 @@ def demo_root(seed: int = 0) -> Path:
     return cache_dir() / f"synthetic-speech-commands-v{DEMO_DATA_VERSION}-seed{seed}"
 
 
+def demo_generated(seed: int = 0) -> bool:
+    """Whether the synthetic set is already in the cache (its summary is written last)."""
+    return (demo_root(seed) / "synthetic.json").is_file()
+
+
 def demo_dataset(seed: int = 0, progress: Callable[[int, int], None] | None = None) -> AudioDataset:
     """The synthetic Speech Commands set, generated into the cache on first use."""
     from . import synth
@@ -138,7 +143,7 @@ def demo_dataset(seed: int = 0, progress: Callable[[int, int], None] | None = No
     root = demo_root(seed)
     # Two app sessions (or a CLI and the app) may ask at once: one generates, the other waits.
     with FileLock(str(root) + ".lock"):
-        if not (root / "synthetic.json").is_file():
+        if not demo_generated(seed):
             synth.generate(root, synth.SynthConfig(seed=seed), progress=progress)
     return read_speech_commands(root, name=f"synthetic speech commands (seed {seed})")
 

@@ -28,6 +28,9 @@ import json
 import math
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -389,9 +392,6 @@ def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout
     caller's script run and session); its output goes to ``<out_dir>.log``. Returns its pid once
     the sweep has written its status file; raises ValueError with the end of the log when it
     exits first (bad settings, another sweep in the folder)."""
-    import subprocess
-    import sys
-
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     if sweep_status(out)["state"] == "running":
@@ -416,8 +416,6 @@ def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout
 def stop_sweep(out_dir: str | os.PathLike) -> bool:
     """Interrupt a running sweep (it saves no half step; run it again to continue). False when
     none was running."""
-    import signal
-
     status = sweep_status(out_dir)
     if status["state"] != "running":
         return False

@@ -16,19 +16,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from . import anatomy
 from .datasets import AudioDataset
 from .evaluate import Evaluation, compare_cost, evaluate
 from .plan import PruningPlan
 from .surgery import apply_plan, save_pruned
 
 Progress = Callable[[int, int], None]
-
-
-def tokens(config) -> int:
-    """Sequence length of an AST: frequency x time patches plus the CLS and distillation tokens."""
-    f_dim = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
-    t_dim = (config.max_length - config.patch_size) // config.time_stride + 1
-    return f_dim * t_dim + 2
 
 
 def _attention_macs(plan: PruningPlan, n_tokens: int) -> int:
@@ -54,7 +48,7 @@ def plan_cost(plan: PruningPlan, model: torch.nn.Module, dense_macs: int) -> dic
     """Parameters and MACs per clip the pruned model will have, computed from the plan alone
     (equal to counting them on ``apply_plan(model, plan)``; tested). ``dense_macs`` is
     ``count_macs(model)``, which the caller caches."""
-    n_tokens = tokens(model.config)
+    n_tokens = anatomy.tokens(model)
     full = PruningPlan.dense(model)
     return {
         "attention_sparsity": plan.attention_sparsity(),

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .compare import removal_grid
+from .compare import head_scores, removal_grid
 from .plan import PruningPlan
 
 # What a person picks -> (group, matrix) rows of the score frame.
@@ -29,10 +29,7 @@ VIEWS: dict[str, tuple[str, str]] = {
 def head_grid(scores: pd.DataFrame, group: str, matrix: str) -> pd.DataFrame:
     """Head-level scores of one (group, matrix) as a layers x heads table (NaN where a pruned
     layer has fewer heads)."""
-    rows = scores[(scores["group"] == group) & (scores["matrix"] == matrix) & scores["channel"].isna()]
-    if rows.empty:
-        raise ValueError(f"The score table has no head rows for group={group!r}, matrix={matrix!r}")
-    return rows.pivot(index="layer", columns="head", values="score").sort_index()
+    return head_scores(scores, group, matrix).unstack("head")
 
 
 def square_map(grid: pd.DataFrame, *, title: str, value: str = "score", colorscale: str = "Viridis",

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from .. import anatomy
-from ..datasets import AudioDataset, demo_root, open_dataset, read_class_folders, read_speech_commands
+from ..datasets import SPLITS, AudioDataset, demo_generated, open_dataset, read_class_folders, read_speech_commands
 from ..errors import PrunekitError
 from ..evaluate import Evaluation, count_macs, evaluate
 from ..models import LoadedModel, load_model
@@ -24,7 +24,6 @@ from ..scoring import GRADIENT_SCORERS, score, scoring_data
 from ..variants import Variant
 
 DEFAULT_CLIPS = 1000
-SPLITS = ("test", "validation", "train")
 MODEL_KINDS = {
     "Embedded demo": "",
     "Hugging Face hub id": "e.g. MIT/ast-finetuned-speech-commands-v2",
@@ -53,7 +52,7 @@ def sidebar() -> None:
                         key="score_clips",
                         help="validation clips Fisher, Taylor and the other gradient scorers read "
                              "(the paper uses about 1000)")
-        st.selectbox("Evaluation split", SPLITS, key="eval_split",
+        st.selectbox("Evaluation split", SPLITS, index=SPLITS.index("test"), key="eval_split",
                      help="the clips Apply evaluates on and the Listen page browses")
 
 
@@ -155,7 +154,7 @@ def dataset_or_report() -> AudioDataset | None:
         st.info("Type a dataset folder in the sidebar.")
         return None
     try:
-        if spec == "demo" and not (demo_root() / "synthetic.json").is_file():
+        if spec == "demo" and not demo_generated():
             widget, progress = bar("Generating the synthetic speech commands (first run only):")
             open_dataset("demo", progress=progress)
             widget.empty()
