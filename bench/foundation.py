@@ -31,9 +31,9 @@ def timed(fn):
 
 def main() -> None:
     torch.set_num_threads(2)
-    from prunekit import evaluate as ev
-    from prunekit.datasets import demo_dataset
-    from prunekit.features import clip_features
+    from prunekit.data.datasets import demo_dataset
+    from prunekit.data.features import clip_features
+    from prunekit.evaluation import cost, metrics
     from prunekit.models import load_model
 
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch": torch.__version__}
@@ -53,17 +53,17 @@ def main() -> None:
 
     clips = data.split("test")
     feats, feat_s = timed(lambda: clip_features(clips, extractor, use_cache=False))
-    logits, fwd_s = timed(lambda: ev.predict_logits(model, feats, batch_size=32))
+    logits, fwd_s = timed(lambda: metrics.predict_logits(model, feats, batch_size=32))
     results["features_clips_per_s"] = round(len(clips) / feat_s, 1)
     results["forward_clips_per_s_b32"] = round(len(clips) / fwd_s, 1)
     results["evaluate_end_to_end_clips_per_s"] = round(len(clips) / (feat_s + fwd_s), 1)
 
-    result = ev.evaluate(model, extractor, labels, data, "test")
+    result = metrics.evaluate(model, extractor, labels, data, "test")
     results["demo_test_accuracy"] = round(result.accuracy, 4)
     results["demo_test_clips"] = len(clips)
-    results["demo_validation_accuracy"] = round(ev.evaluate(model, extractor, labels, data, "validation").accuracy, 4)
+    results["demo_validation_accuracy"] = round(metrics.evaluate(model, extractor, labels, data, "validation").accuracy, 4)
 
-    row = ev.cost(model, repeats=30).iloc[0]
+    row = cost.cost(model, repeats=30).iloc[0]
     results.update({k: (float(v) if "latency" in k else int(v)) for k, v in row.items()})
 
     out = REPO / "bench" / "results" / "foundation.json"

@@ -19,12 +19,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from prunekit import evaluate as ev  # noqa: E402
-from prunekit.datasets import demo_dataset  # noqa: E402
+from prunekit.data.datasets import demo_dataset  # noqa: E402
+from prunekit.evaluation import metrics  # noqa: E402
+from prunekit.heads.planner import make_plan  # noqa: E402
+from prunekit.heads.scoring import score, scoring_data  # noqa: E402
+from prunekit.heads.surgery import apply_plan  # noqa: E402
 from prunekit.models import load_model  # noqa: E402
-from prunekit.plan import make_plan  # noqa: E402
-from prunekit.scoring import score, scoring_data  # noqa: E402
-from prunekit.surgery import apply_plan  # noqa: E402
 
 SCORERS = ("fisher", "fisher-sample", "fisher-gate", "taylor", "magnitude", "random")
 SPARSITIES = (0.3, 0.5)
@@ -36,7 +36,7 @@ def main() -> None:
     model, extractor, labels = load_model("demo")
     dataset = demo_dataset()
     data = scoring_data(dataset, extractor, labels, "validation", clips=1000)
-    dense = ev.evaluate(model, extractor, labels, dataset, "test").accuracy
+    dense = metrics.evaluate(model, extractor, labels, dataset, "test").accuracy
     rows = []
     for scorer in SCORERS:
         seeds = (0, 1, 2) if scorer == "random" else (0,)
@@ -47,7 +47,7 @@ def main() -> None:
                     for target in SPARSITIES:
                         plan = make_plan(scores, pattern, threshold, target)
                         pruned = apply_plan(model, plan)
-                        accuracy = ev.evaluate(pruned, extractor, labels, dataset, "test").accuracy
+                        accuracy = metrics.evaluate(pruned, extractor, labels, dataset, "test").accuracy
                         rows.append({"scorer": scorer, "seed": seed, "pattern": pattern, "threshold": threshold,
                                      "target": target, "sparsity": round(plan.attention_sparsity(), 4),
                                      "accuracy": accuracy, "dense_accuracy": dense})

@@ -32,10 +32,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from prunekit import anatomy, evaluate as ev  # noqa: E402
-from prunekit.plan import make_plan  # noqa: E402
-from prunekit.scoring import ScoringData, score, scoring_data  # noqa: E402
-from prunekit.surgery import apply_plan  # noqa: E402
+from prunekit.evaluation import cost  # noqa: E402
+from prunekit.heads.planner import make_plan  # noqa: E402
+from prunekit.heads.scoring import ScoringData, score, scoring_data  # noqa: E402
+from prunekit.heads.surgery import apply_plan  # noqa: E402
+from prunekit.models import anatomy  # noqa: E402
 
 PATTERNS = ("entire-head", "per-head", "same-channel")
 
@@ -82,9 +83,9 @@ def speed(model, scores, batches: tuple[int, ...], repeats: dict[int, int]) -> l
     for pattern in PATTERNS:
         plan = make_plan(scores, pattern, "global", 0.5)
         variants[pattern], meta[pattern] = apply_plan(model, plan), f"{plan.attention_sparsity():.3f}"
-    table = ev.compare_cost(variants, batches=())
+    table = cost.compare_cost(variants, batches=())
     for b in batches:  # each batch size with its own number of rounds
-        table[f"latency_b{b}_ms"] = ev.latencies_ms(list(variants.values()), b, repeats=repeats[b], warmup=2)
+        table[f"latency_b{b}_ms"] = cost.latencies_ms(list(variants.values()), b, repeats=repeats[b], warmup=2)
     rows = []
     for name, row in table.iterrows():
         rows.append({"variant": name, "attention_sparsity": meta[name], "parameters": int(row["parameters"]),
@@ -118,7 +119,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=256, help="clips for the scoring-cost ratio")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    from prunekit.datasets import demo_dataset
+    from prunekit.data.datasets import demo_dataset
     from prunekit.models import load_model
 
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, 2 threads",

@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from appdriver import browser_page  # noqa: E402
-from prunekit import sweep, viz  # noqa: E402
+
+from prunekit.recovery import sweep  # noqa: E402
+from prunekit.report import figures  # noqa: E402
 
 FILES = (sweep.SWEEP_FILE, sweep.RESULTS_FILE, sweep.STRUCTURE_FILE, sweep.TABLE_FILE, sweep.TABLE_MARKDOWN)
 
@@ -29,7 +31,7 @@ def main(source: Path, target: Path = REPO / "docs" / "sweep-demo") -> None:
     for name in FILES:
         shutil.copy2(source / name, target / name)
     results, _ = sweep.read_results(source)
-    figure = viz.sweep_curves(results)
+    figure = figures.sweep_curves(results)
     with tempfile.TemporaryDirectory() as tmp, browser_page(width=1200, height=520) as page:
         html = Path(tmp) / "figure.html"
         figure.write_html(html, include_plotlyjs=True, full_html=True, default_width=1150, default_height=480)

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from prunekit import compare, planning, scoring, viz
+from prunekit.heads import agreement, planner, scoring
+from prunekit.report import figures
 from prunekit.ui import load_or_report, model_source, scores_or_report
 
 st.title("Compare scorers")
@@ -13,27 +14,27 @@ def _pickers():
     left, right, view_col = st.columns(3)
     a = left.selectbox("Scorer A", scoring.SCORERS, index=scoring.SCORERS.index("magnitude"), key="cmp_a")
     b = right.selectbox("Scorer B", scoring.SCORERS, index=scoring.SCORERS.index("fisher"), key="cmp_b")
-    view = view_col.selectbox("Matrix", list(viz.VIEWS), key="cmp_view")
+    view = view_col.selectbox("Matrix", list(figures.VIEWS), key="cmp_view")
     return a, b, view
 
 
 def _removal(a_scores, b_scores, labels) -> None:
     st.subheader("What each would remove")
     c1, c2, c3 = st.columns(3)
-    pattern = c1.selectbox("Pattern", planning.PATTERNS, index=planning.PATTERNS.index("per-head"), key="cmp_pattern")
-    threshold = c2.selectbox("Threshold", planning.THRESHOLDS, key="cmp_threshold")
-    ceiling = planning.max_sparsity(a_scores, pattern, threshold)
+    pattern = c1.selectbox("Pattern", planner.PATTERNS, index=planner.PATTERNS.index("per-head"), key="cmp_pattern")
+    threshold = c2.selectbox("Threshold", planner.THRESHOLDS, key="cmp_threshold")
+    ceiling = planner.max_sparsity(a_scores, pattern, threshold)
     sparsity = c3.slider("Attention sparsity", 0.0, 0.95, 0.5, 0.05, key="cmp_sparsity", format="%.2f")
     if sparsity > ceiling:
         st.warning(f"{pattern} / {threshold} can remove at most {ceiling:.0%} of the attention weights of this "
                    f"model; showing {ceiling:.0%}.")
         sparsity = ceiling
-    plans = {name: planning.make_plan(scores, pattern, threshold, sparsity)
+    plans = {name: planner.make_plan(scores, pattern, threshold, sparsity)
              for name, scores in zip(labels, (a_scores, b_scores))}
-    st.plotly_chart(viz.removal_maps(plans), key="cmp_removal")
+    st.plotly_chart(figures.removal_maps(plans), key="cmp_removal")
     first, second = plans.values()
     st.write(f"Both reach {first.attention_sparsity():.1%} attention sparsity. Of the channels either removes, "
-             f"**{compare.plan_overlap(first, second):.0%}** are removed by both.")
+             f"**{agreement.plan_overlap(first, second):.0%}** are removed by both.")
 
 
 def render() -> None:
@@ -50,17 +51,17 @@ def render() -> None:
                "scorers share one scale.")
     cols = st.columns(2)
     for col, name, scores in zip(cols, labels, (a_scores, b_scores)):
-        col.plotly_chart(viz.head_map(compare.rank_normalise(scores), view, zrange=(0, 1),
+        col.plotly_chart(figures.head_map(agreement.rank_normalise(scores), view, zrange=(0, 1),
                                       title=f"{view}: {name} (rank)"), key=f"cmp_map_{name}")
-    group, matrix = viz.VIEWS[view]
+    group, matrix = figures.VIEWS[view]
     st.subheader("Rank agreement per layer")
-    agreement = compare.rank_agreement(a_scores, b_scores, group, matrix)
-    overall = agreement.iloc[-1]
+    per_layer = agreement.rank_agreement(a_scores, b_scores, group, matrix)
+    overall = per_layer.iloc[-1]
     st.write(f"Over all heads: Spearman **{overall['spearman']:.2f}**, Kendall **{overall['kendall']:.2f}** "
              "(1: same order, 0: unrelated, -1: reversed).")
-    st.plotly_chart(viz.agreement_bars(agreement.iloc[:-1]), key="cmp_agreement")
+    st.plotly_chart(figures.agreement_bars(per_layer.iloc[:-1]), key="cmp_agreement")
     st.subheader("Heads they disagree on most")
-    gaps = compare.disagreements(a_scores, b_scores, group, matrix, top=8)
+    gaps = agreement.disagreements(a_scores, b_scores, group, matrix, top=8)
     st.dataframe(gaps.rename(columns={"rank_a": f"rank by {labels[0]}", "rank_b": f"rank by {labels[1]}",
                                       "gap": "gap (A - B)"}), hide_index=True, key="cmp_gaps")
     _removal(a_scores, b_scores, labels)

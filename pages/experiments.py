@@ -5,7 +5,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from prunekit import planning, scoring, sweep, viz
+from prunekit.heads import planner, scoring
+from prunekit.recovery import sweep
+from prunekit.report import figures
 from prunekit.store import cache_dir
 from prunekit.ui import REPORTED, data_source, model_source
 
@@ -55,7 +57,7 @@ def _results(folder: Path) -> None:
     if results.empty:
         st.info("No finished step yet.")
         return
-    st.plotly_chart(viz.sweep_curves(results), key="exp_curves")
+    st.plotly_chart(figures.sweep_curves(results), key="exp_curves")
     st.markdown("**Accuracy after recovery (%) at each attention sparsity** (linear interpolation between steps)")
     st.dataframe(sweep.interpolated_table(results).round(2), hide_index=True, key="exp_table")
     if not structure.empty:
@@ -68,7 +70,7 @@ def _results(folder: Path) -> None:
         if st.session_state.get("exp_step") not in steps:
             st.session_state["exp_step"] = steps[-1]
         step = c3.select_slider("Step", steps, key="exp_step")
-        st.plotly_chart(viz.sweep_structure_maps(chosen, step), key="exp_structure")
+        st.plotly_chart(figures.sweep_structure_maps(chosen, step), key="exp_structure")
     with st.expander("Every step"):
         st.dataframe(results, hide_index=True)
     st.download_button("Download results.csv", lambda: results.to_csv(index=False).encode(),
@@ -80,8 +82,8 @@ def _start_form() -> None:
         name = st.text_input("Name", value="my-sweep", key="exp_name", help="letters, digits, - and _; results go to cache/sweeps/NAME")
         c1, c2, c3 = st.columns(3)
         scorers = c1.multiselect("Scorers", scoring.SCORERS, default=["fisher", "magnitude"], key="exp_scorers")
-        patterns = c2.multiselect("Patterns", planning.PATTERNS, default=["per-head", "entire-head"], key="exp_patterns")
-        thresholds = c3.multiselect("Thresholds", planning.THRESHOLDS, default=["global", "local"], key="exp_thresholds")
+        patterns = c2.multiselect("Patterns", planner.PATTERNS, default=["per-head", "entire-head"], key="exp_patterns")
+        thresholds = c3.multiselect("Thresholds", planner.THRESHOLDS, default=["global", "local"], key="exp_thresholds")
         c1, c2, c3 = st.columns(3)
         steps = c1.number_input("Steps (10 % of what remains each)", 1, 30, 10, key="exp_steps")
         clips = c2.number_input("Training clips per recovery", 32, 100_000, 3000, step=500, key="exp_clips")

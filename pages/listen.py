@@ -4,10 +4,20 @@ from pathlib import Path
 
 import streamlit as st
 
-from prunekit import audio, listen, variants, viz
+from prunekit.data import audio
 from prunekit.errors import AudioError
-from prunekit.ui import (bar, current_variants, dataset_or_report, dense_evaluation, eval_split, load_or_report,
-                         model_source)
+from prunekit.evaluation import windows
+from prunekit.heads import pipeline
+from prunekit.report import figures
+from prunekit.ui import (
+    bar,
+    current_variants,
+    dataset_or_report,
+    dense_evaluation,
+    eval_split,
+    load_or_report,
+    model_source,
+)
 
 st.title("Listen")
 st.caption("Hear a clip, see its spectrogram, and compare the top-5 answers of the original and a pruned model.")
@@ -24,17 +34,17 @@ def _pick_variant(source):
 
 def _answers(loaded, variant, wave, *, show_windows: bool = False) -> None:
     """Spectrogram and the top-5 of each model for one 16 kHz waveform."""
-    st.plotly_chart(viz.spectrogram(listen.log_mel(wave, loaded.feature_extractor)), key=f"listen_spec_{show_windows}")
+    st.plotly_chart(figures.spectrogram(windows.log_mel(wave, loaded.feature_extractor)), key=f"listen_spec_{show_windows}")
     models = {"Original": loaded.model} | ({f"Pruned ({variant.name})": variant.model} if variant else {})
-    long = len(wave) > listen.window_samples(loaded.feature_extractor)
+    long = len(wave) > windows.window_samples(loaded.feature_extractor)
     widget, progress = bar("Classifying windows:") if long else (None, None)
-    results = {name: listen.classify(m, loaded.feature_extractor, loaded.labels, wave, progress=progress)
+    results = {name: windows.classify(m, loaded.feature_extractor, loaded.labels, wave, progress=progress)
                for name, m in models.items()}
     if widget is not None:
         widget.empty()
-    st.plotly_chart(viz.top_bars({name: r.top(5) for name, r in results.items()}), key=f"listen_top_{show_windows}")
+    st.plotly_chart(figures.top_bars({name: r.top(5) for name, r in results.items()}), key=f"listen_top_{show_windows}")
     if long and show_windows:
-        st.caption(f"Longer than the model's {listen.window_samples(loaded.feature_extractor) / audio.TARGET_SR:.2f} s window: "
+        st.caption(f"Longer than the model's {windows.window_samples(loaded.feature_extractor) / audio.TARGET_SR:.2f} s window: "
                    "classified in half-overlapping windows; a class scores its best window.")
         st.dataframe(results["Original"].windows, hide_index=True, key="listen_windows")
 
@@ -43,7 +53,7 @@ def _browse(loaded, variant, dataset, split) -> None:
     dense = dense_evaluation(model_source(), dataset, split)
     if dense is None:
         return
-    clips = (variants.prediction_changes(dense, variant.evaluation) if variant and variant.split == split
+    clips = (pipeline.prediction_changes(dense, variant.evaluation) if variant and variant.split == split
              else dense.predictions.rename(columns={"predicted": "dense"})[["path", "label", "dense"]])
     c1, c2 = st.columns(2)
     label = c1.selectbox("Class", ["all", *sorted(clips["label"].unique())], key="listen_class")
@@ -77,10 +87,10 @@ def _upload(loaded, variant) -> None:
     except AudioError as exc:
         st.error(f"That file cannot be used: {exc}")
         return
-    limit = listen.MAX_SECONDS * audio.TARGET_SR
+    limit = windows.MAX_SECONDS * audio.TARGET_SR
     if len(wave) > limit:
         st.warning(f"The recording is {len(wave) / audio.TARGET_SR:.0f} s long; classifying its first "
-                   f"{listen.MAX_SECONDS} s.")
+                   f"{windows.MAX_SECONDS} s.")
         wave = wave[:limit]
     st.audio(data)
     _answers(loaded, variant, wave, show_windows=True)

@@ -2,8 +2,15 @@
 
 import streamlit as st
 
-from prunekit.ui import (dataset_or_report, dense_evaluation, dense_macs, eval_split, load_or_report, model_facts,
-                         model_source)
+from prunekit.ui import (
+    dataset_or_report,
+    dense_evaluation,
+    dense_macs,
+    eval_split,
+    load_or_report,
+    model_facts,
+    model_source,
+)
 
 st.title("prunekit")
 st.caption("See and cut the attention of audio transformers.")

@@ -2,9 +2,22 @@
 
 import streamlit as st
 
-from prunekit import planning, scoring, variants, viz
-from prunekit.ui import (REPORTED, bar, current_variants, dataset_or_report, dense_evaluation, dense_macs, eval_split,
-                         load_or_report, model_facts, model_source, remember, scores_or_report)
+from prunekit.heads import pipeline, planner, scoring
+from prunekit.report import figures
+from prunekit.ui import (
+    REPORTED,
+    bar,
+    current_variants,
+    dataset_or_report,
+    dense_evaluation,
+    dense_macs,
+    eval_split,
+    load_or_report,
+    model_facts,
+    model_source,
+    remember,
+    scores_or_report,
+)
 
 st.title("Prune")
 st.caption("Pick a pattern, a threshold and a sparsity; nothing changes until you press Apply, "
@@ -24,9 +37,9 @@ def _forced() -> tuple[set, set]:
 def _controls():
     c1, c2, c3 = st.columns(3)
     scorer = c1.selectbox("Scorer", scoring.SCORERS, index=scoring.SCORERS.index("fisher"), key="prune_scorer")
-    pattern = c2.selectbox("Pattern", planning.PATTERNS, index=planning.PATTERNS.index("per-head"),
+    pattern = c2.selectbox("Pattern", planner.PATTERNS, index=planner.PATTERNS.index("per-head"),
                            key="prune_pattern", help=PATTERN_HELP)
-    threshold = c3.selectbox("Threshold", planning.THRESHOLDS, key="prune_threshold", help=THRESHOLD_HELP)
+    threshold = c3.selectbox("Threshold", planner.THRESHOLDS, key="prune_threshold", help=THRESHOLD_HELP)
     sparsity = st.slider("Attention sparsity", 0.0, 0.95, 0.5, 0.05, key="prune_sparsity", format="%.2f",
                          help="share of the attention weights (W_q, W_k, W_v, W_o) to remove")
     return scorer, pattern, threshold, sparsity
@@ -34,7 +47,7 @@ def _controls():
 
 def _apply_click(event, pattern: str) -> None:
     """A click on the plan map forces that head kept or removed (or clears it), once per click."""
-    picked = viz.picked_head(event)
+    picked = figures.picked_head(event)
     if picked is None or picked == st.session_state.get("prune_last_pick"):
         return
     st.session_state["prune_last_pick"] = picked
@@ -53,10 +66,10 @@ def _plan_or_explain(scores, pattern, threshold, sparsity):
     keep, remove = _forced()
     keep_now = keep if pattern == "entire-head" else set()
     try:
-        return planning.make_plan(scores, pattern, threshold, sparsity, force_keep=keep_now, force_remove=remove)
+        return planner.make_plan(scores, pattern, threshold, sparsity, force_keep=keep_now, force_remove=remove)
     except ValueError as exc:
         try:
-            ceiling = planning.max_sparsity(scores, pattern, threshold, force_keep=keep_now, force_remove=remove)
+            ceiling = planner.max_sparsity(scores, pattern, threshold, force_keep=keep_now, force_remove=remove)
             st.warning(f"This sparsity cannot be reached: {exc}. Move the slider to at most {ceiling:.0%}, "
                        "or change the pattern, threshold or forced heads.")
         except ValueError:
@@ -66,7 +79,7 @@ def _plan_or_explain(scores, pattern, threshold, sparsity):
 
 def _preview(plan, source, loaded) -> None:
     dense = {"parameters": model_facts(source)["parameters"], "macs_per_clip": dense_macs(source)}
-    cost = variants.plan_cost(plan, loaded.model, dense["macs_per_clip"])
+    cost = pipeline.plan_cost(plan, loaded.model, dense["macs_per_clip"])
     summary = plan.summary()
     cols = st.columns(4)
     cols[0].metric("Attention sparsity reached", f"{cost['attention_sparsity']:.1%}",
@@ -84,7 +97,7 @@ def _in_plain_words(variant, dense) -> str:
     cost = variant.cost
     smaller = 1 - cost.loc["pruned", "parameters"] / cost.loc["dense", "parameters"]
     faster = 1 - cost.loc["pruned", "latency_b32_ms"] / cost.loc["dense", "latency_b32_ms"]
-    agree = 1 - variants.prediction_changes(dense, variant.evaluation)["differ"].mean()
+    agree = 1 - pipeline.prediction_changes(dense, variant.evaluation)["differ"].mean()
     speed = (f"runs {faster:.0%} faster" if faster >= 0.01 else f"runs {-faster:.0%} slower" if faster <= -0.01
              else "runs about as fast")
     return (f"In plain words: the pruned model is {smaller:.0%} smaller and {speed} on a batch of clips. "
@@ -111,11 +124,11 @@ def _results(variant, dense) -> None:
                    delta_color="inverse", help=f"dense: {cost.loc['dense', f'latency_b{b}_ms']:.1f} ms (median, "
                                                "timed interleaved with the pruned model)")
     st.markdown("**Accuracy change per class** (pruned minus original)")
-    st.plotly_chart(viz.class_change_bars(variants.class_changes(dense, variant.evaluation)), key="prune_classes")
+    st.plotly_chart(figures.class_change_bars(pipeline.class_changes(dense, variant.evaluation)), key="prune_classes")
     with st.expander("Confusion matrices"):
         left, right = st.columns(2)
-        left.plotly_chart(viz.confusion_map(dense.confusion, "Original"), key="prune_conf_dense")
-        right.plotly_chart(viz.confusion_map(variant.evaluation.confusion, "Pruned"), key="prune_conf_pruned")
+        left.plotly_chart(figures.confusion_map(dense.confusion, "Original"), key="prune_conf_dense")
+        right.plotly_chart(figures.confusion_map(variant.evaluation.confusion, "Pruned"), key="prune_conf_pruned")
 
 
 def _history(source, dataset, loaded) -> None:
@@ -134,7 +147,7 @@ def _history(source, dataset, loaded) -> None:
     pick = st.selectbox("Download a variant", names, key="prune_download_pick")
     chosen = done[names.index(pick)]
     st.download_button("Download as a zip (save_pretrained folder + plan.json)",
-                       lambda: variants.variant_zip(chosen, loaded.feature_extractor, loaded.labels),
+                       lambda: pipeline.variant_zip(chosen, loaded.feature_extractor, loaded.labels),
                        file_name=f"{chosen.name.replace(' ', '-').replace('%', '')}.zip", mime="application/zip",
                        key="prune_download")
 
@@ -161,7 +174,7 @@ def render() -> None:
     if plan is None:
         return
     marks = {h: "K" for h in keep} | {h: "R" for h in remove}
-    event = st.plotly_chart(viz.plan_map(plan, marks), on_select="rerun", selection_mode="points", key="prune_map")
+    event = st.plotly_chart(figures.plan_map(plan, marks), on_select="rerun", selection_mode="points", key="prune_map")
     _apply_click(event, pattern)
     _preview(plan, source, loaded)
     dataset = dataset_or_report()
@@ -175,7 +188,7 @@ def render() -> None:
                  help=f"physically prune a copy of the model and evaluate it on the {split} split"):
         widget, progress = bar(f"Pruning and evaluating on the {split} split:")
         try:
-            remember(variants.prune_and_evaluate(loaded.model, loaded.feature_extractor, loaded.labels, plan, dataset,
+            remember(pipeline.prune_and_evaluate(loaded.model, loaded.feature_extractor, loaded.labels, plan, dataset,
                                                  split, progress=progress), source)
         except REPORTED as exc:
             st.error(f"Could not apply the plan: {exc}")

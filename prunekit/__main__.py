@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import PrunekitError
+from prunekit.errors import PrunekitError
 
 
 def _bar(desc: str, unit: str = "clip"):
@@ -28,7 +28,7 @@ def _bar(desc: str, unit: str = "clip"):
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
-    from .datasets import demo_dataset, demo_root
+    from prunekit.data.datasets import demo_dataset, demo_root
 
     start = time.perf_counter()
     bar, progress = _bar("generating synthetic speech commands")
@@ -42,7 +42,7 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_train(args: argparse.Namespace) -> None:
-    from .demo import DemoTrainConfig, train_demo
+    from prunekit.demo.train import DemoTrainConfig, train_demo
 
     cfg = DemoTrainConfig(data_seed=args.data_seed, seed=args.seed)
     if args.epochs is not None:
@@ -55,9 +55,10 @@ def cmd_demo_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from . import evaluate as ev
-    from .datasets import open_dataset
-    from .models import load_model
+    from prunekit.data.datasets import open_dataset
+    from prunekit.evaluation import cost as costs
+    from prunekit.evaluation import metrics as ev
+    from prunekit.models.loading import load_model
 
     model, extractor, labels = load_model(args.model)
     bar, progress = _bar("preparing data")
@@ -66,7 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     bar, progress = _bar(f"evaluating on {args.split}")
     result = ev.evaluate(model, extractor, labels, data, args.split, batch_size=args.batch_size, progress=progress)
     bar.close()
-    cost = ev.cost(model, repeats=args.repeats)
+    cost = costs.cost(model, repeats=args.repeats)
     row = cost.iloc[0]
     s = result.summary.iloc[0]
     print(f"model   {args.model}")
@@ -98,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _dataset(args: argparse.Namespace):
-    from .datasets import open_dataset
+    from prunekit.data.datasets import open_dataset
 
     bar, progress = _bar("preparing data")
     dataset = open_dataset(args.data, progress=progress)
@@ -109,7 +110,7 @@ def _dataset(args: argparse.Namespace):
 def _scores(args: argparse.Namespace, model, extractor, labels, dataset=None):
     """Scores of ``model`` by ``args.scorer``; gradient scorers read ``args.clips`` clips of
     ``args.score_split`` of ``dataset`` (``args.data``, opened here when not given)."""
-    from .scoring import GRADIENT_SCORERS, score, scoring_data
+    from prunekit.heads.scoring import GRADIENT_SCORERS, score, scoring_data
 
     data = None
     if args.scorer in GRADIENT_SCORERS:
@@ -126,7 +127,7 @@ def _scores(args: argparse.Namespace, model, extractor, labels, dataset=None):
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from .models import load_model
+    from prunekit.models.loading import load_model
 
     model, extractor, labels = load_model(args.model)
     frame = _scores(args, model, extractor, labels)
@@ -142,10 +143,11 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from . import evaluate as ev
-    from .models import load_model
-    from .plan import make_plan
-    from .surgery import apply_plan, save_pruned
+    from prunekit.evaluation import cost as costs
+    from prunekit.evaluation import metrics as ev
+    from prunekit.heads.planner import make_plan
+    from prunekit.heads.surgery import apply_plan, save_pruned
+    from prunekit.models.loading import load_model
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
@@ -169,7 +171,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
                              progress=progress)
         bar.close()
         quality[name] = {"accuracy": result.accuracy, "loss": float(result.summary["loss"].iloc[0])}
-    cost = ev.compare_cost(variants, repeats=args.repeats)  # latencies interleaved: drift hits both
+    cost = costs.compare_cost(variants, repeats=args.repeats)  # latencies interleaved: drift hits both
     table = pd.concat([pd.DataFrame(quality).T, cost], axis=1).T
     table["pruned / dense"] = table["pruned"] / table["dense"]
     print(f"evaluation on {data.name} [{args.split}]:")
@@ -187,9 +189,17 @@ def _count_or_all(text: str) -> int | None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .iterative import geometric_schedule, linear_schedule
-    from .sweep import (FIGURE_HTML, RESULTS_FILE, STRUCTURE_FILE, TABLE_MARKDOWN, SweepConfig,
-                        interpolated_table, run_sweep, table_markdown)
+    from prunekit.recovery.iterative import geometric_schedule, linear_schedule
+    from prunekit.recovery.sweep import (
+        RESULTS_FILE,
+        STRUCTURE_FILE,
+        TABLE_MARKDOWN,
+        SweepConfig,
+        interpolated_table,
+        run_sweep,
+        table_markdown,
+    )
+    from prunekit.report.figures import FIGURE_HTML, write_sweep_figure
 
     base = SweepConfig().run
     schedule = (geometric_schedule(args.steps, args.fraction) if args.target is None
@@ -210,9 +220,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         bar.write(f"{name} step {r['step']}: attention sparsity {r['attention_sparsity']:.1%} "
                   f"(target {r['target_sparsity']:.1%}), accuracy {r['accuracy_before']:.4f} -> "
                   f"{r['accuracy_after']:.4f} after recovery, {r['seconds']:.0f} s")
+        write_sweep_figure(args.out)  # so the figure follows the run, step by step
 
     results = run_sweep(config, args.out, overwrite=args.overwrite, progress=progress, on_step=on_step)
     bar.close()
+    write_sweep_figure(args.out)
     out = Path(args.out)
     print(f"accuracy after recovery (%), interpolated at attention sparsities, {args.split} split:")
     print(table_markdown(interpolated_table(results)), end="")
@@ -221,7 +233,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _scoring_options(p: argparse.ArgumentParser) -> None:
-    from .scoring import SCORERS
+    from prunekit.heads.scoring import SCORERS
 
     p.add_argument("--model", default="demo", help="'demo', a local folder or a Hugging Face hub id")
     p.add_argument("--scorer", default="fisher", choices=SCORERS)
@@ -235,9 +247,10 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .planning import PATTERNS, THRESHOLDS
-    from .scoring import SCORERS
-    from .sweep import SweepConfig
+    from prunekit.heads.planner import PATTERNS, THRESHOLDS
+    from prunekit.heads.scoring import SCORERS
+    from prunekit.models.loading import DEMO_DIR
+    from prunekit.recovery.sweep import SweepConfig
 
     parser = argparse.ArgumentParser(prog="python -m prunekit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -247,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("demo-train", help="train the embedded demo model from scratch")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "demo_model"))
+    p.add_argument("--out", default=str(DEMO_DIR))
     p.add_argument("--epochs", type=int, help="default: DemoTrainConfig.epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from streamlit.testing.v1 import AppTest
-
 from conftest import REPO
+from streamlit.testing.v1 import AppTest
 
 HEAVY = {"torch", "transformers", "peft", "torchaudio"}
 
@@ -145,11 +143,11 @@ def test_compare_page_default_is_magnitude_against_fisher(real_cache):
 # --- prune (the golden path), forced heads, unreachable sparsity, isolation --------------------
 @pytest.mark.slow
 def test_golden_path_pick_scorer_move_sparsity_apply_read_metrics(real_cache, demo_weights):
-    from prunekit.datasets import open_dataset
-    from prunekit.evaluate import evaluate
+    from prunekit.data.datasets import open_dataset
+    from prunekit.evaluation.metrics import evaluate
+    from prunekit.heads.planner import make_plan
+    from prunekit.heads.scoring import score, scoring_data
     from prunekit.models import load_model
-    from prunekit.planning import make_plan
-    from prunekit.scoring import score, scoring_data
 
     base, fingerprint = demo_weights
     at = _app("prune", score_clips=64)
@@ -262,8 +260,8 @@ def tiny_sweep_args(tiny_model_dir, tiny_speech_commands):
 def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_sweep_args):
     import time
 
+    from prunekit.recovery.sweep import sweep_status
     from prunekit.store import cache_dir
-    from prunekit.sweep import sweep_status
 
     at = _app("experiments", **tiny_sweep_args)
     # The committed demo grid is listed first, with its 8 configurations.

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 from transformers import ASTFeatureExtractor
 
-from prunekit import audio
+from prunekit.data import audio
 from prunekit.errors import AudioError
 
 

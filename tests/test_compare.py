@@ -3,10 +3,16 @@
 import numpy as np
 import pytest
 
-from prunekit.compare import (disagreements, plan_overlap, rank_agreement, rank_normalise, removal_grid,
-                              removed_units)
-from prunekit.planning import make_plan, plan_from_heads
-from prunekit.scoring import score
+from prunekit.heads.agreement import (
+    disagreements,
+    plan_overlap,
+    rank_agreement,
+    rank_normalise,
+    removal_grid,
+    removed_units,
+)
+from prunekit.heads.planner import make_plan, plan_from_heads
+from prunekit.heads.scoring import score
 
 
 @pytest.fixture

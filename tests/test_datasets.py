@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_LABELS, write_tone
-from prunekit.datasets import open_dataset, read_class_folders, read_speech_commands
+
+from prunekit.data.datasets import open_dataset, read_class_folders, read_speech_commands
 from prunekit.errors import DatasetError
 
 

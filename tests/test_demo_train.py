@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from prunekit.demo import DemoTrainConfig, train_demo
+from prunekit.demo.train import DemoTrainConfig, train_demo
 from prunekit.models import load_model
 
 

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from prunekit import anatomy
-from prunekit.datasets import read_speech_commands
+from prunekit.data.datasets import label_indices, read_speech_commands
 from prunekit.errors import DatasetError
-from prunekit.evaluate import classification_metrics, cost, count_macs, evaluate, label_indices, multilabel_metrics
+from prunekit.evaluation.cost import cost, count_macs
+from prunekit.evaluation.metrics import classification_metrics, evaluate, multilabel_metrics
+from prunekit.models import anatomy
 
 LABELS = ["a", "b", "c"]
 

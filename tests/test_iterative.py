@@ -3,17 +3,22 @@ to the original model, and removed units that never come back."""
 
 import pytest
 import torch
+from conftest import TINY_LABELS
 from transformers import ASTFeatureExtractor
 
-from conftest import TINY_LABELS
-from prunekit import anatomy
-from prunekit.datasets import read_speech_commands
-from prunekit.iterative import (IterativeConfig, compose, geometric_schedule, kept_units, linear_schedule,
-                                prune_iteratively)
-from prunekit.models import LoadedModel
-from prunekit.plan import LayerPlan, PruningPlan
-from prunekit.recovery import RecoveryConfig
-from prunekit.surgery import apply_plan
+from prunekit.data.datasets import read_speech_commands
+from prunekit.heads.plan import LayerPlan, PruningPlan
+from prunekit.heads.surgery import apply_plan
+from prunekit.models import LoadedModel, anatomy
+from prunekit.recovery.iterative import (
+    IterativeConfig,
+    compose,
+    geometric_schedule,
+    kept_units,
+    linear_schedule,
+    prune_iteratively,
+)
+from prunekit.recovery.lora import RecoveryConfig
 
 # SCIENCE.md section 1: "each step removes 10 % of what currently remains (geometric: ...)".
 SCIENCE_SCHEDULE = (9.9, 18.9, 26.9, 34.2, 40.7, 46.6, 51.9, 56.6, 60.9)

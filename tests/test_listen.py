@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from prunekit.evaluate import predict_logits
-from prunekit import audio
-from prunekit.listen import classify, log_mel, window_samples
+from prunekit.data import audio
+from prunekit.evaluation.metrics import predict_logits
+from prunekit.evaluation.windows import classify, log_mel, window_samples
 from prunekit.models import load_model
 
 

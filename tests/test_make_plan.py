@@ -15,10 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunekit import anatomy
-from prunekit.anatomy import AttentionShape
-from prunekit.plan import PruningPlan
-from prunekit.planning import PATTERNS, THRESHOLDS, make_plan, max_sparsity, plan_from_heads, plan_from_units
+from prunekit.heads.plan import PruningPlan
+from prunekit.heads.planner import (
+    PATTERNS,
+    THRESHOLDS,
+    make_plan,
+    max_sparsity,
+    plan_from_heads,
+    plan_from_units,
+)
+from prunekit.models import anatomy
+from prunekit.models.anatomy import AttentionShape
 
 HIDDEN = 4
 COLUMNS = ["layer", "group", "matrix", "head", "channel", "scorer", "score"]

@@ -3,13 +3,12 @@ import re
 
 import pytest
 import torch
+from conftest import TINY_LABELS
 from safetensors.torch import save_file
 from transformers import BertConfig
 
-from conftest import TINY_LABELS
-from prunekit import anatomy
 from prunekit.errors import ModelLoadError
-from prunekit.models import load_model
+from prunekit.models import anatomy, load_model
 
 
 def _outputs(model, seed=1):

@@ -4,11 +4,11 @@ import dataclasses
 import json
 
 import pytest
-
 from conftest import tiny_config
-from prunekit import anatomy
-from prunekit.plan import LayerPlan, PruningPlan
 from transformers import ASTForAudioClassification
+
+from prunekit.heads.plan import LayerPlan, PruningPlan
+from prunekit.models import anatomy
 
 FULL = tuple(range(8))
 

@@ -5,16 +5,15 @@ import copy
 
 import pytest
 import torch
+from conftest import TINY_LABELS
 from transformers import ASTFeatureExtractor
 
-from conftest import TINY_LABELS
-from prunekit import anatomy
-from prunekit.datasets import read_speech_commands
-from prunekit.models import load_model
-from prunekit.planning import plan_from_heads
-from prunekit.recovery import RecoveryConfig, _spec_augment, add_adapters, recover
-from prunekit.scoring import scoring_data
-from prunekit.surgery import apply_plan, save_pruned
+from prunekit.data.datasets import read_speech_commands
+from prunekit.heads.planner import plan_from_heads
+from prunekit.heads.scoring import scoring_data
+from prunekit.heads.surgery import apply_plan, save_pruned
+from prunekit.models import anatomy, load_model
+from prunekit.recovery.lora import RecoveryConfig, _spec_augment, add_adapters, recover
 
 EXTRACTOR = ASTFeatureExtractor(num_mel_bins=16, max_length=24)
 FAST = RecoveryConfig(train_clips=None, validation_clips=None, batch_size=2)  # 6 train clips, 3 validation

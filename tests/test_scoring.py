@@ -4,13 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import ASTForAudioClassification
 
-from conftest import tiny_config
-from prunekit import anatomy, scoring
-from prunekit.plan import LayerPlan, PruningPlan
-from prunekit.scoring import COLUMNS, ScoringData, score
-from prunekit.surgery import apply_plan
+from prunekit.heads import scoring
+from prunekit.heads.plan import LayerPlan, PruningPlan
+from prunekit.heads.scoring import COLUMNS, ScoringData, score
+from prunekit.heads.surgery import apply_plan
+from prunekit.models import anatomy
 
 H, D, L = 4, 8, 2
 

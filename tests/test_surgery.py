@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_LABELS, tiny_config
 from transformers import ASTFeatureExtractor, ASTForAudioClassification
 
-from conftest import TINY_LABELS, tiny_config
-from prunekit import anatomy
-from prunekit.models import load_model
-from prunekit.plan import LayerPlan, PruningPlan
-from prunekit.surgery import apply_plan, kept_structure, load_plan, save_pruned
+from prunekit.heads.plan import LayerPlan, PruningPlan
+from prunekit.heads.surgery import apply_plan, kept_structure, load_plan, save_pruned
+from prunekit.models import anatomy, load_model
 
 H, D = 4, 8  # tiny AST: 4 heads of 8 channels, hidden 32, 2 layers
 ALL = tuple(range(D))

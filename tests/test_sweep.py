@@ -11,13 +11,23 @@ import numpy as np
 import pandas as pd
 import pytest
 from filelock import FileLock
+from test_cli import run_cli
 
 from prunekit.__main__ import main
-from prunekit.iterative import IterativeConfig
-from prunekit.recovery import RecoveryConfig
-from prunekit.sweep import (RESULTS_FILE, STATUS_FILE, TABLE_FILE, TIMING_COLUMNS, SweepConfig,
-                            interpolated_table, load_results, run_sweep, sweep_status, table_markdown)
-from test_cli import run_cli
+from prunekit.recovery.iterative import IterativeConfig
+from prunekit.recovery.lora import RecoveryConfig
+from prunekit.recovery.sweep import (
+    RESULTS_FILE,
+    STATUS_FILE,
+    TABLE_FILE,
+    TIMING_COLUMNS,
+    SweepConfig,
+    interpolated_table,
+    load_results,
+    run_sweep,
+    sweep_status,
+    table_markdown,
+)
 
 RECOVERY = RecoveryConfig(train_clips=4, validation_clips=None, batch_size=2, lr=1e-3)
 RUN = IterativeConfig(schedule=(0.2, 0.45), recovery=RECOVERY, latency_repeats=1)
@@ -141,7 +151,7 @@ def test_sweep_command(tiny_model_dir, tiny_speech_commands, tmp_path, capsys):
 def test_a_sweep_started_in_the_background_reports_its_failure(tmp_path):
     import time
 
-    from prunekit.sweep import start_sweep
+    from prunekit.recovery.sweep import start_sweep
 
     pid = start_sweep(tmp_path / "bad", ["--model", str(tmp_path / "no/such/model")])
     assert pid > 0 and (tmp_path / "bad.log").is_file()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from prunekit import synth
+from prunekit.data import synth
 
 # 2 accents x 2 variants = 4 voices (one validation, one test); f2 has breath noise (libc rand()).
 TINY = synth.SynthConfig(words=("go", "up", "yes"), accents=("en", "en-us"), variants=("m1", "f2"),

@@ -7,13 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from prunekit.datasets import read_speech_commands
-from prunekit.evaluate import count_macs
+from prunekit.data.datasets import read_speech_commands
+from prunekit.evaluation.cost import count_macs
+from prunekit.heads.pipeline import (
+    class_changes,
+    plan_cost,
+    prediction_changes,
+    prune_and_evaluate,
+    variant_zip,
+)
+from prunekit.heads.planner import PATTERNS, THRESHOLDS, make_plan, plan_from_heads
+from prunekit.heads.scoring import score
+from prunekit.heads.surgery import apply_plan, load_plan
 from prunekit.models import load_model
-from prunekit.planning import PATTERNS, THRESHOLDS, make_plan, plan_from_heads
-from prunekit.scoring import score
-from prunekit.surgery import apply_plan, load_plan
-from prunekit.variants import class_changes, plan_cost, prediction_changes, prune_and_evaluate, variant_zip
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

@@ -15,13 +15,21 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from .. import anatomy
-from ..datasets import SPLITS, AudioDataset, demo_generated, open_dataset, read_class_folders, read_speech_commands
-from ..errors import PrunekitError
-from ..evaluate import Evaluation, count_macs, evaluate
-from ..models import LoadedModel, load_model
-from ..scoring import GRADIENT_SCORERS, score, scoring_data
-from ..variants import Variant
+from prunekit.data.datasets import (
+    SPLITS,
+    AudioDataset,
+    demo_generated,
+    open_dataset,
+    read_class_folders,
+    read_speech_commands,
+)
+from prunekit.errors import PrunekitError
+from prunekit.evaluation.cost import count_macs
+from prunekit.evaluation.metrics import Evaluation, evaluate
+from prunekit.heads.pipeline import Variant
+from prunekit.heads.scoring import GRADIENT_SCORERS, score, scoring_data
+from prunekit.models import anatomy
+from prunekit.models.loading import LoadedModel, load_model
 
 DEFAULT_CLIPS = 1000
 MODEL_KINDS = {

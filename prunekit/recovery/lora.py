@@ -21,10 +21,9 @@ from peft import LoraConfig, LoraModel
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
-from .evaluate import predict_logits
-from .scoring import ScoringData, scoring_data
-
-Progress = Callable[[int, int], None]
+from prunekit.evaluation.metrics import predict_logits
+from prunekit.heads.scoring import ScoringData, scoring_data
+from prunekit.progress import Progress
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from . import anatomy
-from .anatomy import AttentionShape
-from .plan import LayerPlan, PruningPlan
+from prunekit.heads.plan import LayerPlan, PruningPlan
+from prunekit.models import anatomy
+from prunekit.models.anatomy import AttentionShape
 
 PATTERNS = ("same-channel", "per-head", "entire-head")
 THRESHOLDS = ("global", "local")

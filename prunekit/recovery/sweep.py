@@ -23,7 +23,6 @@ continues from its last finished step when run again; a finished configuration i
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -41,20 +40,19 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .datasets import open_dataset
-from .iterative import IterativeConfig, IterativeState, prune_iteratively
-from .models import load_model
-from .plan import PruningPlan
-from .planning import PATTERNS, THRESHOLDS
-from .recovery import RecoveryConfig
-from .scoring import SCORERS
-from .store import atomic_write_bytes, atomic_write_text
-from .surgery import load_plan, save_pruned
-from .viz import sweep_curves
+from prunekit.data.datasets import open_dataset
+from prunekit.heads.plan import PruningPlan
+from prunekit.heads.planner import PATTERNS, THRESHOLDS
+from prunekit.heads.scoring import SCORERS
+from prunekit.heads.surgery import load_plan, save_pruned
+from prunekit.models.loading import load_model
+from prunekit.recovery.iterative import IterativeConfig, IterativeState, prune_iteratively
+from prunekit.recovery.lora import RecoveryConfig
+from prunekit.store import atomic_write_text
 
 SWEEP_FILE, STATUS_FILE, STATE_FILE = "sweep.json", "status.json", "state.json"
 RESULTS_FILE, STRUCTURE_FILE = "results.csv", "structure.csv"
-TABLE_FILE, TABLE_MARKDOWN, FIGURE_HTML, FIGURE_PNG = "table.csv", "table.md", "accuracy.html", "accuracy.png"
+TABLE_FILE, TABLE_MARKDOWN = "table.csv", "table.md"
 CONFIG_COLUMNS = ("scorer", "pattern", "threshold", "seed")
 TIMING_COLUMNS = ("latency_b1_ms", "seconds", "score_seconds", "eval_seconds", "recovery_seconds")  # vary
 TABLE_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # SCIENCE.md's reference table
@@ -343,17 +341,14 @@ def _write_results(out: Path) -> None:
 
 
 def _write_summary(out: Path) -> None:
-    """The interpolated table and the figure, from the finished steps so far."""
+    """The interpolated table, from the finished steps so far (the CLI adds the figure:
+    ``prunekit.report.figures.write_sweep_figure``)."""
     results = load_results(out)[0]
     if results.empty:
         return
     table = interpolated_table(results)
     atomic_write_text(out / TABLE_FILE, table.to_csv(index=False))
     atomic_write_text(out / TABLE_MARKDOWN, table_markdown(table))
-    figure = sweep_curves(results)
-    atomic_write_text(out / FIGURE_HTML, figure.to_html(include_plotlyjs=True))  # offline: plotly inlined
-    if importlib.util.find_spec("kaleido") is not None:
-        atomic_write_bytes(out / FIGURE_PNG, figure.to_image(format="png", width=1100, height=450))
 
 
 def interpolated_table(results: pd.DataFrame, points: Sequence[float] = TABLE_POINTS,
@@ -401,7 +396,7 @@ def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout
     with open(log_path, "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "prunekit", "sweep", "--out", str(out), *args],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   cwd=Path(__file__).resolve().parent.parent)
+                                   cwd=Path(__file__).resolve().parents[2])
     status = out / STATUS_FILE
     while not (status.is_file() and status.stat().st_mtime >= started - 1):
         if process.poll() is not None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pandas as pd
 from torch import nn
 
-from . import anatomy
-from .anatomy import AttentionShape
+from prunekit.models import anatomy
+from prunekit.models.anatomy import AttentionShape
 
 PLAN_FORMAT = "prunekit.PruningPlan"
 PLAN_VERSION = 1
@@ -231,16 +231,3 @@ def _check_indices(what: str, indices: Sequence[int], size: int) -> None:
         raise ValueError(f"{what} repeat {dupes}: {list(indices)}")
     if list(indices) != sorted(indices):
         raise ValueError(f"{what} must be sorted ascending, got {list(indices)}")
-
-
-_PLANNING = ("make_plan", "plan_from_heads", "plan_from_units", "max_sparsity")
-
-
-def __getattr__(name: str):
-    """``make_plan`` and friends live in ``planning.py``, which imports this module; re-export
-    them lazily so ``from prunekit.plan import make_plan`` works without a circular import."""
-    if name in _PLANNING:
-        from . import planning
-
-        return getattr(planning, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .plan import PruningPlan
+from prunekit.heads.plan import PruningPlan
 
 
 def rank_normalise(scores: pd.DataFrame) -> pd.DataFrame:

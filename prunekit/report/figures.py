@@ -7,12 +7,16 @@ and clicking a head is how a user opens its channels.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .compare import head_scores, removal_grid
-from .plan import PruningPlan
+from prunekit.heads.agreement import head_scores, removal_grid
+from prunekit.heads.plan import PruningPlan
+from prunekit.store import atomic_write_bytes, atomic_write_text
 
 # What a person picks -> (group, matrix) rows of the score frame.
 VIEWS: dict[str, tuple[str, str]] = {
@@ -226,3 +230,22 @@ def plan_map(plan: PruningPlan, marks: dict[tuple[int, int], str] | None = None)
     removed = (qk.mul(qk_dim, axis=0) + vo.mul(v_dim, axis=0)).div(qk_dim + v_dim, axis=0)
     return square_map(removed, value="removed", colorscale="Reds", zrange=(0, 1), marks=marks, fmt=".0%",
                       title="What goes: share of each head removed (click a head to force it)")
+
+
+FIGURE_HTML, FIGURE_PNG = "accuracy.html", "accuracy.png"
+
+
+def write_sweep_figure(out_dir) -> Path | None:
+    """Write a sweep folder's accuracy-vs-sparsity figure as ``accuracy.html`` (plotly inlined, so
+    it opens offline) and, when kaleido is installed, ``accuracy.png``. None before any step."""
+    from prunekit.recovery.sweep import load_results
+
+    out = Path(out_dir)
+    results = load_results(out)[0]
+    if results.empty:
+        return None
+    figure = sweep_curves(results)
+    atomic_write_text(out / FIGURE_HTML, figure.to_html(include_plotlyjs=True))
+    if importlib.util.find_spec("kaleido") is not None:
+        atomic_write_bytes(out / FIGURE_PNG, figure.to_image(format="png", width=1100, height=450))
+    return out / FIGURE_HTML

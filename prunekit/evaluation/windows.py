@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import audio
-from .evaluate import Progress, predict_logits
+from prunekit.data import audio
+from prunekit.evaluation.metrics import predict_logits
+from prunekit.progress import Progress
 
 HOP_MS = 10  # the AST feature extractor's frame shift
 MAX_SECONDS = 300  # longer recordings are classified on their first five minutes (the app says so)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +32,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import anatomy
-from .store import atomic_write_bytes, cache_dir, content_key
+from prunekit.data.datasets import label_indices
+from prunekit.data.features import clip_features
+from prunekit.models import anatomy
+from prunekit.progress import Progress
+from prunekit.store import atomic_write_bytes, cache_dir, content_key
 
 SCORERS = ("magnitude", "fisher", "fisher-sample", "fisher-gate", "taylor", "random")
 GRADIENT_SCORERS = frozenset({"fisher", "fisher-sample", "fisher-gate", "taylor"})
@@ -41,7 +44,6 @@ COLUMNS = ("layer", "group", "matrix", "head", "channel", "scorer", "score")
 FISHER_EPS = 1e-6  # added to every weight's Fisher, as in the paper's code
 SCORES_VERSION = 1  # bump when a scorer's maths changes, so old cached scores are not reused
 _MATRICES = ("q", "k", "v", "o")
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,9 +82,6 @@ def scoring_data(dataset, feature_extractor, labels: Sequence[str], split: str =
                  clips: int = 1000, seed: int = 0, progress: Progress | None = None) -> ScoringData:
     """Up to ``clips`` clips of ``split`` (a seeded random subset when there are more), featurised
     with the model's extractor (cached on disk)."""
-    from .evaluate import label_indices
-    from .features import clip_features
-
     if clips < 1:
         raise ValueError(f"Need at least 1 clip to score with, got clips={clips}")
     pool = dataset.split(split)

@@ -6,17 +6,16 @@ by both and reused across runs (a training run, an evaluation and the app share 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from safetensors.torch import load_file, save
 from transformers import ASTFeatureExtractor
 
-from . import audio
-from .datasets import Clip
-from .store import atomic_write_bytes, cache_dir, content_key
-
-Progress = Callable[[int, int], None]
+from prunekit.data import audio
+from prunekit.data.datasets import Clip
+from prunekit.progress import Progress
+from prunekit.store import atomic_write_bytes, cache_dir, content_key
 
 
 def extractor_settings(extractor: ASTFeatureExtractor) -> dict:

@@ -17,10 +17,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
-from .datasets import demo_dataset
-from .evaluate import classification_metrics, label_indices, predict_logits
-from .features import clip_features
-from .models import DEMO_DIR
+from prunekit.data.datasets import demo_dataset, label_indices
+from prunekit.data.features import clip_features
+from prunekit.evaluation.metrics import classification_metrics, predict_logits
+from prunekit.models.loading import DEMO_DIR
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .errors import DatasetError
-from .store import cache_dir
+from prunekit.errors import DatasetError
+from prunekit.store import cache_dir
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 SPLITS = ("train", "validation", "test")
@@ -136,9 +137,9 @@ def demo_generated(seed: int = 0) -> bool:
 
 def demo_dataset(seed: int = 0, progress: Callable[[int, int], None] | None = None) -> AudioDataset:
     """The synthetic Speech Commands set, generated into the cache on first use."""
-    from . import synth
-
     from filelock import FileLock
+
+    from prunekit.data import synth
 
     root = demo_root(seed)
     # Two app sessions (or a CLI and the app) may ask at once: one generates, the other waits.
@@ -157,3 +158,15 @@ def open_dataset(spec: str | Path, progress: Callable[[int, int], None] | None =
     if is_speech_commands(root):
         return read_speech_commands(root)
     return read_class_folders(root)
+
+
+def label_indices(clips: Sequence[Clip], model_labels: Sequence[str]) -> np.ndarray:
+    """The model's class index for each clip's label; every label must be one the model knows."""
+    index = {name: i for i, name in enumerate(model_labels)}
+    unknown = sorted({c.label for c in clips} - index.keys())
+    if unknown:
+        raise DatasetError(
+            f"The model has no class for the dataset label(s) {unknown}; "
+            f"its classes are {list(model_labels)[:40]}."
+        )
+    return np.array([index[c.label] for c in clips], dtype=np.int64)

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .errors import AudioError
+from prunekit.errors import AudioError
 
 TARGET_SR = 16_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -106,6 +106,8 @@ def features(waves: Sequence[np.ndarray], feature_extractor, *, sampling_rate: i
 
 def fbank_backend() -> str:
     """"torchaudio" when transformers' ASTFeatureExtractor uses torchaudio's Kaldi fbank."""
-    from transformers.models.audio_spectrogram_transformer import feature_extraction_audio_spectrogram_transformer as fe
+    from transformers.models.audio_spectrogram_transformer import (
+        feature_extraction_audio_spectrogram_transformer as fe,
+    )
 
     return "torchaudio" if fe.is_speech_available() else "numpy"

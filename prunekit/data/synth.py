@@ -253,10 +253,10 @@ class _EspeakProcess:
     """A fresh interpreter running ``_serve``; ``read()`` returns one (samples, rate) per job."""
 
     def __init__(self, jobs: list[tuple], max_samples: int) -> None:
-        path = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+        path = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
         self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child cannot block
-        command = [sys.executable, "-c", "from prunekit.synth import _serve; _serve()"]
+        command = [sys.executable, "-c", "from prunekit.data.synth import _serve; _serve()"]
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._stderr, env=env)
         with contextlib.suppress(BrokenPipeError):  # a child that died is reported by the first read

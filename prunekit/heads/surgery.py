@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import anatomy
-from .anatomy import LayerStructure
-from .plan import PruningPlan
-from .store import atomic_write_text
+from prunekit.heads.plan import PruningPlan
+from prunekit.models import anatomy
+from prunekit.models.anatomy import LayerStructure
+from prunekit.store import atomic_write_text
 
 PLAN_FILE = "plan.json"
 

@@ -17,10 +17,10 @@ from urllib.parse import urlparse
 from safetensors import SafetensorError
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AutoConfig
 
-from . import anatomy
-from .errors import ModelLoadError
+from prunekit.errors import ModelLoadError
+from prunekit.models import anatomy
 
-DEMO_DIR = Path(__file__).resolve().parent / "demo_model"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_model"
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 

@@ -9,20 +9,20 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from . import anatomy
-from .datasets import AudioDataset
-from .evaluate import Evaluation, compare_cost, evaluate
-from .plan import PruningPlan
-from .surgery import apply_plan, save_pruned
-
-Progress = Callable[[int, int], None]
+from prunekit.data.datasets import AudioDataset
+from prunekit.evaluation.cost import compare_cost
+from prunekit.evaluation.metrics import Evaluation, evaluate
+from prunekit.heads.plan import PruningPlan
+from prunekit.heads.surgery import apply_plan, save_pruned
+from prunekit.models import anatomy
+from prunekit.progress import Progress
 
 
 def _attention_macs(plan: PruningPlan, n_tokens: int) -> int:

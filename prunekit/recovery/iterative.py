@@ -19,15 +19,16 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from . import anatomy
-from .anatomy import AttentionShape
-from .evaluate import classification_metrics, cost, predict_logits
-from .models import LoadedModel
-from .plan import LayerPlan, PruningPlan
-from .planning import PATTERNS, THRESHOLDS, make_plan, max_sparsity
-from .recovery import RecoveryConfig, recover_on, split_data
-from .scoring import GRADIENT_SCORERS, SCORERS, ScoringData, score
-from .surgery import apply_plan, kept_structure
+from prunekit.evaluation.cost import cost
+from prunekit.evaluation.metrics import classification_metrics, predict_logits
+from prunekit.heads.plan import LayerPlan, PruningPlan
+from prunekit.heads.planner import PATTERNS, THRESHOLDS, make_plan, max_sparsity
+from prunekit.heads.scoring import GRADIENT_SCORERS, SCORERS, ScoringData, score
+from prunekit.heads.surgery import apply_plan, kept_structure
+from prunekit.models import anatomy
+from prunekit.models.anatomy import AttentionShape
+from prunekit.models.loading import LoadedModel
+from prunekit.recovery.lora import RecoveryConfig, recover_on, split_data
 
 StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
 

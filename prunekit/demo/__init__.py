@@ -1,0 +1,1 @@
+"""The embedded demo: training the small AST that ships in ``prunekit/demo_model/``."""

@@ -1,0 +1,16 @@
+"""Progress reporting: the one callback shape every long-running function accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: called as work finishes; ``done`` grows to ``total``."""
+
+
+def halves(progress: Progress | None) -> tuple[Progress | None, Progress | None]:
+    """Two callbacks for a job in two parts of equal weight: the first part fills the first half
+    of ``progress``, the second part the rest (``(None, None)`` when ``progress`` is None)."""
+    if progress is None:
+        return None, None
+    return (lambda d, n: progress(d // 2, n)), (lambda d, n: progress((n + d) // 2, n))
