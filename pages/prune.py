@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from prunekit.errors import PrunekitError
 from prunekit.heads import pipeline, planner, scoring
 from prunekit.report import figures
 from prunekit.ui import (
@@ -67,12 +68,12 @@ def _plan_or_explain(scores, pattern, threshold, sparsity):
     keep_now = keep if pattern == "entire-head" else set()
     try:
         return planner.make_plan(scores, pattern, threshold, sparsity, force_keep=keep_now, force_remove=remove)
-    except ValueError as exc:
+    except PrunekitError as exc:
         try:
             ceiling = planner.max_sparsity(scores, pattern, threshold, force_keep=keep_now, force_remove=remove)
             st.warning(f"This sparsity cannot be reached: {exc}. Move the slider to at most {ceiling:.0%}, "
                        "or change the pattern, threshold or forced heads.")
-        except ValueError:
+        except PrunekitError:
             st.warning(f"This plan cannot be made: {exc}")
         return None
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import OutputExistsError, PrunekitError
 
 
 def _bar(desc: str, unit: str = "clip"):
@@ -151,7 +151,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        raise OutputExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     model, extractor, labels = load_model(args.model)
     data = _dataset(args)  # read once: the scorer and the evaluation share it
     frame = _scores(args, model, extractor, labels, data)
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (PrunekitError, ValueError, FileExistsError) as exc:  # bad input: a message, not a traceback
+    except PrunekitError as exc:  # bad input: a message, not a traceback; a bug keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,10 +1,34 @@
-"""Exceptions prunekit raises on bad input. Each message names the offending thing and the problem."""
+"""Exceptions prunekit raises on bad input. Each message names the offending thing and the problem.
+
+The contract: every error prunekit raises on purpose derives from ``PrunekitError``. The app
+and the CLI catch ``PrunekitError`` only and show its message (the CLI exits with code 2);
+anything else is a bug and keeps its traceback. The subclasses also derive from the built-in
+exception a Python user would expect (``ValueError``, ``OSError``, ...), so ``except
+ValueError`` in user code keeps working.
+"""
 
 from __future__ import annotations
+
+__all__ = [
+    "AudioError",
+    "ConfigurationError",
+    "DatasetError",
+    "ModelError",
+    "ModelLoadError",
+    "OutputExistsError",
+    "PlanError",
+    "PrunekitError",
+    "ScoresError",
+    "SweepError",
+]
 
 
 class PrunekitError(Exception):
     """Base class: every error prunekit raises on purpose derives from it."""
+
+
+class ConfigurationError(PrunekitError, ValueError):
+    """An option or setting is invalid: an unknown name, a count below 1, a value out of range."""
 
 
 class AudioError(PrunekitError, ValueError):
@@ -17,3 +41,24 @@ class DatasetError(PrunekitError, ValueError):
 
 class ModelLoadError(PrunekitError, OSError):
     """A model source cannot be loaded (unknown hub id, offline, broken folder)."""
+
+
+class ModelError(PrunekitError, ValueError):
+    """A model is not one prunekit can work on, or its modules and its stored structure disagree."""
+
+
+class ScoresError(PrunekitError, ValueError):
+    """A score table is malformed or belongs to another model shape."""
+
+
+class PlanError(PrunekitError, ValueError):
+    """A pruning plan cannot be made (an unreachable sparsity, conflicting forced heads) or does
+    not fit the model it is applied to."""
+
+
+class OutputExistsError(PrunekitError, FileExistsError):
+    """An output folder exists and holds something prunekit was not told to replace."""
+
+
+class SweepError(PrunekitError, RuntimeError):
+    """A sweep cannot start or continue (already running, another sweep's folder, failed at start)."""

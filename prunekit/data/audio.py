@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from prunekit.errors import AudioError
+from prunekit.errors import AudioError, ConfigurationError
 
 TARGET_SR = 16_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -89,7 +89,7 @@ def fit_length(wave: np.ndarray, n_samples: int) -> np.ndarray:
 def window_starts(n_samples: int, window: int, hop: int) -> range:
     """Start samples of windows of ``window`` every ``hop`` samples covering ``n_samples``."""
     if window <= 0 or hop <= 0:
-        raise ValueError(f"window and hop must be positive, got {window=}, {hop=}.")
+        raise ConfigurationError(f"window and hop must be positive, got {window=}, {hop=}.")
     return range(0, max(n_samples - window, 0) + hop, hop) if n_samples > window else range(1)
 
 

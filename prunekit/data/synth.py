@@ -38,6 +38,8 @@ import espeakng_loader
 import numpy as np
 import soundfile as sf
 
+from prunekit.errors import ConfigurationError, OutputExistsError
+
 FORMAT_VERSION = 1
 ESPEAK_RATE = 22050  # what espeak_Initialize returns in synchronous mode
 WORDS: tuple[str, ...] = tuple(sorted(
@@ -84,36 +86,36 @@ class SynthConfig:
         return tuple(sorted(f"{a}+{v}" for a in self.accents for v in self.variants))
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad value."""
+        """Raise ConfigurationError naming the first bad value."""
         if not (isinstance(self.seed, int) and self.seed >= 0 and isinstance(self.takes, int)
                 and self.takes >= 1):
-            raise ValueError(f"Need an int seed >= 0 and takes >= 1, got {self.seed=}, {self.takes=}.")
+            raise ConfigurationError(f"Need an int seed >= 0 and takes >= 1, got {self.seed=}, {self.takes=}.")
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
-            raise ValueError(f"val_fraction and test_fraction must be in [0, 1) and sum below 1, got "
+            raise ConfigurationError(f"val_fraction and test_fraction must be in [0, 1) and sum below 1, got "
                              f"{self.val_fraction!r} and {self.test_fraction!r}.")
         if self.sample_rate < 8000 or self.clip_seconds <= 0:
-            raise ValueError(f"Need sample_rate >= 8000 and clip_seconds > 0, got "
+            raise ConfigurationError(f"Need sample_rate >= 8000 and clip_seconds > 0, got "
                              f"{self.sample_rate!r} and {self.clip_seconds!r}.")
         for name, low, high in (("rate_wpm", 80, 450), ("pitch", 0, 99), ("intonation", 0, 99),
                                 ("snr_db", -20, 100), ("gain_db", -60, 6)):
             if not low <= getattr(self, name)[0] <= getattr(self, name)[1] <= high:
-                raise ValueError(f"{name} must be (lo, hi) with {low} <= lo <= hi <= {high}, "
+                raise ConfigurationError(f"{name} must be (lo, hi) with {low} <= lo <= hi <= {high}, "
                                  f"got {getattr(self, name)!r}.")
         for name in ("accents", "variants", "words"):
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
-                raise ValueError(f"{name} must be non-empty and unique, got {values!r}.")
+                raise ConfigurationError(f"{name} must be non-empty and unique, got {values!r}.")
         known_accents, known_variants = _espeak_names()  # espeak itself ignores an unknown variant
         unknown = [f"accent {a!r}" for a in self.accents if a.lower() not in known_accents]
         unknown += [f"variant {v!r}" for v in self.variants if v not in known_variants]
         if unknown:
-            raise ValueError(f"Unknown espeak-ng {', '.join(unknown)}.")
+            raise ConfigurationError(f"Unknown espeak-ng {', '.join(unknown)}.")
         bad_words = [w for w in self.words if not (w.isascii() and w.isalpha() and w.islower())]
         if bad_words:
-            raise ValueError(f"Words must be lowercase letters (they name folders), got {bad_words}.")
+            raise ConfigurationError(f"Words must be lowercase letters (they name folders), got {bad_words}.")
         if {"en", "en-shaw"} <= {a.lower() for a in self.accents}:
-            raise ValueError("Accents 'en' and 'en-shaw' speak Latin text identically; keep one.")
+            raise ConfigurationError("Accents 'en' and 'en-shaw' speak Latin text identically; keep one.")
 
 
 @cache
@@ -133,12 +135,12 @@ def split_voices(config: SynthConfig) -> dict[str, tuple[str, ...]]:
     """Voices per split, shuffled by the seed; a positive fraction gets at least one voice."""
     voices = list(config.voices)
     if len({speaker_id(v) for v in voices}) != len(voices):
-        raise ValueError(f"Two voices share a speaker id in {voices}.")
+        raise ConfigurationError(f"Two voices share a speaker id in {voices}.")
     order = np.random.default_rng([config.seed, 0x5EED]).permutation(len(voices))
     n_val, n_test = (max(1, round(f * len(voices))) if f > 0 else 0
                      for f in (config.val_fraction, config.test_fraction))
     if n_val + n_test >= len(voices):
-        raise ValueError(f"{len(voices)} voices cannot give {n_val} validation and {n_test} test voices "
+        raise ConfigurationError(f"{len(voices)} voices cannot give {n_val} validation and {n_test} test voices "
                          f"and still leave one for training; add accents or variants.")
     shuffled = [voices[i] for i in order]
     parts = {"validation": shuffled[:n_val], "test": shuffled[n_val:n_val + n_test],
@@ -210,7 +212,7 @@ class _Espeak:
         """(T,) int16 at 22050 Hz. ``seed`` drives the breath noise of some variants (f2, f3, f5)."""
         with _LOCK:
             if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise ValueError(f"espeak-ng does not know the voice {voice!r}.")
+                raise ConfigurationError(f"espeak-ng does not know the voice {voice!r}.")
             for parameter, value in ((1, rate), (3, pitch), (4, intonation)):  # espeakRATE, PITCH, RANGE
                 self.lib.espeak_SetParameter(parameter, value, 0)
             self._chunks = []
@@ -378,7 +380,7 @@ def generate(root: Path, config: SynthConfig = SynthConfig(),
     root = Path(root).expanduser()
     config.validate()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root} already exists and is not an empty folder.")
+        raise OutputExistsError(f"{root} already exists and is not an empty folder.")
     splits = split_voices(config)
     clips = _plan(config, splits)
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from prunekit.data import audio
+from prunekit.errors import AudioError
 from prunekit.evaluation.metrics import predict_logits
 from prunekit.progress import Progress
 
@@ -46,7 +47,7 @@ def classify(model: torch.nn.Module, extractor, labels: Sequence[str], wave: np.
              progress: Progress | None = None) -> Classification:
     """Classify a 16 kHz mono waveform with sliding windows (see the module docstring)."""
     if wave.ndim != 1 or len(wave) == 0:
-        raise ValueError(f"classify needs a non-empty mono waveform, got shape {wave.shape}")
+        raise AudioError(f"classify needs a non-empty mono waveform, got shape {wave.shape}")
     window = window_samples(extractor)
     hop = max(window // 2, 1)
     # Unpadded chunks: the feature extractor pads the last (short) one exactly as it pads a short

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from prunekit.errors import ConfigurationError, ScoresError
 from prunekit.heads.plan import PruningPlan
 
 
@@ -29,7 +30,7 @@ def removal_grid(plan: PruningPlan, group: str) -> pd.DataFrame:
     V/O (``"vo"``) channels the plan removes; 1 for a removed head, NaN where a layer has no
     such head."""
     if group not in ("qk", "vo"):
-        raise ValueError(f"group must be 'qk' or 'vo', got {group!r}")
+        raise ConfigurationError(f"group must be 'qk' or 'vo', got {group!r}")
     width = max((s.heads for s in plan.base), default=0)
     grid = np.full((len(plan.base), width), np.nan)
     for layer, (lp, shape) in enumerate(zip(plan.layers, plan.base)):
@@ -64,7 +65,7 @@ def head_scores(scores: pd.DataFrame, group: str, matrix: str) -> pd.Series:
     """Head-level scores of one (group, matrix), indexed by (layer, head)."""
     rows = scores[(scores["group"] == group) & (scores["matrix"] == matrix) & scores["channel"].isna()]
     if rows.empty:
-        raise ValueError(f"The score table has no head rows for group={group!r}, matrix={matrix!r}")
+        raise ScoresError(f"The score table has no head rows for group={group!r}, matrix={matrix!r}")
     return rows.set_index(["layer", "head"])["score"].sort_index()
 
 
@@ -72,7 +73,7 @@ def paired_heads(a: pd.DataFrame, b: pd.DataFrame, group: str = "head", matrix: 
     """Head scores of two scorers side by side: index (layer, head), columns a, b."""
     joined = pd.concat({"a": head_scores(a, group, matrix), "b": head_scores(b, group, matrix)}, axis=1)
     if joined.isna().any().any():
-        raise ValueError("The two score tables are for different model shapes")
+        raise ScoresError("The two score tables are for different model shapes")
     return joined
 
 

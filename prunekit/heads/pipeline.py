@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from prunekit.data.datasets import AudioDataset
+from prunekit.errors import ConfigurationError
 from prunekit.evaluation.cost import compare_cost
 from prunekit.evaluation.metrics import Evaluation, evaluate
 from prunekit.heads.plan import PruningPlan
@@ -114,7 +115,7 @@ def prediction_changes(dense: Evaluation, pruned: Evaluation) -> pd.DataFrame:
     """Per clip: path, label, the dense and the pruned prediction and whether they differ."""
     a, b = dense.predictions, pruned.predictions
     if len(a) != len(b) or not a["path"].equals(b["path"]):
-        raise ValueError("The two evaluations are not over the same clips")
+        raise ConfigurationError("The two evaluations are not over the same clips")
     out = a[["path", "label"]].copy()
     out["dense"], out["pruned"] = a["predicted"], b["predicted"]
     out["dense_correct"], out["pruned_correct"] = a["correct"], b["correct"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 from torch import nn
 
+from prunekit.errors import PlanError
 from prunekit.models import anatomy
 from prunekit.models.anatomy import AttentionShape
 
@@ -118,7 +119,7 @@ class PruningPlan:
     @classmethod
     def from_dict(cls, data: dict) -> PruningPlan:
         if data.get("format") != PLAN_FORMAT or data.get("version") != PLAN_VERSION:
-            raise ValueError(
+            raise PlanError(
                 f"Not a {PLAN_FORMAT} version {PLAN_VERSION}: "
                 f"format={data.get('format')!r}, version={data.get('version')!r}"
             )
@@ -129,7 +130,7 @@ class PruningPlan:
             )
             layers = tuple(LayerPlan(lp["heads"], lp["qk"], lp["vo"]) for lp in data["layers"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"Malformed pruning plan ({exc!r})") from exc
+            raise PlanError(f"Malformed pruning plan ({exc!r})") from exc
         sparsity = data.get("target_sparsity")
         return cls(
             layers,
@@ -146,21 +147,21 @@ class PruningPlan:
 
     # --- checks ----------------------------------------------------------------------------
     def validate(self) -> PruningPlan:
-        """Check the plan against its own ``base`` shape; raise ValueError naming the problem."""
+        """Check the plan against its own ``base`` shape; raise PlanError naming the problem."""
         if len(self.layers) != len(self.base):
-            raise ValueError(
+            raise PlanError(
                 f"The plan has {len(self.layers)} layers but its base shape has {len(self.base)}"
             )
         for i, (lp, shape) in enumerate(zip(self.layers, self.base)):
             _check_indices(f"Layer {i}: kept heads", lp.heads, shape.heads)
             if len(lp.qk) != len(lp.heads) or len(lp.vo) != len(lp.heads):
-                raise ValueError(
+                raise PlanError(
                     f"Layer {i}: {len(lp.heads)} kept heads {list(lp.heads)} but {len(lp.qk)} Q/K "
                     f"and {len(lp.vo)} V/O channel lists (need one per kept head)"
                 )
             for h, qk, vo in zip(lp.heads, lp.qk, lp.vo):
                 if not qk or not vo:
-                    raise ValueError(
+                    raise PlanError(
                         f"Layer {i} head {h} is kept with {len(qk)} Q/K and {len(vo)} V/O channels: "
                         "a kept head needs at least one of each (drop the head instead)"
                     )
@@ -172,13 +173,13 @@ class PruningPlan:
         """``validate()``, and check that ``model`` has the plan's base shape."""
         actual = anatomy.attention_shapes(model)
         if len(actual) != len(self.base) or len(self.layers) != len(actual):
-            raise ValueError(
+            raise PlanError(
                 f"The plan covers {len(self.layers)} layers (base {len(self.base)}) "
                 f"but the model has {len(actual)}"
             )
         for mine, theirs in zip(self.base, actual):
             if mine != theirs:
-                raise ValueError(
+                raise PlanError(
                     f"Layer {mine.layer}: the plan was made for heads={mine.heads}, qk_dim={mine.qk_dim}, "
                     f"v_dim={mine.v_dim}, hidden={mine.hidden} but the model has heads={theirs.heads}, "
                     f"qk_dim={theirs.qk_dim}, v_dim={theirs.v_dim}, hidden={theirs.hidden}"
@@ -224,10 +225,10 @@ def _check_indices(what: str, indices: Sequence[int], size: int) -> None:
     bad = [i for i in indices if not 0 <= i < size]
     if bad:
         valid = f"valid are 0..{size - 1}" if size else "there are none"
-        raise ValueError(f"{what} {bad} out of range: {valid}")
+        raise PlanError(f"{what} {bad} out of range: {valid}")
     seen: set[int] = set()
     dupes = sorted({i for i in indices if i in seen or seen.add(i)})
     if dupes:
-        raise ValueError(f"{what} repeat {dupes}: {list(indices)}")
+        raise PlanError(f"{what} repeat {dupes}: {list(indices)}")
     if list(indices) != sorted(indices):
-        raise ValueError(f"{what} must be sorted ascending, got {list(indices)}")
+        raise PlanError(f"{what} must be sorted ascending, got {list(indices)}")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from prunekit.errors import ConfigurationError, PlanError, ScoresError
 from prunekit.heads.plan import LayerPlan, PruningPlan
 from prunekit.models import anatomy
 from prunekit.models.anatomy import AttentionShape
@@ -71,7 +72,7 @@ def _shapes(source) -> tuple[AttentionShape, ...]:
         return tuple(anatomy.attention_shapes(source))
     if isinstance(source, pd.DataFrame):
         if "base" not in source.attrs:
-            raise ValueError(
+            raise ScoresError(
                 "The score table has no attrs['base'] (the model's attention shape): "
                 "pass base=anatomy.attention_shapes(model)"
             )
@@ -81,23 +82,23 @@ def _shapes(source) -> tuple[AttentionShape, ...]:
         if isinstance(s, Mapping):
             s = AttentionShape(*(int(s[k]) for k in ("layer", "heads", "qk_dim", "v_dim", "hidden")))
         if not isinstance(s, AttentionShape):
-            raise TypeError(f"base entry {i} is a {type(s).__name__}, not an AttentionShape or a dict")
+            raise ScoresError(f"base entry {i} is a {type(s).__name__}, not an AttentionShape or a dict")
         if s.layer != i:
-            raise ValueError(f"base must list layers 0, 1, ... in order; entry {i} is layer {s.layer}")
+            raise ScoresError(f"base must list layers 0, 1, ... in order; entry {i} is layer {s.layer}")
         shapes.append(s)
     return tuple(shapes)
 
 
 def _read_scores(scores: pd.DataFrame, base) -> _Scores:
     if not isinstance(scores, pd.DataFrame):
-        raise TypeError(f"scores must be a pandas DataFrame (a scorer's table), got {type(scores).__name__}")
+        raise ScoresError(f"scores must be a pandas DataFrame (a scorer's table), got {type(scores).__name__}")
     lacking = [c for c in SCORE_COLUMNS if c not in scores.columns]
     if lacking:
-        raise ValueError(f"The score table lacks columns {lacking}; a scorer's has {list(SCORE_COLUMNS)}")
+        raise ScoresError(f"The score table lacks columns {lacking}; a scorer's has {list(SCORE_COLUMNS)}")
     shapes = _shapes(scores if base is None else base)  # the keyword wins over attrs
     scorers = sorted({str(s) for s in scores["scorer"].unique()})
     if len(scorers) > 1:
-        raise ValueError(
+        raise ScoresError(
             f"The score table mixes scorers {scorers}: make a plan from one, "
             f"e.g. scores[scores.scorer == {scorers[0]!r}]"
         )
@@ -115,7 +116,7 @@ def _read_scores(scores: pd.DataFrame, base) -> _Scores:
         keys = zip(*(c.astype(np.int64).tolist() for c in columns))
         grids[name] = _grid(keys, score[rows].astype(float), shapes, name, problems)
     if problems:
-        raise ValueError(
+        raise ScoresError(
             f"The score table does not match the model shape ({len(shapes)} layers, "
             f"heads {[s.heads for s in shapes]}, qk_dim {[s.qk_dim for s in shapes]}, "
             f"v_dim {[s.v_dim for s in shapes]}): " + "; ".join(problems)
@@ -164,16 +165,16 @@ def _grid(keys: Iterable[tuple[int, ...]], values: np.ndarray, shapes, group: st
 # --- checks on the arguments ------------------------------------------------------------------
 def _check_choice(name: str, value, valid: Sequence[str]) -> None:
     if value not in valid:
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(valid)}")
+        raise ConfigurationError(f"Unknown {name} {value!r}; choose one of {', '.join(valid)}")
 
 
 def _check_sparsity(sparsity) -> float:
     try:
         value = float(sparsity)
     except (TypeError, ValueError):
-        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
+        raise ConfigurationError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
     if not 0.0 <= value < 1.0:  # also rejects NaN
-        raise ValueError(f"sparsity must be in [0, 1) (a fraction of attention weights), got {sparsity!r}")
+        raise ConfigurationError(f"sparsity must be in [0, 1) (a fraction of attention weights), got {sparsity!r}")
     return value
 
 
@@ -184,9 +185,9 @@ def _heads(name: str, pairs: Iterable, shapes: Sequence[AttentionShape]) -> froz
         try:
             layer, head = (int(v) for v in pair)
         except (TypeError, ValueError):
-            raise ValueError(f"{name} takes (layer, head) pairs, got {pair!r}") from None
+            raise PlanError(f"{name} takes (layer, head) pairs, got {pair!r}") from None
         if not (0 <= layer < len(shapes) and 0 <= head < shapes[layer].heads):
-            raise ValueError(
+            raise PlanError(
                 f"{name}: layer {layer} head {head} does not exist "
                 f"(the model has layers 0..{len(shapes) - 1} with heads {[s.heads for s in shapes]})"
             )
@@ -245,22 +246,22 @@ def make_plan(scores: pd.DataFrame, pattern: str, threshold: str, sparsity: floa
     shapes = table.shapes
     keep, gone = _heads("force_keep", force_keep, shapes), _heads("force_remove", force_remove, shapes)
     if keep and pattern != "entire-head":
-        raise ValueError(
+        raise PlanError(
             f"force_keep {sorted(keep)} needs pattern 'entire-head': under {pattern} every head of a "
             "layer loses the same number of channels, so a head cannot be kept whole"
         )
     if keep & gone:
-        raise ValueError(f"Heads {sorted(keep & gone)} are in both force_keep and force_remove")
+        raise PlanError(f"Heads {sorted(keep & gone)} are in both force_keep and force_remove")
     if pattern == "entire-head" and threshold == "local":
         for s in shapes:
             if s.heads and all((s.layer, h) in gone for h in range(s.heads)):
-                raise ValueError(
+                raise PlanError(
                     f"force_remove removes all {s.heads} heads of layer {s.layer}, but a local "
                     "threshold keeps at least one head per layer (use threshold 'global')"
                 )
     ceiling, why = _ceiling(shapes, pattern, threshold, keep, gone)
     if target > ceiling + _EPS:
-        raise ValueError(
+        raise PlanError(
             f"{pattern} / {threshold} can remove at most {ceiling:.2%} of the attention weights of "
             f"this model ({why}); asked for {target:.2%}"
         )
@@ -424,12 +425,12 @@ def plan_from_heads(base, kept_heads: Mapping[int, Iterable[int]] | Sequence[Ite
     if isinstance(kept_heads, Mapping):
         unknown = sorted(set(kept_heads) - set(range(len(shapes))))
         if unknown:
-            raise ValueError(f"kept_heads names layers {unknown}; the model has 0..{len(shapes) - 1}")
+            raise PlanError(f"kept_heads names layers {unknown}; the model has 0..{len(shapes) - 1}")
         per_layer = [kept_heads.get(s.layer, range(s.heads)) for s in shapes]
     else:
         per_layer = list(kept_heads)
         if len(per_layer) != len(shapes):
-            raise ValueError(f"kept_heads lists {len(per_layer)} layers; the model has {len(shapes)}")
+            raise PlanError(f"kept_heads lists {len(per_layer)} layers; the model has {len(shapes)}")
     layers = [_whole_heads(s, sorted(int(h) for h in hs)) for s, hs in zip(shapes, per_layer)]
     return PruningPlan(tuple(layers), shapes, **metadata).validate()
 
@@ -445,7 +446,7 @@ def plan_from_units(base, qk: Mapping[Head, Iterable[int]], vo: Mapping[Head, It
     qk, vo = _channel_map("qk", qk, shapes), _channel_map("vo", vo, shapes)
     both = sorted(gone & (set(qk) | set(vo)))
     if both:
-        raise ValueError(f"Heads {both} are in removed_heads and also given channels to keep")
+        raise PlanError(f"Heads {both} are in removed_heads and also given channels to keep")
     layers = []
     for s in shapes:
         kept = [h for h in range(s.heads) if (s.layer, h) not in gone]

@@ -34,6 +34,7 @@ from torch import nn
 
 from prunekit.data.datasets import label_indices
 from prunekit.data.features import clip_features
+from prunekit.errors import ConfigurationError, DatasetError
 from prunekit.models import anatomy
 from prunekit.progress import Progress
 from prunekit.store import atomic_write_bytes, cache_dir, content_key
@@ -60,11 +61,11 @@ class ScoringData:
 
     def __post_init__(self) -> None:
         if self.features.ndim != 3:
-            raise ValueError(f"features must be (N, frames, mels), got shape {tuple(self.features.shape)}")
+            raise ConfigurationError(f"features must be (N, frames, mels), got shape {tuple(self.features.shape)}")
         if len(self.features) != len(self.targets):
-            raise ValueError(f"{len(self.features)} feature rows but {len(self.targets)} targets")
+            raise ConfigurationError(f"{len(self.features)} feature rows but {len(self.targets)} targets")
         if len(self.features) == 0:
-            raise ValueError("No clips to score with: the data is empty")
+            raise ConfigurationError("No clips to score with: the data is empty")
 
     @property
     def multilabel(self) -> bool:
@@ -83,10 +84,10 @@ def scoring_data(dataset, feature_extractor, labels: Sequence[str], split: str =
     """Up to ``clips`` clips of ``split`` (a seeded random subset when there are more), featurised
     with the model's extractor (cached on disk)."""
     if clips < 1:
-        raise ValueError(f"Need at least 1 clip to score with, got clips={clips}")
+        raise ConfigurationError(f"Need at least 1 clip to score with, got clips={clips}")
     pool = dataset.split(split)
     if not pool:
-        raise ValueError(f"The {split!r} split of {dataset.name} has no clips")
+        raise DatasetError(f"The {split!r} split of {dataset.name} has no clips")
     if len(pool) > clips:
         pick = np.sort(np.random.default_rng(seed).choice(len(pool), clips, replace=False))
         pool = [pool[i] for i in pick]
@@ -106,13 +107,13 @@ def score(model: nn.Module, scorer: str, data: ScoringData | None = None, *, bat
     ``frame.attrs["base"]`` holds the model's attention shape (what ``make_plan`` needs).
     """
     if scorer not in SCORERS:
-        raise ValueError(f"Unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+        raise ConfigurationError(f"Unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
     if norm not in ("l1", "l2"):
-        raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+        raise ConfigurationError(f"norm must be 'l1' or 'l2', got {norm!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
     if scorer in GRADIENT_SCORERS and data is None:
-        raise ValueError(f"The {scorer} scorer needs data (see prunekit.scoring.scoring_data)")
+        raise ConfigurationError(f"The {scorer} scorer needs data (see prunekit.scoring.scoring_data)")
     anatomy.ensure_prunable(model)
     options = {"magnitude": {"norm": norm}, "random": {"seed": seed}}.get(scorer, {"batch_size": batch_size})
     uses_data = scorer in GRADIENT_SCORERS

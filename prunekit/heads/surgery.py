@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prunekit.errors import ConfigurationError, ModelError, OutputExistsError, PlanError
 from prunekit.heads.plan import PruningPlan
 from prunekit.models import anatomy
 from prunekit.models.anatomy import LayerStructure
@@ -30,7 +31,7 @@ PLAN_FILE = "plan.json"
 def kept_structure(plan: PruningPlan) -> list[LayerStructure]:
     """Per-layer (heads, qk_head_dim, v_head_dim) the plan produces.
 
-    Raises ValueError when the kept heads of one layer keep different numbers of Q/K (or V/O)
+    Raises PlanError when the kept heads of one layer keep different numbers of Q/K (or V/O)
     channels: the attention reshapes a layer's projections into equal-sized heads.
     """
     out = []
@@ -39,7 +40,7 @@ def kept_structure(plan: PruningPlan) -> list[LayerStructure]:
         vo = {h: len(c) for h, c in zip(lp.heads, lp.vo)}
         for kind, counts in (("Q/K", qk), ("V/O", vo)):
             if len(set(counts.values())) > 1:
-                raise ValueError(
+                raise PlanError(
                     f"Layer {i}: kept heads keep different numbers of {kind} channels "
                     f"(head: count {counts}); every kept head of a layer must keep the same number "
                     "of Q/K channels and the same number of V/O channels (the 'per-head' and "
@@ -94,15 +95,15 @@ def save_pruned(
     stored = anatomy.config_structure(model.config)
     actual = anatomy.structure_of(model)
     if stored is not None and stored != actual:
-        raise ValueError(f"config.{anatomy.STRUCTURE_FIELD} says {stored} but the modules are {actual}")
+        raise ModelError(f"config.{anatomy.STRUCTURE_FIELD} says {stored} but the modules are {actual}")
     if plan is not None and kept_structure(plan) != actual:
-        raise ValueError(f"The plan produces {kept_structure(plan)} but the model has {actual}")
+        raise PlanError(f"The plan produces {kept_structure(plan)} but the model has {actual}")
     if labels is not None and len(labels) != model.config.num_labels:
-        raise ValueError(f"{len(labels)} labels given for a model with {model.config.num_labels} outputs")
+        raise ConfigurationError(f"{len(labels)} labels given for a model with {model.config.num_labels} outputs")
     if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"{directory} exists and is not a folder")
+        raise OutputExistsError(f"{directory} exists and is not a folder")
     if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise FileExistsError(f"{directory} is not empty; pass overwrite=True to replace it")
+        raise OutputExistsError(f"{directory} is not empty; pass overwrite=True to replace it")
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))

@@ -19,6 +19,8 @@ from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogra
     eager_attention_forward,
 )
 
+from prunekit.errors import ModelError
+
 ATTENTION_MATRICES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
@@ -143,11 +145,11 @@ class LayerStructure:
 
     def __post_init__(self) -> None:
         if self.heads < 0 or self.qk_head_dim < 0 or self.v_head_dim < 0:
-            raise ValueError(f"Negative attention structure: {self}")
+            raise ModelError(f"Negative attention structure: {self}")
         if self.heads > 0 and (self.qk_head_dim == 0 or self.v_head_dim == 0):
-            raise ValueError(f"{self.heads} heads with no Q/K or no V/O channels: {self}")
+            raise ModelError(f"{self.heads} heads with no Q/K or no V/O channels: {self}")
         if self.heads == 0 and (self.qk_head_dim or self.v_head_dim):
-            raise ValueError(f"A layer with 0 heads must have head dims 0, got {self}")
+            raise ModelError(f"A layer with 0 heads must have head dims 0, got {self}")
 
     def to_dict(self) -> dict[str, int]:
         return {"heads": self.heads, "qk_head_dim": self.qk_head_dim, "v_head_dim": self.v_head_dim}
@@ -160,14 +162,14 @@ def config_structure(config) -> list[LayerStructure] | None:
         return None
     if not isinstance(raw, (list, tuple)) or len(raw) != config.num_hidden_layers:
         n = len(raw) if isinstance(raw, (list, tuple)) else type(raw).__name__
-        raise ValueError(
+        raise ModelError(
             f"config.{STRUCTURE_FIELD} must list one entry per layer "
             f"({config.num_hidden_layers}), got {n}"
         )
     try:
         return [LayerStructure(int(s["heads"]), int(s["qk_head_dim"]), int(s["v_head_dim"])) for s in raw]
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"config.{STRUCTURE_FIELD} is malformed ({exc!r}): {raw}") from exc
+        raise ModelError(f"config.{STRUCTURE_FIELD} is malformed ({exc!r}): {raw}") from exc
 
 
 def original_head_dim(config) -> int:
@@ -263,7 +265,7 @@ class PrunedASTForAudioClassification(ASTForAudioClassification):
         super().__init__(config)
         structure = config_structure(config)
         if structure is None:
-            raise ValueError(f"A pruned model needs config.{STRUCTURE_FIELD}; this config has none.")
+            raise ModelError(f"A pruned model needs config.{STRUCTURE_FIELD}; this config has none.")
         for block, layer_structure in zip(layers(self), structure):
             block.attention = PrunedASTAttention(config, layer_structure)
         self.post_init()  # initialises only the new modules; the rest is flagged as done
@@ -288,9 +290,9 @@ def shrink_attention(
     """
     old = attention(model, layer)
     if qk_rows.numel() != structure.heads * structure.qk_head_dim:
-        raise ValueError(f"Layer {layer}: {qk_rows.numel()} Q/K rows do not fit {structure}")
+        raise ModelError(f"Layer {layer}: {qk_rows.numel()} Q/K rows do not fit {structure}")
     if vo_rows.numel() != structure.heads * structure.v_head_dim:
-        raise ValueError(f"Layer {layer}: {vo_rows.numel()} V/O rows do not fit {structure}")
+        raise ModelError(f"Layer {layer}: {vo_rows.numel()} V/O rows do not fit {structure}")
     ref = old.q_proj.weight
     with torch.device("meta"):  # no allocation or random init: every tensor is overwritten below
         new = PrunedASTAttention(model.config, structure)
@@ -310,9 +312,9 @@ def shrink_attention(
 
 
 def ensure_prunable(model: nn.Module) -> None:
-    """Raise TypeError unless ``model`` is an ASTForAudioClassification (dense or pruned)."""
+    """Raise ModelError unless ``model`` is an ASTForAudioClassification (dense or pruned)."""
     if not isinstance(model, ASTForAudioClassification):
-        raise TypeError(
+        raise ModelError(
             f"Pruning needs an ASTForAudioClassification (dense or pruned), got {type(model).__name__}; "
             "merge or unwrap adapters (peft: merge_and_unload) first"
         )
@@ -324,7 +326,7 @@ def make_pruned(model: nn.Module, structure: list[LayerStructure]) -> PrunedASTF
     ensure_prunable(model)
     actual = structure_of(model)
     if actual != list(structure):
-        raise ValueError(f"The modules have structure {actual}, not {list(structure)}")
+        raise ModelError(f"The modules have structure {actual}, not {list(structure)}")
     setattr(model.config, STRUCTURE_FIELD, [s.to_dict() for s in structure])
     model.__class__ = PrunedASTForAudioClassification  # adds no state: only __init__ differs
     return model

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from prunekit.errors import ConfigurationError, PlanError
 from prunekit.evaluation.cost import cost
 from prunekit.evaluation.metrics import classification_metrics, predict_logits
 from prunekit.heads.plan import LayerPlan, PruningPlan
@@ -37,7 +38,7 @@ def geometric_schedule(steps: int, fraction: float = 0.1) -> tuple[float, ...]:
     """Attention sparsity after each step when every step removes ``fraction`` of what remains:
     1 - (1 - fraction)^k for k = 1..steps (10 % steps: 10.0, 19.0, 27.1, 34.4, ... %)."""
     if steps < 1 or not 0 < fraction < 1:
-        raise ValueError(f"A geometric schedule needs steps >= 1 and fraction in (0, 1), "
+        raise ConfigurationError(f"A geometric schedule needs steps >= 1 and fraction in (0, 1), "
                          f"got {steps=}, {fraction=}")
     return tuple(float(1 - (1 - fraction) ** k) for k in range(1, steps + 1))
 
@@ -45,7 +46,7 @@ def geometric_schedule(steps: int, fraction: float = 0.1) -> tuple[float, ...]:
 def linear_schedule(steps: int, target: float) -> tuple[float, ...]:
     """Equal steps of attention sparsity up to ``target``: target * k / steps for k = 1..steps."""
     if steps < 1 or not 0 < target < 1:
-        raise ValueError(f"A linear schedule needs steps >= 1 and target in (0, 1), got {steps=}, {target=}")
+        raise ConfigurationError(f"A linear schedule needs steps >= 1 and target in (0, 1), got {steps=}, {target=}")
     return tuple(float(v) for v in np.linspace(target / steps, target, steps))
 
 
@@ -71,12 +72,12 @@ class IterativeConfig:
         for name, value, valid in (("scorer", self.scorer, SCORERS), ("pattern", self.pattern, PATTERNS),
                                    ("threshold", self.threshold, THRESHOLDS)):
             if value not in valid:
-                raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(valid)}")
+                raise ConfigurationError(f"Unknown {name} {value!r}; choose one of {', '.join(valid)}")
         s = self.schedule
         if not s or not all(0 < a < 1 for a in s) or any(b <= a for a, b in zip(s, s[1:])):
-            raise ValueError(f"The schedule must be increasing sparsities in (0, 1), got {list(s)}")
+            raise ConfigurationError(f"The schedule must be increasing sparsities in (0, 1), got {list(s)}")
         if self.score_clips < 1 or (self.eval_clips is not None and self.eval_clips < 1):
-            raise ValueError(f"Clip counts must be >= 1, got score_clips={self.score_clips}, "
+            raise ConfigurationError(f"Clip counts must be >= 1, got score_clips={self.score_clips}, "
                              f"eval_clips={self.eval_clips}")
 
     def to_dict(self) -> dict:
@@ -120,7 +121,7 @@ def compose(first: PruningPlan, then: PruningPlan) -> PruningPlan:
     produced = [AttentionShape(i, s.heads, s.qk_head_dim, s.v_head_dim, base.hidden)
                 for i, (s, base) in enumerate(zip(kept_structure(first), first.base))]
     if list(then.base) != produced:
-        raise ValueError(f"The second plan is for {list(then.base)}, but the first one produces {produced}")
+        raise PlanError(f"The second plan is for {list(then.base)}, but the first one produces {produced}")
     layers = []
     for outer, inner in zip(first.layers, then.layers):
         heads = [outer.heads[h] for h in inner.heads]

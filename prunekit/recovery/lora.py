@@ -21,6 +21,7 @@ from peft import LoraConfig, LoraModel
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
+from prunekit.errors import ConfigurationError
 from prunekit.evaluation.metrics import predict_logits
 from prunekit.heads.scoring import ScoringData, scoring_data
 from prunekit.progress import Progress
@@ -63,7 +64,7 @@ class RecoveryConfig:
         )
         bad = {name: value for name, value, ok in checks if not ok}
         if bad:
-            raise ValueError(f"Invalid recovery settings {bad}: counts, rank, alpha and lr must be positive, "
+            raise ConfigurationError(f"Invalid recovery settings {bad}: counts, rank, alpha and lr must be positive, "
                              "weight decay and mask widths >= 0, dropout and warmup_fraction in [0, 1)")
 
 
@@ -97,7 +98,7 @@ def recover_on(model: nn.Module, train: ScoringData, validation: ScoringData, *,
     """``recover`` on prepared data: features (N, frames, mels) and class indices (N,)."""
     for name, data in (("train", train), ("validation", validation)):
         if data.multilabel:
-            raise ValueError(f"Recovery trains single-label classifiers; the {name} data is multi-label")
+            raise ConfigurationError(f"Recovery trains single-label classifiers; the {name} data is multi-label")
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's generator
         torch.manual_seed(config.seed)
         lora = add_adapters(model, config)

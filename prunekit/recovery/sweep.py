@@ -41,6 +41,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from prunekit.data.datasets import open_dataset
+from prunekit.errors import ConfigurationError, OutputExistsError, SweepError
 from prunekit.heads.plan import PruningPlan
 from prunekit.heads.planner import PATTERNS, THRESHOLDS
 from prunekit.heads.scoring import SCORERS
@@ -90,10 +91,10 @@ class SweepConfig:
             values = tuple(getattr(self, name))
             object.__setattr__(self, name, values)
             if not values or len(set(values)) != len(values):
-                raise ValueError(f"{name} must be a non-empty list without repeats, got {list(values)}")
+                raise ConfigurationError(f"{name} must be a non-empty list without repeats, got {list(values)}")
             unknown = [v for v in values if valid is not None and v not in valid]
             if unknown:
-                raise ValueError(f"Unknown {name} {unknown}; choose from {', '.join(valid)}")
+                raise ConfigurationError(f"Unknown {name} {unknown}; choose from {', '.join(valid)}")
 
     def runs(self) -> list[IterativeConfig]:
         """One run per configuration, in the order the sweep visits them."""
@@ -120,14 +121,14 @@ def run_sweep(config: SweepConfig, out_dir: str | os.PathLike, *, overwrite: boo
 
     ``progress(done, total)`` counts steps over all configurations (step 0, the starting model,
     included); ``on_step(run name, step record)`` follows every saved step. ``overwrite`` starts
-    afresh in a folder that holds another sweep (else that is a ValueError).
+    afresh in a folder that holds another sweep (else that is a SweepError).
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         lock = FileLock(f"{out}.lock", timeout=0).acquire()  # beside out, which overwrite empties
     except Timeout:
-        raise ValueError(f"Another sweep is running in {out}; wait for it or stop it first") from None
+        raise SweepError(f"Another sweep is running in {out}; wait for it or stop it first") from None
     with lock:
         _claim(out, config, overwrite)
         status = _Status(out, config)
@@ -160,14 +161,14 @@ def _claim(out: Path, config: SweepConfig, overwrite: bool) -> None:
         if theirs != ours:
             diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(theirs.keys() | ours.keys())
                     if theirs.get(k) != ours.get(k)}
-            raise ValueError(f"{out} holds another sweep (settings differ, theirs vs these: {diff}); use "
+            raise SweepError(f"{out} holds another sweep (settings differ, theirs vs these: {diff}); use "
                              "another folder or overwrite to start afresh")
         return
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} is a file, not a folder")
+        raise OutputExistsError(f"{out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not path.is_file():  # never delete a folder that is not a sweep's
-            raise FileExistsError(f"{out} is not empty and holds no sweep; choose an empty or new folder")
+            raise OutputExistsError(f"{out} is not empty and holds no sweep; choose an empty or new folder")
         shutil.rmtree(out)
     atomic_write_text(path, mine)
 
@@ -385,12 +386,12 @@ def table_markdown(table: pd.DataFrame) -> str:
 def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout: float = 120) -> int:
     """Start ``python -m prunekit sweep --out out_dir *args`` as its own process (it outlives the
     caller's script run and session); its output goes to ``<out_dir>.log``. Returns its pid once
-    the sweep has written its status file; raises ValueError with the end of the log when it
+    the sweep has written its status file; raises SweepError with the end of the log when it
     exits first (bad settings, another sweep in the folder)."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     if sweep_status(out)["state"] == "running":
-        raise ValueError(f"A sweep is already running in {out}")
+        raise SweepError(f"A sweep is already running in {out}")
     log_path = Path(f"{out}.log")
     started = time.time()
     with open(log_path, "ab") as log:
@@ -401,7 +402,7 @@ def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout
     while not (status.is_file() and status.stat().st_mtime >= started - 1):
         if process.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            raise ValueError(f"The sweep stopped at once: {' '.join(tail)}")
+            raise SweepError(f"The sweep stopped at once: {' '.join(tail)}")
         if time.time() - started > timeout:
             break  # still starting (a slow machine): the page polls it from here
         time.sleep(0.2)

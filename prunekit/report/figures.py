@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from prunekit.errors import ConfigurationError
 from prunekit.heads.agreement import head_scores, removal_grid
 from prunekit.heads.plan import PruningPlan
 from prunekit.store import atomic_write_bytes, atomic_write_text
@@ -91,7 +92,7 @@ def channel_bars(scores: pd.DataFrame, layer: int, head: int) -> go.Figure:
     """Per-channel scores of one head: Q/K channels (W_q, W_k, pair) beside V/O (W_v, W_o, pair)."""
     rows = channel_scores(scores, layer, head)
     if rows.empty:
-        raise ValueError(f"Layer {layer} has no head {head} in this score table")
+        raise ConfigurationError(f"Layer {layer} has no head {head} in this score table")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Q/K channels", "V/O channels"))
     names = {"q": "W_q", "k": "W_k", "v": "W_v", "o": "W_o", "pair": "pair"}
     for col, group in ((1, "qk"), (2, "vo")):
@@ -145,7 +146,7 @@ def sweep_structure_maps(structure: pd.DataFrame, step: int) -> go.Figure:
             index="layer", columns="head", values="v_dim")
         grids[name] = (qk, vo)
     if not grids:
-        raise ValueError(f"No configuration has finished step {step}")
+        raise ConfigurationError(f"No configuration has finished step {step}")
     return removal_grids(grids)
 
 

@@ -42,7 +42,7 @@ DATA_KINDS = {
     "Speech Commands v2 folder": "a folder with validation_list.txt, testing_list.txt and one folder per word",
     "Folder per class": "a folder with one sub-folder of audio files per class",
 }
-REPORTED = (PrunekitError, ValueError, OSError)  # what a page shows as a message instead of a crash
+REPORTED = PrunekitError  # what a page shows as a message; anything else is a bug and keeps its traceback
 
 
 # --- sidebar choices -------------------------------------------------------------------------
