@@ -1,19 +1,22 @@
 # The two set-up commands of the README: `make app` and `make test`. Each creates .venv and
-# installs what it needs the first time (and again when a requirements file changes).
+# installs what it needs the first time (and again when a requirements file changes), prunekit
+# itself included (editable), so `import prunekit` works from any folder.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: app test
+.PHONY: app test lint format
 
-$(VENV)/.app-installed: requirements.txt
+$(VENV)/.app-installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-$(VENV)/.test-installed: requirements-test.txt requirements.txt
+$(VENV)/.test-installed: requirements-test.txt requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 app: $(VENV)/.app-installed
@@ -22,3 +25,11 @@ app: $(VENV)/.app-installed
 test: $(VENV)/.test-installed
 	scripts/ensure-chromium
 	$(PY) -m pytest
+
+lint: $(VENV)/.test-installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.test-installed
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .

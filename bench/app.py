@@ -20,15 +20,13 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
 
-from appdriver import browser_page, serve_app  # noqa: E402
+from prunekit.ui.driver import browser_page, serve_app
 
 
 def startup(cache: Path) -> dict:

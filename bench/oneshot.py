@@ -9,7 +9,6 @@ held-out voices. ``random`` is the floor a scorer must beat (mean of 3 seeds).
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -17,14 +16,13 @@ import pandas as pd
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from prunekit.data.datasets import demo_dataset  # noqa: E402
-from prunekit.evaluation import metrics  # noqa: E402
-from prunekit.heads.planner import make_plan  # noqa: E402
-from prunekit.heads.scoring import score, scoring_data  # noqa: E402
-from prunekit.heads.surgery import apply_plan  # noqa: E402
-from prunekit.models import load_model  # noqa: E402
+from prunekit.data.datasets import demo_dataset
+from prunekit.evaluation import metrics
+from prunekit.heads.planner import make_plan
+from prunekit.heads.scoring import score, scoring_data
+from prunekit.heads.surgery import apply_plan
+from prunekit.models import load_model
 
 SCORERS = ("fisher", "fisher-sample", "fisher-gate", "taylor", "magnitude", "random")
 SPARSITIES = (0.3, 0.5)

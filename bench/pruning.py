@@ -30,13 +30,12 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from prunekit.evaluation import cost  # noqa: E402
-from prunekit.heads.planner import make_plan  # noqa: E402
-from prunekit.heads.scoring import ScoringData, score, scoring_data  # noqa: E402
-from prunekit.heads.surgery import apply_plan  # noqa: E402
-from prunekit.models import anatomy  # noqa: E402
+from prunekit.evaluation import cost
+from prunekit.heads.planner import make_plan
+from prunekit.heads.scoring import ScoringData, score, scoring_data
+from prunekit.heads.surgery import apply_plan
+from prunekit.models import anatomy
 
 PATTERNS = ("entire-head", "per-head", "same-channel")
 

@@ -13,12 +13,10 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from appdriver import browser_page  # noqa: E402
-
-from prunekit.recovery import sweep  # noqa: E402
-from prunekit.report import figures  # noqa: E402
+from prunekit.recovery import sweep
+from prunekit.report import figures
+from prunekit.ui.driver import browser_page
 
 FILES = (sweep.SWEEP_FILE, sweep.RESULTS_FILE, sweep.STRUCTURE_FILE, sweep.TABLE_FILE, sweep.TABLE_MARKDOWN)
 

@@ -4,7 +4,7 @@ import streamlit as st
 
 from prunekit.heads import agreement, planner, scoring
 from prunekit.report import figures
-from prunekit.ui import load_or_report, model_source, scores_or_report
+from prunekit.ui import load_or_report, model_source, scores_or_report, sparsity_slider
 
 st.title("Compare scorers")
 st.caption("Two scorers on the same model: where they agree, and what each would prune.")
@@ -12,8 +12,9 @@ st.caption("Two scorers on the same model: where they agree, and what each would
 
 def _pickers():
     left, right, view_col = st.columns(3)
-    a = left.selectbox("Scorer A", scoring.SCORERS, index=scoring.SCORERS.index("magnitude"), key="cmp_a")
-    b = right.selectbox("Scorer B", scoring.SCORERS, index=scoring.SCORERS.index("fisher"), key="cmp_b")
+    names = scoring.scorer_names()
+    a = left.selectbox("Scorer A", names, index=names.index("magnitude"), key="cmp_a")
+    b = right.selectbox("Scorer B", names, index=names.index("fisher"), key="cmp_b")
     view = view_col.selectbox("Matrix", list(figures.VIEWS), key="cmp_view")
     return a, b, view
 
@@ -23,12 +24,9 @@ def _removal(a_scores, b_scores, labels) -> None:
     c1, c2, c3 = st.columns(3)
     pattern = c1.selectbox("Pattern", planner.PATTERNS, index=planner.PATTERNS.index("per-head"), key="cmp_pattern")
     threshold = c2.selectbox("Threshold", planner.THRESHOLDS, key="cmp_threshold")
-    ceiling = planner.max_sparsity(a_scores, pattern, threshold)
-    sparsity = c3.slider("Attention sparsity", 0.0, 0.95, 0.5, 0.05, key="cmp_sparsity", format="%.2f")
-    if sparsity > ceiling:
-        st.warning(f"{pattern} / {threshold} can remove at most {ceiling:.0%} of the attention weights of this "
-                   f"model; showing {ceiling:.0%}.")
-        sparsity = ceiling
+    sparsity = sparsity_slider(a_scores, pattern, threshold, key="cmp_sparsity", container=c3)
+    if sparsity is None:
+        return
     plans = {name: planner.make_plan(scores, pattern, threshold, sparsity)
              for name, scores in zip(labels, (a_scores, b_scores))}
     st.plotly_chart(figures.removal_maps(plans), key="cmp_removal")

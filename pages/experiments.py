@@ -81,7 +81,7 @@ def _start_form() -> None:
     with st.form("exp_start"):
         name = st.text_input("Name", value="my-sweep", key="exp_name", help="letters, digits, - and _; results go to cache/sweeps/NAME")
         c1, c2, c3 = st.columns(3)
-        scorers = c1.multiselect("Scorers", scoring.SCORERS, default=["fisher", "magnitude"], key="exp_scorers")
+        scorers = c1.multiselect("Scorers", scoring.scorer_names(), default=["fisher", "magnitude"], key="exp_scorers")
         patterns = c2.multiselect("Patterns", planner.PATTERNS, default=["per-head", "entire-head"], key="exp_patterns")
         thresholds = c3.multiselect("Thresholds", planner.THRESHOLDS, default=["global", "local"], key="exp_thresholds")
         c1, c2, c3 = st.columns(3)

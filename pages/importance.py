@@ -15,17 +15,18 @@ def render() -> None:
     if load_or_report(source) is None:
         return
     left, right = st.columns(2)
-    scorer = left.selectbox("Scorer", scoring.SCORERS, index=scoring.SCORERS.index("magnitude"), key="imp_scorer",
+    names = scoring.scorer_names()
+    scorer = left.selectbox("Scorer", names, index=names.index("magnitude"), key="imp_scorer",
                             help="magnitude needs no data; fisher is the paper's method (reads validation clips)")
     view = right.selectbox("Matrix", list(figures.VIEWS), key="imp_view",
                            help="W_q, W_k, W_v, W_o separately, the QK and VO pairs that are pruned together, "
                                 "or the whole head")
-    frame = scores_or_report(source, scorer)
-    if frame is None:
+    table = scores_or_report(source, scorer)
+    if table is None:
         return
-    event = st.plotly_chart(figures.head_map(frame, view), on_select="rerun", selection_mode="points",
+    event = st.plotly_chart(figures.head_map(table, view), on_select="rerun", selection_mode="points",
                             key="imp_map")
-    grid = figures.head_grid(frame, "head", "pair")
+    grid = figures.head_grid(table, "head", "pair")
     layers = list(grid.index)
     picked = figures.picked_head(event)
     # A selection stays in the chart's state on later reruns: apply it once, when it changes,
@@ -39,9 +40,9 @@ def render() -> None:
     if st.session_state.get("imp_head") not in heads:
         st.session_state["imp_head"] = heads[0]
     head = c2.selectbox("Head", heads, key="imp_head")
-    st.plotly_chart(figures.channel_bars(frame, layer, head), key="imp_channels")
+    st.plotly_chart(figures.channel_bars(table, layer, head), key="imp_channels")
     # A callable: the CSV is written when the button is pressed, not on every rerun.
-    st.download_button("Download the score table (CSV)", lambda: frame.to_csv(index=False).encode(),
+    st.download_button("Download the score table (CSV)", lambda: table.frame.to_csv(index=False).encode(),
                        file_name=f"{scorer}-scores.csv", mime="text/csv", key="imp_download")
 
 

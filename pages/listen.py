@@ -6,8 +6,7 @@ import streamlit as st
 
 from prunekit.data import audio
 from prunekit.errors import AudioError
-from prunekit.evaluation import windows
-from prunekit.heads import pipeline
+from prunekit.evaluation import changes, windows
 from prunekit.report import figures
 from prunekit.ui import (
     bar,
@@ -53,7 +52,7 @@ def _browse(loaded, variant, dataset, split) -> None:
     dense = dense_evaluation(model_source(), dataset, split)
     if dense is None:
         return
-    clips = (pipeline.prediction_changes(dense, variant.evaluation) if variant and variant.split == split
+    clips = (changes.prediction_changes(dense, variant.evaluation) if variant and variant.split == split
              else dense.predictions.rename(columns={"predicted": "dense"})[["path", "label", "dense"]])
     c1, c2 = st.columns(2)
     label = c1.selectbox("Class", ["all", *sorted(clips["label"].unique())], key="listen_class")
@@ -83,17 +82,15 @@ def _upload(loaded, variant) -> None:
         return
     data = clip.getvalue()
     try:
-        wave = audio.load_waveform(data, name=getattr(clip, "name", None) or "the recording")
+        recording = windows.read_recording(data, name=getattr(clip, "name", None) or "the recording")
     except AudioError as exc:
         st.error(f"That file cannot be used: {exc}")
         return
-    limit = windows.MAX_SECONDS * audio.TARGET_SR
-    if len(wave) > limit:
-        st.warning(f"The recording is {len(wave) / audio.TARGET_SR:.0f} s long; classifying its first "
+    if recording.cut:
+        st.warning(f"The recording is {recording.seconds:.0f} s long; classifying its first "
                    f"{windows.MAX_SECONDS} s.")
-        wave = wave[:limit]
     st.audio(data)
-    _answers(loaded, variant, wave, show_windows=True)
+    _answers(loaded, variant, recording.wave, show_windows=True)
 
 
 def render() -> None:

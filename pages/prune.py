@@ -3,7 +3,9 @@
 import streamlit as st
 
 from prunekit.errors import PrunekitError
+from prunekit.evaluation import changes
 from prunekit.heads import pipeline, planner, scoring
+from prunekit.heads.cost import plan_cost
 from prunekit.report import figures
 from prunekit.ui import (
     REPORTED,
@@ -18,6 +20,7 @@ from prunekit.ui import (
     model_source,
     remember,
     scores_or_report,
+    sparsity_slider,
 )
 
 st.title("Prune")
@@ -35,14 +38,16 @@ def _forced() -> tuple[set, set]:
     return keep, remove
 
 
-def _controls():
+def _controls(model):
     c1, c2, c3 = st.columns(3)
-    scorer = c1.selectbox("Scorer", scoring.SCORERS, index=scoring.SCORERS.index("fisher"), key="prune_scorer")
+    names = scoring.scorer_names()
+    scorer = c1.selectbox("Scorer", names, index=names.index("fisher"), key="prune_scorer")
     pattern = c2.selectbox("Pattern", planner.PATTERNS, index=planner.PATTERNS.index("per-head"),
                            key="prune_pattern", help=PATTERN_HELP)
     threshold = c3.selectbox("Threshold", planner.THRESHOLDS, key="prune_threshold", help=THRESHOLD_HELP)
-    sparsity = st.slider("Attention sparsity", 0.0, 0.95, 0.5, 0.05, key="prune_sparsity", format="%.2f",
-                         help="share of the attention weights (W_q, W_k, W_v, W_o) to remove")
+    keep, remove = _forced()
+    sparsity = sparsity_slider(model, pattern, threshold, key="prune_sparsity",
+                               force_keep=keep if pattern == "entire-head" else (), force_remove=remove)
     return scorer, pattern, threshold, sparsity
 
 
@@ -64,23 +69,20 @@ def _apply_click(event, pattern: str) -> None:
 
 
 def _plan_or_explain(scores, pattern, threshold, sparsity):
+    """The plan, or None after saying why it cannot be made (the slider never passes the
+    reachable maximum, so what is left is a conflict among the forced heads)."""
     keep, remove = _forced()
     keep_now = keep if pattern == "entire-head" else set()
     try:
         return planner.make_plan(scores, pattern, threshold, sparsity, force_keep=keep_now, force_remove=remove)
     except PrunekitError as exc:
-        try:
-            ceiling = planner.max_sparsity(scores, pattern, threshold, force_keep=keep_now, force_remove=remove)
-            st.warning(f"This sparsity cannot be reached: {exc}. Move the slider to at most {ceiling:.0%}, "
-                       "or change the pattern, threshold or forced heads.")
-        except PrunekitError:
-            st.warning(f"This plan cannot be made: {exc}")
+        st.warning(f"This plan cannot be made: {exc}. Change the pattern, the threshold or the forced heads.")
         return None
 
 
 def _preview(plan, source, loaded) -> None:
     dense = {"parameters": model_facts(source)["parameters"], "macs_per_clip": dense_macs(source)}
-    cost = pipeline.plan_cost(plan, loaded.model, dense["macs_per_clip"])
+    cost = plan_cost(plan, loaded.model, dense["macs_per_clip"])
     summary = plan.summary()
     cols = st.columns(4)
     cols[0].metric("Attention sparsity reached", f"{cost['attention_sparsity']:.1%}",
@@ -98,7 +100,7 @@ def _in_plain_words(variant, dense) -> str:
     cost = variant.cost
     smaller = 1 - cost.loc["pruned", "parameters"] / cost.loc["dense", "parameters"]
     faster = 1 - cost.loc["pruned", "latency_b32_ms"] / cost.loc["dense", "latency_b32_ms"]
-    agree = 1 - pipeline.prediction_changes(dense, variant.evaluation)["differ"].mean()
+    agree = 1 - changes.prediction_changes(dense, variant.evaluation)["differ"].mean()
     speed = (f"runs {faster:.0%} faster" if faster >= 0.01 else f"runs {-faster:.0%} slower" if faster <= -0.01
              else "runs about as fast")
     return (f"In plain words: the pruned model is {smaller:.0%} smaller and {speed} on a batch of clips. "
@@ -125,7 +127,7 @@ def _results(variant, dense) -> None:
                    delta_color="inverse", help=f"dense: {cost.loc['dense', f'latency_b{b}_ms']:.1f} ms (median, "
                                                "timed interleaved with the pruned model)")
     st.markdown("**Accuracy change per class** (pruned minus original)")
-    st.plotly_chart(figures.class_change_bars(pipeline.class_changes(dense, variant.evaluation)), key="prune_classes")
+    st.plotly_chart(figures.class_change_bars(changes.class_changes(dense, variant.evaluation)), key="prune_classes")
     with st.expander("Confusion matrices"):
         left, right = st.columns(2)
         left.plotly_chart(figures.confusion_map(dense.confusion, "Original"), key="prune_conf_dense")
@@ -158,9 +160,9 @@ def render() -> None:
     loaded = load_or_report(source)
     if loaded is None:
         return
-    scorer, pattern, threshold, sparsity = _controls()
+    scorer, pattern, threshold, sparsity = _controls(loaded.model)
     scores = scores_or_report(source, scorer)
-    if scores is None:
+    if scores is None or sparsity is None:
         return
     st.radio("Clicking a head on the map", ["remove", "keep", "clear"], horizontal=True, key="prune_click",
              help="force a head out of (or into) the plan; keep works with the entire-head pattern")

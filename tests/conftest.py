@@ -7,6 +7,8 @@ folder is a temporary one unless a test asks for the real cache (``real_cache``)
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,7 @@ def real_cache(monkeypatch):
     return REPO / "cache"
 
 
-def tiny_config(num_labels: int = len(TINY_LABELS), **overrides) -> ASTConfig:
+def _tiny_config(num_labels: int = len(TINY_LABELS), **overrides) -> ASTConfig:
     values = dict(
         hidden_size=32,
         num_hidden_layers=2,
@@ -55,9 +57,36 @@ def tiny_config(num_labels: int = len(TINY_LABELS), **overrides) -> ASTConfig:
 
 
 @pytest.fixture
+def tiny_config():
+    """``tiny_config(**overrides)``: the tiny AST's configuration with some fields changed."""
+    return _tiny_config
+
+
+@pytest.fixture
+def write_tone():
+    """``write_tone(path, freq, sr=16000, seconds=0.25, seed=0)``: a real 16-bit WAV of a noisy tone."""
+    return _write_tone
+
+
+@pytest.fixture
+def run_cli():
+    """``run_cli(*args, cache=None)``: ``python -m prunekit ARGS`` in a subprocess, offline, as a
+    user runs it; returns the CompletedProcess (stdout, stderr, returncode)."""
+
+    def run(*args, cache=None):
+        env = dict(os.environ, HF_HUB_OFFLINE="1")
+        if cache is not None:
+            env["PRUNEKIT_CACHE"] = str(cache)
+        return subprocess.run([sys.executable, "-m", "prunekit", *map(str, args)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    return run
+
+
+@pytest.fixture
 def tiny_model() -> ASTForAudioClassification:
     torch.manual_seed(0)
-    return ASTForAudioClassification(tiny_config()).eval()
+    return ASTForAudioClassification(_tiny_config()).eval()
 
 
 @pytest.fixture
@@ -68,7 +97,7 @@ def tiny_model_dir(tmp_path, tiny_model) -> Path:
     return out
 
 
-def write_tone(path: Path, freq: float, *, sr: int = 16000, seconds: float = 0.25, seed: int = 0) -> Path:
+def _write_tone(path: Path, freq: float, *, sr: int = 16000, seconds: float = 0.25, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     t = np.arange(int(sr * seconds)) / sr
     wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)
@@ -85,12 +114,12 @@ def tiny_speech_commands(tmp_path) -> Path:
     for k, label in enumerate(TINY_LABELS):
         for spk in range(4):
             name = f"{spk:08x}_nohash_0.wav"
-            write_tone(root / label / name, 300 + 400 * k + 10 * spk, seed=spk)
+            _write_tone(root / label / name, 300 + 400 * k + 10 * spk, seed=spk)
             if spk == 2:
                 val.append(f"{label}/{name}")
             if spk == 3:
                 test.append(f"{label}/{name}")
-    write_tone(root / "_background_noise_" / "white_noise.wav", 50, seconds=1.0)
+    _write_tone(root / "_background_noise_" / "white_noise.wav", 50, seconds=1.0)
     (root / "validation_list.txt").write_text("\n".join(val) + "\n")
     (root / "testing_list.txt").write_text("\n".join(test) + "\n")
     return root

@@ -128,9 +128,9 @@ def test_compare_page_magnitude_against_random():
     assert any("Spearman" in m.value for m in at.markdown)
     at.selectbox(key="cmp_pattern").set_value("entire-head").run()
     at.selectbox(key="cmp_threshold").set_value("local").run()
-    at.slider(key="cmp_sparsity").set_value(0.95).run()
     assert not at.exception, at.exception
-    assert any("at most 83%" in w.value for w in at.warning)  # one head of six kept per layer
+    slider = at.slider(key="cmp_sparsity")
+    assert slider.max == 0.83 and "at most 83.3%" in slider.help  # one head of six kept per layer
 
 
 @pytest.mark.slow
@@ -183,12 +183,20 @@ def test_forced_heads_change_the_plan(real_cache):
     assert _metrics(at)["Heads left"] == "36 / 36"
 
 
-def test_an_unreachable_sparsity_is_explained():
-    at = _app("prune", prune_scorer="magnitude", prune_pattern="entire-head", prune_threshold="local")
+def test_the_sparsity_slider_stops_at_what_the_pattern_can_reach():
+    """Prune and Compare share one rule: the slider's maximum is ``max_sparsity``, and a pattern
+    change that lowers the ceiling moves the slider down instead of failing."""
+    # No dataset folder typed: the page stops before evaluating, which this test does not need.
+    at = _app("prune", prune_scorer="magnitude", prune_pattern="per-head", prune_threshold="global",
+              data_kind="Folder per class")
     at.slider(key="prune_sparsity").set_value(0.9).run()
+    assert at.slider(key="prune_sparsity").max == 0.96  # each head keeps 1 of 32 Q/K and V/O channels
+    at.selectbox(key="prune_pattern").set_value("entire-head").run()
+    at.selectbox(key="prune_threshold").set_value("local").run()
     assert not at.exception, at.exception
-    assert any("cannot be reached" in w.value and "83%" in w.value for w in at.warning)
-    assert not [b for b in at.button if b.key == "prune_apply"]
+    slider = at.slider(key="prune_sparsity")
+    assert (slider.max, slider.value) == (0.83, 0.83) and "at most 83.3%" in slider.help
+    assert not at.warning and any("Type a dataset folder" in i.value for i in at.info)
 
 
 @pytest.mark.slow

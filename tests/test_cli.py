@@ -1,26 +1,13 @@
 """The CLI end to end, as a user runs it: a subprocess, real files on disk."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO
 
 
-def run_cli(*args, cache=None):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    if cache is not None:
-        env["PRUNEKIT_CACHE"] = str(cache)
-    return subprocess.run(
-        [sys.executable, "-m", "prunekit", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
-def test_evaluate_tiny_model_on_tiny_dataset(tmp_path, tiny_model_dir, tiny_speech_commands):
+def test_evaluate_tiny_model_on_tiny_dataset(tmp_path, tiny_model_dir, tiny_speech_commands, run_cli):
     out = run_cli(
         "evaluate", "--model", tiny_model_dir, "--data", tiny_speech_commands, "--split", "test",
         "--repeats", "2", "--csv", tmp_path / "pred.csv", "--json", tmp_path / "report.json", cache=tmp_path / "c",
@@ -36,7 +23,7 @@ def test_evaluate_tiny_model_on_tiny_dataset(tmp_path, tiny_model_dir, tiny_spee
     assert report["cost"]["macs_per_clip"] > 0
 
 
-def test_errors_are_messages_not_tracebacks(tmp_path, tiny_speech_commands):
+def test_errors_are_messages_not_tracebacks(tmp_path, tiny_speech_commands, run_cli):
     out = run_cli("evaluate", "--model", tmp_path / "nowhere", "--data", tiny_speech_commands, cache=tmp_path / "c")
     assert out.returncode == 2
     assert "error: No model folder" in out.stderr and "Traceback" not in out.stderr
@@ -45,7 +32,7 @@ def test_errors_are_messages_not_tracebacks(tmp_path, tiny_speech_commands):
 
 
 @pytest.mark.slow
-def test_demo_model_on_demo_data_offline(real_cache):
+def test_demo_model_on_demo_data_offline(real_cache, run_cli):
     """The issue's acceptance command: the embedded demo on held-out voices, no network."""
     out = run_cli("evaluate", "--model", "demo", "--data", "demo", "--split", "test", "--repeats", "3", cache=real_cache)
     assert out.returncode == 0, out.stderr
@@ -53,7 +40,7 @@ def test_demo_model_on_demo_data_offline(real_cache):
     assert accuracy >= 0.90, out.stdout
 
 
-def test_score_and_prune_tiny_model(tmp_path, tiny_model_dir, tiny_speech_commands):
+def test_score_and_prune_tiny_model(tmp_path, tiny_model_dir, tiny_speech_commands, run_cli):
     cache = tmp_path / "c"
     out = run_cli("score", "--model", tiny_model_dir, "--scorer", "fisher", "--data", tiny_speech_commands,
                   "--out", tmp_path / "scores.csv", cache=cache)
@@ -83,7 +70,7 @@ def test_score_and_prune_tiny_model(tmp_path, tiny_model_dir, tiny_speech_comman
 
 
 @pytest.mark.slow
-def test_prune_demo_and_reload_offline(real_cache, tmp_path):
+def test_prune_demo_and_reload_offline(real_cache, tmp_path, run_cli):
     """The pruning-core issue's acceptance commands on the embedded demo."""
     out = run_cli("prune", "--model", "demo", "--scorer", "fisher", "--pattern", "per-head", "--threshold", "global",
                   "--sparsity", "0.5", "--out", tmp_path / "pruned-demo", "--repeats", "3", cache=real_cache)

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import TINY_LABELS, write_tone
+from conftest import TINY_LABELS
 
 from prunekit.data.datasets import open_dataset, read_class_folders, read_speech_commands
 from prunekit.errors import DatasetError
@@ -19,7 +19,7 @@ def test_speech_commands_layout(tiny_speech_commands):
     assert counts.loc["go", "train"] == 2 and counts.loc["go", "test"] == 1
 
 
-def test_open_dataset_detects_layouts(tiny_speech_commands, tmp_path):
+def test_open_dataset_detects_layouts(tiny_speech_commands, tmp_path, write_tone):
     assert open_dataset(tiny_speech_commands).layout == "speech-commands"
     for label in ("a", "b"):
         for i in range(20):
@@ -30,7 +30,7 @@ def test_open_dataset_detects_layouts(tiny_speech_commands, tmp_path):
     assert len(plain.clips) == 40
 
 
-def test_class_folder_split_is_deterministic_and_stable(tmp_path):
+def test_class_folder_split_is_deterministic_and_stable(tmp_path, write_tone):
     for i in range(60):
         write_tone(tmp_path / "x" / f"{i}.wav", 200 + i)
     first = read_class_folders(tmp_path, validation=0.2, test=0.2)
@@ -53,7 +53,7 @@ def test_bad_dataset_folders(tmp_path):
         read_class_folders(tmp_path, validation=0.6, test=0.5)
 
 
-def test_unknown_and_empty_split(tiny_speech_commands, tmp_path):
+def test_unknown_and_empty_split(tiny_speech_commands, tmp_path, write_tone):
     data = read_speech_commands(tiny_speech_commands)
     with pytest.raises(DatasetError, match="Unknown split"):
         data.split("dev")

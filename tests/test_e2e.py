@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-from appdriver import browser_page, go_to, serve_app, wait_idle
+
+from prunekit.ui.driver import browser_page, go_to, serve_app, wait_idle
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from prunekit.recovery.iterative import (
 )
 from prunekit.recovery.lora import RecoveryConfig
 
-# SCIENCE.md section 1: "each step removes 10 % of what currently remains (geometric: ...)".
+# docs/methods.md section 1: "each step removes 10 % of what currently remains (geometric: ...)".
 SCIENCE_SCHEDULE = (9.9, 18.9, 26.9, 34.2, 40.7, 46.6, 51.9, 56.6, 60.9)
 EXTRACTOR = ASTFeatureExtractor(num_mel_bins=16, max_length=24)
 DENSE_WEIGHTS = 2 * 4 * (8 + 8) * 2 * 32  # tiny AST: 2 layers x 4 heads x (2 x 8 Q/K + 2 x 8 V/O rows) x 32
@@ -46,7 +46,7 @@ def _logits(model) -> torch.Tensor:
 def test_geometric_schedule_is_the_papers():
     schedule = geometric_schedule(10)
     assert schedule == pytest.approx([1 - 0.9**k for k in range(1, 11)])
-    # SCIENCE.md's list runs 0.1-0.4 points below 1 - 0.9^k (e.g. 60.9 against 61.26 at step 9): it
+    # The paper's list runs 0.1-0.4 points below 1 - 0.9^k (e.g. 60.9 against 61.26 at step 9): it
     # looks like reached rather than target sparsities. Within half a point they agree.
     assert [100 * s for s in schedule[:9]] == pytest.approx(SCIENCE_SCHEDULE, abs=0.4)
     assert geometric_schedule(3, 0.5) == pytest.approx([0.5, 0.75, 0.875])

@@ -1,23 +1,25 @@
 """Scorers against hand and brute-force computations on a tiny AST; the model is never changed."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_config
 from transformers import ASTForAudioClassification
 
-from prunekit.heads import scoring
 from prunekit.heads.plan import LayerPlan, PruningPlan
+from prunekit.heads.scorers import SCORERS
 from prunekit.heads.scoring import COLUMNS, ScoringData, score
 from prunekit.heads.surgery import apply_plan
 from prunekit.models import anatomy
+from prunekit.models.anatomy import AttentionShape
 
 H, D, L = 4, 8, 2
 
 
 @pytest.fixture
-def model() -> ASTForAudioClassification:
+def model(tiny_config) -> ASTForAudioClassification:
     torch.manual_seed(0)
     model = ASTForAudioClassification(tiny_config(max_length=48, num_mel_bins=32)).eval()
     g = torch.Generator().manual_seed(1)
@@ -35,8 +37,7 @@ def data(model) -> ScoringData:
 
 
 def _attention_weights(model, layer):
-    attn = anatomy.attention(model, layer)
-    return {m: getattr(attn, f"{m}_proj").weight.detach() for m in "qkvo"}
+    return {m: linear.weight.detach() for m, linear in zip("qkvo", anatomy.projections(model, layer))}
 
 
 def _rows(frame, layer, group, matrix, head_rows=False) -> np.ndarray:
@@ -65,17 +66,18 @@ def _check_additive(frame, layer, rows):
 
 
 def test_frame_shape_and_columns(model):
-    frame = score(model, "magnitude", cache=False)
-    assert tuple(frame.columns) == COLUMNS
+    table = score(model, "magnitude", cache=False)
+    frame = table.frame
+    assert tuple(frame.columns) == COLUMNS and table.scorer == "magnitude" and len(table) == len(frame)
     # per layer: 6 channel matrices x H*D rows + 7 head-level rows x H
     assert len(frame) == L * (6 * H * D + 7 * H)
     assert frame.channel.dtype == "Int64" and set(frame.scorer) == {"magnitude"}
-    assert frame.attrs["base"][0] == {"layer": 0, "heads": H, "qk_dim": D, "v_dim": D, "hidden": 32}
+    assert table.base == tuple(AttentionShape(i, H, D, D, 32) for i in range(L))
 
 
 @pytest.mark.parametrize("norm", ["l1", "l2"])
 def test_magnitude_by_hand(model, norm):
-    frame = score(model, "magnitude", norm=norm, cache=False)
+    frame = score(model, "magnitude", norm=norm, cache=False).frame
     for layer in range(L):
         w = {m: t.numpy().astype(np.float64) for m, t in _attention_weights(model, layer).items()}
         w["o"] = w["o"].T  # columns of W_o are its units
@@ -92,19 +94,19 @@ def test_magnitude_by_hand(model, norm):
                                    sum(heads.values()) / 4, rtol=1e-6)
 
 
-def _per_clip_grads(model, data, layer):
+def _per_clip_grads(model, data, layer, loss=torch.nn.functional.cross_entropy):
     """Brute force: one backward per clip; the gradient of each attention weight of ``layer``."""
     out = []
     for x, y in zip(data.features, data.targets):
         model.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x[None]).logits, y[None]).backward()
-        out.append({m: getattr(anatomy.attention(model, layer), f"{m}_proj").weight.grad.clone() for m in "qkvo"})
+        loss(model(x[None]).logits, y[None]).backward()
+        out.append({m: linear.weight.grad.clone() for m, linear in zip("qkvo", anatomy.projections(model, layer))})
     model.zero_grad(set_to_none=True)
     return out
 
 
 def test_fisher_is_squared_batch_gradients(model, data):
-    frame = score(model, "fisher", data, batch_size=4, cache=False)  # batches of 4, 4, 2
+    frame = score(model, "fisher", data, batch_size=4, cache=False).frame  # batches of 4, 4, 2
     reference = model.__class__(model.config).eval()
     reference.load_state_dict(model.state_dict())
     for layer in range(L):
@@ -118,7 +120,7 @@ def test_fisher_is_squared_batch_gradients(model, data):
 
 
 def test_fisher_sample_is_squared_per_clip_gradients(model, data):
-    frame = score(model, "fisher-sample", data, batch_size=4, cache=False)
+    frame = score(model, "fisher-sample", data, batch_size=4, cache=False).frame
     reference = model.__class__(model.config).eval()
     reference.load_state_dict(model.state_dict())
     for layer in range(L):
@@ -126,12 +128,12 @@ def test_fisher_sample_is_squared_per_clip_gradients(model, data):
         fisher = {m: sum(g[m] ** 2 for g in per_clip) / len(per_clip) + 1e-6 for m in "qkvo"}
         _check_additive(frame, layer, _unit_rows(fisher))
     # and it is not the batch Fisher: the two differ on the same data
-    batch = score(model, "fisher", data, batch_size=4, cache=False)
+    batch = score(model, "fisher", data, batch_size=4, cache=False).frame
     assert not np.allclose(batch.score, frame.score, rtol=1e-3)
 
 
 def test_taylor_is_abs_sum_of_weight_times_gradient(model, data):
-    frame = score(model, "taylor", data, batch_size=5, cache=False)  # two batches of 5
+    frame = score(model, "taylor", data, batch_size=5, cache=False).frame  # two batches of 5
     reference = model.__class__(model.config).eval()
     reference.load_state_dict(model.state_dict())
     for layer in range(L):
@@ -147,7 +149,7 @@ def test_taylor_is_abs_sum_of_weight_times_gradient(model, data):
 
 
 def test_gate_fisher_against_one_gate_per_clip(model, data):
-    frame = score(model, "fisher-gate", data, batch_size=3, cache=False)
+    frame = score(model, "fisher-gate", data, batch_size=3, cache=False).frame
     reference = model.__class__(model.config).eval()
     reference.load_state_dict(model.state_dict())
     for p in reference.parameters():
@@ -177,13 +179,13 @@ def test_gate_fisher_against_one_gate_per_clip(model, data):
 
 
 def test_random_is_seeded(model):
-    a, b = score(model, "random", seed=1, cache=False), score(model, "random", seed=1, cache=False)
-    c = score(model, "random", seed=2, cache=False)
+    a, b = score(model, "random", seed=1, cache=False).frame, score(model, "random", seed=1, cache=False).frame
+    c = score(model, "random", seed=2, cache=False).frame
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a.score, c.score)
 
 
-@pytest.mark.parametrize("scorer", scoring.SCORERS)
+@pytest.mark.parametrize("scorer", list(SCORERS))
 def test_model_untouched_no_grads_no_hooks(model, data, scorer):
     model.train()  # the scorers must run in eval mode on a copy and leave this flag alone
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -203,17 +205,17 @@ def test_eval_mode_is_used(model, data):
     noisy = model.__class__(model.config)
     noisy.load_state_dict(model.state_dict())
     noisy.train()
-    a = score(noisy, "fisher", data, cache=False)
-    b = score(noisy, "fisher", data, cache=False)
+    a = score(noisy, "fisher", data, cache=False).frame
+    b = score(noisy, "fisher", data, cache=False).frame
     pd.testing.assert_frame_equal(a, b)
 
 
-@pytest.mark.parametrize("scorer", scoring.SCORERS)
+@pytest.mark.parametrize("scorer", list(SCORERS))
 def test_pruned_model_with_unequal_dims_and_an_empty_layer(model, data, scorer):
     plan = PruningPlan((LayerPlan(), LayerPlan((1, 3), ((0, 2, 5),) * 2, ((1, 2, 3, 4, 6),) * 2)),
                        tuple(anatomy.attention_shapes(model)))
     pruned = apply_plan(model, plan)
-    frame = score(pruned, scorer, data, batch_size=4, cache=False)
+    frame = score(pruned, scorer, data, batch_size=4, cache=False).frame
     assert set(frame.layer) == {1}
     assert len(frame[(frame.group == "qk") & (frame.matrix == "pair") & frame.channel.notna()]) == 2 * 3
     assert len(frame[(frame.group == "vo") & (frame.matrix == "pair") & frame.channel.notna()]) == 2 * 5
@@ -223,20 +225,20 @@ def test_pruned_model_with_unequal_dims_and_an_empty_layer(model, data, scorer):
 
 def test_cache_hit_is_identical_and_corrupt_cache_is_recomputed(model, data, monkeypatch, tmp_path):
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
-    first = score(model, "fisher", data, batch_size=4)
+    first = score(model, "fisher", data, batch_size=4).frame
     files = list((tmp_path / "scores").glob("*.parquet"))
     assert len(files) == 1
 
     calls = []
-    real = scoring._compute
-    monkeypatch.setattr(scoring, "_compute", lambda *a, **k: calls.append(1) or real(*a, **k))
-    again = score(model, "fisher", data, batch_size=4)
+    real = SCORERS["fisher"]
+    counting = dataclasses.replace(real, compute=lambda *a: calls.append(1) or real.compute(*a))
+    monkeypatch.setitem(SCORERS, "fisher", counting)
+    again = score(model, "fisher", data, batch_size=4).frame
     assert calls == []  # served from disk
     pd.testing.assert_frame_equal(first, again, check_exact=True)
-    assert again.attrs["base"] == first.attrs["base"]
 
     files[0].write_bytes(files[0].read_bytes()[:100])  # truncated: must not be trusted
-    recomputed = score(model, "fisher", data, batch_size=4)
+    recomputed = score(model, "fisher", data, batch_size=4).frame
     assert calls == [1]
     pd.testing.assert_frame_equal(first, recomputed, check_exact=True)
 
@@ -244,7 +246,7 @@ def test_cache_hit_is_identical_and_corrupt_cache_is_recomputed(model, data, mon
     score(model, "fisher", data, batch_size=5)
     score(model, "fisher", ScoringData(data.features[:5], data.targets[:5]), batch_size=4)
     with torch.no_grad():
-        anatomy.attention(model, 0).q_proj.weight[0, 0] += 1
+        anatomy.projections(model, 0).q.weight[0, 0] += 1
     score(model, "fisher", data, batch_size=4)
     assert len(calls) == 4 and len(list((tmp_path / "scores").glob("*.parquet"))) == 4
 
@@ -264,6 +266,28 @@ def test_multilabel_uses_binary_cross_entropy(model, data):
     targets = torch.zeros(10, 3)
     targets[torch.arange(10), data.targets] = 1
     targets[0, 1] = 1
-    multi = score(model, "fisher-sample", ScoringData(data.features, targets), cache=False)
-    single = score(model, "fisher-sample", data, cache=False)
-    assert np.isfinite(multi.score).all() and not np.allclose(multi.score, single.score)
+    multi = ScoringData(data.features, targets)
+    frame = score(model, "fisher-sample", multi, cache=False).frame
+    reference = model.__class__(model.config).eval()
+    reference.load_state_dict(model.state_dict())
+
+    def bce(logits, y):  # the per-clip loss of a multi-label clip: BCE averaged over its classes
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+
+    for layer in range(L):
+        per_clip = _per_clip_grads(reference, multi, layer, loss=bce)
+        fisher = {m: sum(g[m] ** 2 for g in per_clip) / len(per_clip) + 1e-6 for m in "qkvo"}
+        _check_additive(frame, layer, _unit_rows(fisher))
+
+
+@pytest.mark.parametrize("damage", ["a layer missing", "all inf", "another scorer"])
+def test_a_cached_table_that_does_not_fit_the_model_is_recomputed(model, data, monkeypatch, tmp_path, damage):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
+    first = score(model, "magnitude").frame
+    (path,) = (tmp_path / "scores").glob("*.parquet")
+    bad = {"a layer missing": first[first.layer != 1], "all inf": first.assign(score=np.inf),
+           "another scorer": first.assign(scorer="random")}[damage]
+    bad.to_parquet(path, index=False)
+    again = score(model, "magnitude").frame
+    pd.testing.assert_frame_equal(first, again, check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(path).astype(first.dtypes.to_dict()), first)  # rewritten

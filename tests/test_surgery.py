@@ -4,18 +4,19 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_LABELS, tiny_config
+from conftest import TINY_LABELS
 from transformers import ASTFeatureExtractor, ASTForAudioClassification
 
 from prunekit.heads.plan import LayerPlan, PruningPlan
 from prunekit.heads.surgery import apply_plan, kept_structure, load_plan, save_pruned
 from prunekit.models import anatomy, load_model
+from prunekit.models.ast import PrunedASTForAudioClassification
 
 H, D = 4, 8  # tiny AST: 4 heads of 8 channels, hidden 32, 2 layers
 ALL = tuple(range(D))
 
 
-def _random_model() -> ASTForAudioClassification:
+def _random_model(tiny_config) -> ASTForAudioClassification:  # tiny_config: the conftest fixture
     """Tiny AST with 12 tokens and every parameter random (biases too): HF's init (std 0.02,
     zero biases) makes attention nearly uniform, where a wrong mask or scale would go unseen."""
     torch.manual_seed(0)
@@ -28,8 +29,8 @@ def _random_model() -> ASTForAudioClassification:
 
 
 @pytest.fixture
-def model() -> ASTForAudioClassification:
-    return _random_model()
+def model(tiny_config) -> ASTForAudioClassification:
+    return _random_model(tiny_config)
 
 
 def _x(model, batch=3, seed=2) -> torch.Tensor:
@@ -84,9 +85,9 @@ def masked_logits(model, plan: PruningPlan, x) -> torch.Tensor:
         for h, qk, vo in zip(lp.heads, lp.qk, lp.vo):
             qk_mask[[h * shape.qk_dim + c for c in qk]] = 1
             vo_mask[[h * shape.v_dim + c for c in vo]] = 1
-        attn = anatomy.attention(model, i)
-        handles.append(attn.q_proj.register_forward_hook(lambda m, a, out, k=qk_mask: out * k))
-        handles.append(attn.o_proj.register_forward_pre_hook(lambda m, a, v=vo_mask: (a[0] * v,)))
+        proj = anatomy.projections(model, i)
+        handles.append(proj.q.register_forward_hook(lambda m, a, out, k=qk_mask: out * k))
+        handles.append(proj.o.register_forward_pre_hook(lambda m, a, v=vo_mask: (a[0] * v,)))
     try:
         return _logits(model, x)
     finally:
@@ -141,8 +142,7 @@ def test_zero_head_layer_returns_the_output_bias(model):
 
 def test_untouched_layer_keeps_its_weights(model):
     pruned = apply_plan(model, _plan(model, *CASES["untouched"]))
-    for name in anatomy.ATTENTION_MATRICES:
-        old, new = getattr(anatomy.attention(model, 0), name), getattr(anatomy.attention(pruned, 0), name)
+    for old, new in zip(anatomy.projections(model, 0), anatomy.projections(pruned, 0), strict=True):
         assert torch.equal(old.weight, new.weight) and torch.equal(old.bias, new.bias)
         assert old.weight.data_ptr() != new.weight.data_ptr()  # a copy, not shared storage
 
@@ -217,7 +217,7 @@ def test_save_and_reload_exactly(model, tmp_path):
     assert not list(tmp_path.glob(".pruned*"))  # no temporary folder left behind
 
     loaded, loaded_extractor, labels = load_model(out)
-    assert type(loaded) is anatomy.PrunedASTForAudioClassification and not loaded.training
+    assert type(loaded) is PrunedASTForAudioClassification and not loaded.training
     assert anatomy.structure_of(loaded) == anatomy.structure_of(pruned) == kept_structure(plan)
     assert labels == TINY_LABELS and loaded_extractor.max_length == 64
     assert load_plan(out) == plan

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from filelock import FileLock
-from test_cli import run_cli
 
-from prunekit.__main__ import main
+from prunekit.cli import main
+from prunekit.errors import OutputExistsError, SweepError
 from prunekit.recovery.iterative import IterativeConfig
 from prunekit.recovery.lora import RecoveryConfig
 from prunekit.recovery.sweep import (
@@ -81,14 +81,14 @@ def test_a_killed_sweep_resumes_to_the_same_results(config, tmp_path):
 def test_a_folder_holding_another_sweep_is_refused(config, tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="holds no sweep"):
+    with pytest.raises(OutputExistsError, match="holds no sweep"):
         run_sweep(config, tmp_path / "other", overwrite=True)
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "sweep.json").write_text(json.dumps(dataclasses.replace(config, seeds=(1,)).to_dict()))
-    with pytest.raises(ValueError, match=r"holds another sweep.*'seeds': \(\[1\], \[0\]\)"):
+    with pytest.raises(SweepError, match=r"holds another sweep.*'seeds': \(\[1\], \[0\]\)"):
         run_sweep(config, out)
-    with FileLock(f"{out}.lock"), pytest.raises(ValueError, match="Another sweep is running"):
+    with FileLock(f"{out}.lock"), pytest.raises(SweepError, match="Another sweep is running"):
         run_sweep(config, out)  # e.g. the app's button pressed twice
 
 
@@ -127,7 +127,7 @@ def test_interpolated_table():
     assert table_markdown(table).splitlines()[2] == row
 
 
-def test_sweep_command(tiny_model_dir, tiny_speech_commands, tmp_path, capsys):
+def test_sweep_command(tiny_model_dir, tiny_speech_commands, tmp_path, capsys, run_cli):
     """One real subprocess, as the app starts it; the bad inputs in-process (imports cost 5-10 s)."""
     args = ["sweep", "--model", tiny_model_dir, "--data", tiny_speech_commands, "--out", tmp_path / "s",
             "--scorers", "magnitude", "--patterns", "entire-head", "--thresholds", "local", "--steps", "1",
@@ -143,8 +143,9 @@ def test_sweep_command(tiny_model_dir, tiny_speech_commands, tmp_path, capsys):
 
     assert main([*map(str, args[:-1]), "2"]) == 2  # --repeats 2: another sweep
     assert "holds another sweep" in capsys.readouterr().err
-    assert main(["sweep", "--out", str(tmp_path / "t"), "--steps", "0"]) == 2
-    assert "steps >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse rejects it before anything runs
+        main(["sweep", "--out", str(tmp_path / "t"), "--steps", "0"])
+    assert exit_.value.code == 2 and "--steps: expected a whole number >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
 
 
@@ -160,5 +161,5 @@ def test_a_sweep_started_in_the_background_reports_its_failure(tmp_path):
         time.sleep(0.5)
     status = sweep_status(tmp_path / "bad")
     assert status["state"] in ("failed", "stopped") and "no/such/model" in (status["error"] or "")
-    with pytest.raises(ValueError, match="stopped at once"):  # bad arguments: argparse exits first
+    with pytest.raises(SweepError, match="stopped at once.*--steps: expected a whole number"):  # argparse exits
         start_sweep(tmp_path / "bad-args", ["--steps", "many"])

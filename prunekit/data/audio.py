@@ -19,6 +19,8 @@ from prunekit.errors import AudioError, ConfigurationError
 
 TARGET_SR = 16_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
+SAMPLE_RATES = (1_000, 384_000)  # a header outside this range is a broken or hostile file
+MIN_SAMPLES = 400  # one 25 ms analysis window at 16 kHz: shorter clips are zero-padded to it
 
 AudioSource = str | os.PathLike | bytes | BinaryIO
 
@@ -31,8 +33,12 @@ def _name(source: AudioSource, name: str | None) -> str:
     return getattr(source, "name", None) or "<bytes>"
 
 
-def read_audio(source: AudioSource, *, name: str | None = None) -> tuple[np.ndarray, int]:
-    """Decode WAV/FLAC/OGG (anything libsndfile reads): float32 (frames, channels) and its rate."""
+def read_audio(source: AudioSource, *, name: str | None = None,
+               max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode WAV/FLAC/OGG (anything libsndfile reads): float32 (frames, channels) and its rate.
+
+    With ``max_seconds`` only the first ``max_seconds`` are decoded, so a huge or hostile file
+    costs no more memory than that (the cut happens before any resampling)."""
     label = _name(source, name)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -49,8 +55,16 @@ def read_audio(source: AudioSource, *, name: str | None = None) -> tuple[np.ndar
     if size > MAX_FILE_BYTES:
         raise AudioError(f"{label} is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MB.")
     try:
-        wave, sr = sf.read(handle, dtype="float32", always_2d=True)
+        with sf.SoundFile(handle) as f:
+            sr = int(f.samplerate)
+            if not SAMPLE_RATES[0] <= sr <= SAMPLE_RATES[1]:
+                raise AudioError(f"{label} says its sample rate is {sr} Hz; prunekit reads "
+                                 f"{SAMPLE_RATES[0]:,} to {SAMPLE_RATES[1]:,} Hz.")
+            frames = -1 if max_seconds is None else int(max_seconds * sr)
+            wave = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        if isinstance(exc, AudioError):
+            raise
         raise AudioError(f"{label} is not audio prunekit can read (soundfile says: {exc}).") from exc
     if wave.shape[0] == 0:
         raise AudioError(f"{label} has zero length (no audio frames).")
@@ -73,10 +87,23 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int = TARGET_SR) -> np.n
     return taf.resample(torch.from_numpy(np.ascontiguousarray(wave, np.float32)), orig_sr, target_sr).numpy()
 
 
-def load_waveform(source: AudioSource, *, name: str | None = None, target_sr: int = TARGET_SR) -> np.ndarray:
-    """Read, mix to mono and resample: float32 (T,) at ``target_sr``."""
-    wave, sr = read_audio(source, name=name)
+def load_waveform(source: AudioSource, *, name: str | None = None, target_sr: int = TARGET_SR,
+                  max_seconds: float | None = None) -> np.ndarray:
+    """Read (at most ``max_seconds``), mix to mono and resample: float32 (T,) at ``target_sr``."""
+    wave, sr = read_audio(source, name=name, max_seconds=max_seconds)
     return resample(to_mono(wave), sr, target_sr)
+
+
+def duration_seconds(source: AudioSource, *, name: str | None = None) -> float:
+    """Length of an audio file in seconds, from its header (nothing is decoded)."""
+    label = _name(source, name)
+    handle = source if isinstance(source, (str, os.PathLike)) else io.BytesIO(
+        source if isinstance(source, bytes) else source.read())
+    try:
+        info = sf.info(handle)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"{label} is not audio prunekit can read (soundfile says: {exc}).") from exc
+    return info.frames / info.samplerate if info.samplerate else 0.0
 
 
 def fit_length(wave: np.ndarray, n_samples: int) -> np.ndarray:
@@ -93,21 +120,9 @@ def window_starts(n_samples: int, window: int, hop: int) -> range:
     return range(0, max(n_samples - window, 0) + hop, hop) if n_samples > window else range(1)
 
 
-def sliding_windows(wave: np.ndarray, window: int, hop: int) -> np.ndarray:
-    """(n_windows, window) views of ``wave`` every ``hop`` samples; the last one zero-padded."""
-    return np.stack([fit_length(wave[s : s + window], window) for s in window_starts(len(wave), window, hop)])
-
-
 def features(waves: Sequence[np.ndarray], feature_extractor, *, sampling_rate: int = TARGET_SR) -> torch.Tensor:
-    """AST log-mel features: (B, max_length, num_mel_bins)."""
-    batch = [np.asarray(w, dtype=np.float32) for w in waves]
+    """AST log-mel features: (B, max_length, num_mel_bins). A wave shorter than one analysis
+    window (25 ms) is zero-padded to it first: the extractor pads short clips anyway, but its
+    filterbank cannot start on less than one window."""
+    batch = [fit_length(np.asarray(w, dtype=np.float32), max(len(w), MIN_SAMPLES)) for w in waves]
     return feature_extractor(batch, sampling_rate=sampling_rate, return_tensors="pt")["input_values"]
-
-
-def fbank_backend() -> str:
-    """"torchaudio" when transformers' ASTFeatureExtractor uses torchaudio's Kaldi fbank."""
-    from transformers.models.audio_spectrogram_transformer import (
-        feature_extraction_audio_spectrogram_transformer as fe,
-    )
-
-    return "torchaudio" if fe.is_speech_available() else "numpy"

@@ -149,15 +149,36 @@ def demo_dataset(seed: int = 0, progress: Callable[[int, int], None] | None = No
     return read_speech_commands(root, name=f"synthetic speech commands (seed {seed})")
 
 
+DATA_KINDS = ("demo", "speech-commands", "folders")  # the layouts a dataset spec can name
+
+
 def open_dataset(spec: str | Path, progress: Callable[[int, int], None] | None = None) -> AudioDataset:
-    """``"demo"`` for the synthetic set, or a folder (Speech Commands layout when it has the
-    split lists, folder-per-class otherwise)."""
-    if str(spec) == "demo":
+    """The one reader of dataset specs (CLI, app and sweeps all pass theirs here):
+
+    * ``"demo"``: the synthetic set (generated into the cache on first use);
+    * ``"speech-commands:<folder>"`` or ``"folders:<folder>"``: that layout, no guessing;
+    * ``<folder>``: Speech Commands when it has both split lists, folder-per-class otherwise.
+      A folder with only one of the two lists is refused: reading it as folder-per-class
+      would silently lose its speaker split.
+    """
+    text = str(spec).strip()
+    if text == "demo":
         return demo_dataset(progress=progress)
-    root = Path(spec).expanduser()
-    if is_speech_commands(root):
-        return read_speech_commands(root)
-    return read_class_folders(root)
+    kind, sep, folder = text.partition(":")
+    if sep and kind in DATA_KINDS[1:]:
+        root = Path(folder).expanduser()
+        return read_speech_commands(root) if kind == "speech-commands" else read_class_folders(root)
+    if not text:
+        raise DatasetError("No dataset given: use 'demo' or a dataset folder.")
+    root = Path(text).expanduser()
+    lists = [name for name in _SC_LISTS.values() if (root / name).is_file()]
+    if len(lists) == 1:
+        missing = next(name for name in _SC_LISTS.values() if name not in lists)
+        raise DatasetError(
+            f"{root} has {lists[0]} but no {missing}: a Speech Commands folder needs both split lists "
+            f"(use 'folders:{root}' to read it as one folder per class with a hash split instead)."
+        )
+    return read_speech_commands(root) if lists else read_class_folders(root)
 
 
 def label_indices(clips: Sequence[Clip], model_labels: Sequence[str]) -> np.ndarray:

@@ -23,6 +23,27 @@ HOP_MS = 10  # the AST feature extractor's frame shift
 MAX_SECONDS = 300  # longer recordings are classified on their first five minutes (the app says so)
 
 
+@dataclass(frozen=True)
+class Recording:
+    """An uploaded or recorded clip, ready to classify: 16 kHz mono ``wave`` (at most
+    ``MAX_SECONDS``) and the full length of the file, so a caller can say what was cut."""
+
+    wave: np.ndarray
+    seconds: float
+
+    @property
+    def cut(self) -> bool:
+        return self.seconds > MAX_SECONDS
+
+
+def read_recording(source: audio.AudioSource, *, name: str | None = None) -> Recording:
+    """Read a user's file for classification: only its first ``MAX_SECONDS`` are decoded and
+    resampled, whatever its length or header (AudioError for anything unreadable)."""
+    data = source if isinstance(source, bytes) else source.read() if hasattr(source, "read") else source
+    seconds = audio.duration_seconds(data, name=name)
+    return Recording(audio.load_waveform(data, name=name, max_seconds=MAX_SECONDS), seconds)
+
+
 def window_samples(extractor) -> int:
     """Samples of audio one model input covers (``max_length`` frames of 10 ms)."""
     return int(extractor.max_length * extractor.sampling_rate * HOP_MS // 1000)

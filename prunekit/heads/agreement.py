@@ -13,16 +13,17 @@ from scipy import stats
 
 from prunekit.errors import ConfigurationError, ScoresError
 from prunekit.heads.plan import PruningPlan
+from prunekit.heads.scores import ScoreTable
 
 
-def rank_normalise(scores: pd.DataFrame) -> pd.DataFrame:
-    """``scores`` with ``score`` replaced by its percentile rank in (0, 1] among the rows of the
+def rank_normalise(table: ScoreTable) -> ScoreTable:
+    """``table`` with ``score`` replaced by its percentile rank in (0, 1] among the rows of the
     same (group, matrix) and level (head rows against head rows, channels against channels)."""
+    scores = table.frame
     level = scores["channel"].isna().map({True: "head", False: "channel"})
     ranked = scores.copy()
     ranked["score"] = scores.groupby([scores["group"], scores["matrix"], level])["score"].rank(pct=True)
-    ranked.attrs = dict(scores.attrs)
-    return ranked
+    return table.with_frame(ranked)
 
 
 def removal_grid(plan: PruningPlan, group: str) -> pd.DataFrame:
@@ -61,15 +62,16 @@ def plan_overlap(a: PruningPlan, b: PruningPlan) -> float:
     return len(gone_a & gone_b) / len(union) if union else 1.0
 
 
-def head_scores(scores: pd.DataFrame, group: str, matrix: str) -> pd.Series:
+def head_scores(scores: ScoreTable | pd.DataFrame, group: str, matrix: str) -> pd.Series:
     """Head-level scores of one (group, matrix), indexed by (layer, head)."""
+    scores = scores.frame if isinstance(scores, ScoreTable) else scores
     rows = scores[(scores["group"] == group) & (scores["matrix"] == matrix) & scores["channel"].isna()]
     if rows.empty:
         raise ScoresError(f"The score table has no head rows for group={group!r}, matrix={matrix!r}")
     return rows.set_index(["layer", "head"])["score"].sort_index()
 
 
-def paired_heads(a: pd.DataFrame, b: pd.DataFrame, group: str = "head", matrix: str = "pair") -> pd.DataFrame:
+def paired_heads(a: ScoreTable, b: ScoreTable, group: str = "head", matrix: str = "pair") -> pd.DataFrame:
     """Head scores of two scorers side by side: index (layer, head), columns a, b."""
     joined = pd.concat({"a": head_scores(a, group, matrix), "b": head_scores(b, group, matrix)}, axis=1)
     if joined.isna().any().any():
@@ -77,7 +79,7 @@ def paired_heads(a: pd.DataFrame, b: pd.DataFrame, group: str = "head", matrix: 
     return joined
 
 
-def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, group: str = "head", matrix: str = "pair") -> pd.DataFrame:
+def rank_agreement(a: ScoreTable, b: ScoreTable, group: str = "head", matrix: str = "pair") -> pd.DataFrame:
     """Per layer, and over all heads ("all"): Spearman rho and Kendall tau between two scorers'
     head scores. NaN where a layer has fewer than two heads (no ranking to agree on)."""
     joined = paired_heads(a, b, group, matrix)
@@ -93,7 +95,7 @@ def rank_agreement(a: pd.DataFrame, b: pd.DataFrame, group: str = "head", matrix
     return pd.DataFrame(rows)
 
 
-def disagreements(a: pd.DataFrame, b: pd.DataFrame, group: str = "head", matrix: str = "pair",
+def disagreements(a: ScoreTable, b: ScoreTable, group: str = "head", matrix: str = "pair",
                   top: int = 10) -> pd.DataFrame:
     """The ``top`` heads whose percentile rank (over all heads) differs most between two scorers:
     columns layer, head, rank_a, rank_b, gap (rank_a - rank_b; positive: ``a`` values it more)."""

@@ -1,7 +1,7 @@
-"""A pruned variant of a model: its plan, its cost before surgery, and its evaluation after.
+"""The prune job, end to end: plan -> surgery on a copy -> evaluation -> cost of dense vs pruned.
 
-What the Prune page previews on every slider move (``plan_cost``, no surgery, a few
-milliseconds) and what Apply does (``prune_and_evaluate``: surgery on a copy, evaluation, cost).
+``prune_and_evaluate`` is what the app's Apply and the CLI's ``prune`` both run; ``Variant``
+is its result, and ``variant_zip`` packs one as a folder ``load_model`` reads.
 """
 
 from __future__ import annotations
@@ -17,45 +17,11 @@ import pandas as pd
 import torch
 
 from prunekit.data.datasets import AudioDataset
-from prunekit.errors import ConfigurationError
 from prunekit.evaluation.cost import compare_cost
 from prunekit.evaluation.metrics import Evaluation, evaluate
 from prunekit.heads.plan import PruningPlan
 from prunekit.heads.surgery import apply_plan, save_pruned
-from prunekit.models import anatomy
 from prunekit.progress import Progress
-
-
-def _attention_macs(plan: PruningPlan, n_tokens: int) -> int:
-    """MACs of the attention of the plan's kept units: per Q/K or V/O channel, two projections
-    (``2 * T * d``) and one column of QK^T or AV (``T * T``)."""
-    return sum((lp.qk_channels + lp.vo_channels) * n_tokens * (2 * s.hidden + n_tokens)
-               for lp, s in zip(plan.layers, plan.base))
-
-
-def _parameters_removed(plan: PruningPlan, qkv_bias: bool) -> int:
-    """Weights and biases the plan removes: a Q/K channel is a row (and bias) of W_q and W_k; a
-    V/O channel a row (and bias) of W_v and a column of W_o."""
-    bias = 1 if qkv_bias else 0
-    removed = 0
-    for lp, s in zip(plan.layers, plan.base):
-        qk_gone = s.heads * s.qk_dim - lp.qk_channels
-        vo_gone = s.heads * s.v_dim - lp.vo_channels
-        removed += qk_gone * 2 * (s.hidden + bias) + vo_gone * (2 * s.hidden + bias)
-    return removed
-
-
-def plan_cost(plan: PruningPlan, model: torch.nn.Module, dense_macs: int) -> dict:
-    """Parameters and MACs per clip the pruned model will have, computed from the plan alone
-    (equal to counting them on ``apply_plan(model, plan)``; tested). ``dense_macs`` is
-    ``count_macs(model)``, which the caller caches."""
-    n_tokens = anatomy.tokens(model)
-    full = PruningPlan.dense(model)
-    return {
-        "attention_sparsity": plan.attention_sparsity(),
-        "parameters": sum(p.numel() for p in model.parameters()) - _parameters_removed(plan, model.config.qkv_bias),
-        "macs_per_clip": dense_macs - _attention_macs(full, n_tokens) + _attention_macs(plan, n_tokens),
-    }
 
 
 @dataclass(frozen=True)
@@ -100,27 +66,6 @@ def describe_plan(plan: PruningPlan) -> str:
     parts = [plan.scorer or "manual", plan.pattern or "", plan.threshold or "",
              f"{plan.attention_sparsity():.0%}"]
     return " ".join(p for p in parts if p)
-
-
-def class_changes(dense: Evaluation, pruned: Evaluation) -> pd.DataFrame:
-    """Per class: dense accuracy, pruned accuracy and the change (pruned - dense), worst first."""
-    before = dense.per_class.set_index("label")[["clips", "accuracy"]].rename(columns={"accuracy": "dense"})
-    after = pruned.per_class.set_index("label")["accuracy"].rename("pruned")
-    both = before.join(after, how="inner")
-    both["change"] = both["pruned"] - both["dense"]
-    return both.sort_values("change", kind="stable").reset_index()
-
-
-def prediction_changes(dense: Evaluation, pruned: Evaluation) -> pd.DataFrame:
-    """Per clip: path, label, the dense and the pruned prediction and whether they differ."""
-    a, b = dense.predictions, pruned.predictions
-    if len(a) != len(b) or not a["path"].equals(b["path"]):
-        raise ConfigurationError("The two evaluations are not over the same clips")
-    out = a[["path", "label"]].copy()
-    out["dense"], out["pruned"] = a["predicted"], b["predicted"]
-    out["dense_correct"], out["pruned_correct"] = a["correct"], b["correct"]
-    out["differ"] = out["dense"] != out["pruned"]
-    return out
 
 
 def variant_zip(variant: Variant, extractor, labels: Sequence[str]) -> bytes:

@@ -7,7 +7,7 @@ indices for an already-pruned one.
 
 Per layer the plan keeps heads ``heads`` (sorted) and, for the i-th kept head, Q/K channels
 ``qk[i]`` (rows of W_q and W_k) and V/O channels ``vo[i]`` (rows of W_v, columns of W_o). Row
-``h * D + c`` of W_q is channel ``c`` of head ``h`` (SCIENCE.md section 1).
+``h * D + c`` of W_q is channel ``c`` of head ``h`` (docs/methods.md, section 1).
 """
 
 from __future__ import annotations

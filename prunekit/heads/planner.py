@@ -1,7 +1,7 @@
 """Make a PruningPlan: from a score table (``make_plan``) or by hand (``plan_from_heads``,
 ``plan_from_units``).
 
-``make_plan`` implements the patterns and thresholds of SCIENCE.md section 1:
+``make_plan`` implements the patterns and thresholds of docs/methods.md section 1:
 
 * entire-head (EH) removes whole heads, ranked by their head score;
 * per-head (PH) removes the same *number* of Q/K (and of V/O) channels from every head of a
@@ -28,16 +28,14 @@ from torch import nn
 
 from prunekit.errors import ConfigurationError, PlanError, ScoresError
 from prunekit.heads.plan import LayerPlan, PruningPlan
+from prunekit.heads.scorers import SCORERS
+from prunekit.heads.scores import COLUMNS, ScoreTable
 from prunekit.models import anatomy
 from prunekit.models.anatomy import AttentionShape
 
 PATTERNS = ("same-channel", "per-head", "entire-head")
 THRESHOLDS = ("global", "local")
 GROUPS = ("qk", "vo")  # also the tie order between a layer's Q/K and V/O units
-# Same-channel combines a channel's scores over heads by the mean for these scorers (their
-# scale does not grow with the head count) and by the sum for the Fisher/Taylor family.
-MEAN_SCORERS = frozenset({"magnitude", "random"})
-SCORE_COLUMNS = ("layer", "group", "matrix", "head", "channel", "scorer", "score")
 _EPS = 1e-9  # float slack when comparing sparsities and rounding halves
 
 Head = tuple[int, int]  # (layer, head)
@@ -58,6 +56,13 @@ class _Scores:
         return self.qk if group == "qk" else self.vo
 
 
+def _over_heads(scorer: str | None) -> str:
+    """How same-channel combines a channel's scores over heads: the registered scorer's rule
+    ("mean" or "sum"); "sum" for a table from an unknown scorer."""
+    spec = SCORERS.get(scorer) if scorer else None
+    return spec.over_heads if spec else "sum"
+
+
 def _dim(shape: AttentionShape, group: str) -> int:
     return shape.qk_dim if group == "qk" else shape.v_dim
 
@@ -67,16 +72,16 @@ def _head_weights(shape: AttentionShape) -> int:
 
 
 def _shapes(source) -> tuple[AttentionShape, ...]:
-    """Attention shapes from a model, a score table (``attrs["base"]``) or a sequence of shapes."""
+    """Attention shapes from a model, a ``ScoreTable`` or a sequence of shapes (or their dicts)."""
     if isinstance(source, nn.Module):
         return tuple(anatomy.attention_shapes(source))
+    if isinstance(source, ScoreTable):
+        return source.base
     if isinstance(source, pd.DataFrame):
-        if "base" not in source.attrs:
-            raise ScoresError(
-                "The score table has no attrs['base'] (the model's attention shape): "
-                "pass base=anatomy.attention_shapes(model)"
-            )
-        source = source.attrs["base"]
+        raise ScoresError(
+            "A bare score frame does not say which model shape it scores: pass the ScoreTable that "
+            "prunekit.heads.scoring.score returns, or base=anatomy.attention_shapes(model)"
+        )
     shapes = []
     for i, s in enumerate(source):
         if isinstance(s, Mapping):
@@ -89,13 +94,18 @@ def _shapes(source) -> tuple[AttentionShape, ...]:
     return tuple(shapes)
 
 
-def _read_scores(scores: pd.DataFrame, base) -> _Scores:
-    if not isinstance(scores, pd.DataFrame):
-        raise ScoresError(f"scores must be a pandas DataFrame (a scorer's table), got {type(scores).__name__}")
-    lacking = [c for c in SCORE_COLUMNS if c not in scores.columns]
+def _read_scores(table: ScoreTable | pd.DataFrame, base) -> _Scores:
+    """The pair scores of ``table`` (a ScoreTable, or a long frame with ``base`` given)."""
+    if isinstance(table, ScoreTable):
+        scores = table.frame
+    elif isinstance(table, pd.DataFrame):
+        scores = table
+    else:
+        raise ScoresError(f"scores must be a ScoreTable (what scoring.score returns), got {type(table).__name__}")
+    lacking = [c for c in COLUMNS if c not in scores.columns]
     if lacking:
-        raise ScoresError(f"The score table lacks columns {lacking}; a scorer's has {list(SCORE_COLUMNS)}")
-    shapes = _shapes(scores if base is None else base)  # the keyword wins over attrs
+        raise ScoresError(f"The score table lacks columns {lacking}; a scorer's has {list(COLUMNS)}")
+    shapes = _shapes(table if base is None else base)  # the keyword wins over the table's own
     scorers = sorted({str(s) for s in scores["scorer"].unique()})
     if len(scorers) > 1:
         raise ScoresError(
@@ -103,7 +113,6 @@ def _read_scores(scores: pd.DataFrame, base) -> _Scores:
             f"e.g. scores[scores.scorer == {scorers[0]!r}]"
         )
     # Only the pair rows are units; the per-matrix rows and head-level qk/vo rows are for display.
-    # Plain arrays, because pandas deep-copies attrs["base"] into every filtered frame.
     layer, head, score = (scores[c].to_numpy() for c in ("layer", "head", "score"))
     group, pair = scores["group"].to_numpy(), scores["matrix"].to_numpy() == "pair"
     has_channel = scores["channel"].notna().to_numpy(dtype=bool)
@@ -227,13 +236,13 @@ def _ceiling(shapes, pattern: str, threshold: str, keep: frozenset[Head],
 
 
 # --- make_plan --------------------------------------------------------------------------------
-def make_plan(scores: pd.DataFrame, pattern: str, threshold: str, sparsity: float, *,
+def make_plan(scores: ScoreTable, pattern: str, threshold: str, sparsity: float, *,
               base: Sequence[AttentionShape] | None = None, force_keep: Iterable[Head] = (),
               force_remove: Iterable[Head] = ()) -> PruningPlan:
     """The plan that removes the lowest-scored units of ``pattern`` to reach ``sparsity``.
 
-    scores: one scorer's long table (``scoring.score``); its ``attrs["base"]`` gives the model
-    shape unless ``base`` is passed. pattern: "same-channel", "per-head" or "entire-head";
+    scores: one scorer's ``ScoreTable`` (``scoring.score``), which carries the model shape; a bare
+    long frame needs ``base``. pattern: "same-channel", "per-head" or "entire-head";
     threshold: "global" or "local"; sparsity: target fraction of attention weights removed, in
     [0, 1). The plan reaches the closest sparsity the pattern's granularity allows (see
     ``plan.attention_sparsity()``). ``force_remove`` heads go first and count towards the target;
@@ -356,7 +365,7 @@ def _greedy_moves(table: _Scores, target: float, alive) -> dict[tuple[int, str],
 
     A move in (l, g) removes one more channel from each of the layer's R heads; its cost per
     channel is the mean over heads of their (k+1)-th smallest score. Marginal costs never decrease
-    in k, so always taking the cheapest move that fits the budget is optimal (SCIENCE.md).
+    in k, so always taking the cheapest move that fits the budget is optimal (docs/methods.md).
     """
     shapes = table.shapes
     ranked = {(s.layer, g): np.sort(table.channels(g)[s.layer][hs], axis=1)  # (R, dim), ascending
@@ -382,7 +391,7 @@ def _greedy_moves(table: _Scores, target: float, alive) -> dict[tuple[int, str],
 
 def _same_channel(table: _Scores, threshold: str, target: float, alive) -> list[LayerPlan]:
     shapes = table.shapes
-    combine = np.mean if table.scorer in MEAN_SCORERS else np.sum
+    combine = np.mean if _over_heads(table.scorer) == "mean" else np.sum
     # (layer, group) -> (dim,) unit score of each channel over the remaining heads.
     unit = {(s.layer, g): combine(table.channels(g)[s.layer][hs], axis=0)
             for s, hs in zip(shapes, alive) if hs for g in GROUPS}
@@ -417,7 +426,7 @@ def plan_from_heads(base, kept_heads: Mapping[int, Iterable[int]] | Sequence[Ite
                     **metadata) -> PruningPlan:
     """Keep exactly ``kept_heads`` (all their channels) in each layer.
 
-    base: a model, a score table with ``attrs["base"]`` or a sequence of AttentionShape.
+    base: a model, a ``ScoreTable`` or a sequence of AttentionShape.
     kept_heads: {layer: heads} (layers not mentioned keep every head) or one entry per layer.
     metadata: PruningPlan's scorer, pattern, threshold, target_sparsity.
     """

@@ -1,6 +1,6 @@
 """Iterative pruning: score the current model, prune a little, recover with LoRA, repeat.
 
-SCIENCE.md section 1: each step of the geometric schedule removes 10 % of what remains
+docs/methods.md section 1: each step of the geometric schedule removes 10 % of what remains
 (attention sparsity 1 - 0.9^k after step k); scores are recomputed on the current model at every
 step; LoRA recovery follows every step. Sparsity targets are relative to the model the run starts
 from (the original), although each step's plan indexes the units of the current model:
@@ -24,7 +24,7 @@ from prunekit.evaluation.cost import cost
 from prunekit.evaluation.metrics import classification_metrics, predict_logits
 from prunekit.heads.plan import LayerPlan, PruningPlan
 from prunekit.heads.planner import PATTERNS, THRESHOLDS, make_plan, max_sparsity
-from prunekit.heads.scoring import GRADIENT_SCORERS, SCORERS, ScoringData, score
+from prunekit.heads.scoring import SCORERS, ScoringData, needs_data, score
 from prunekit.heads.surgery import apply_plan, kept_structure
 from prunekit.models import anatomy
 from prunekit.models.anatomy import AttentionShape
@@ -172,7 +172,7 @@ class _RunData:
     def prepare(cls, dataset, extractor, labels, config: IterativeConfig) -> _RunData:
         pick, rec = (dataset, extractor, labels), config.recovery
         scoring = (split_data(*pick, config.score_split, config.score_clips, seed=config.seed)
-                   if config.scorer in GRADIENT_SCORERS else None)
+                   if needs_data(config.scorer) else None)
         validation = (split_data(*pick, rec.validation_split, rec.validation_clips, seed=rec.seed)
                       if rec else None)
         evaluation = split_data(*pick, config.eval_split, config.eval_clips, seed=config.seed)

@@ -3,7 +3,7 @@
 ``recover(model, extractor, labels, dataset)`` returns a NEW plain model of the same class and
 attention structure as ``model`` (dense or pruned, zero-head layers included), so
 ``surgery.save_pruned`` and ``models.load_model`` round-trip it; ``model`` itself is never
-modified. Defaults are the authors' (SCIENCE.md section 1): rank 16, alpha 16, adapters on every
+modified. Defaults are the authors' (docs/methods.md, section 1): rank 16, alpha 16, adapters on every
 ``nn.Linear`` (q, k, v, o, MLP, classifier), AdamW at 1e-4 without weight decay, 5 % linear
 warm-up then cosine, and the adapters of the best validation loss are the ones merged.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -21,6 +21,7 @@ from peft import LoraConfig, LoraModel
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
+from prunekit.data.augment import spec_augment
 from prunekit.errors import ConfigurationError
 from prunekit.evaluation.metrics import predict_logits
 from prunekit.heads.scoring import ScoringData, scoring_data
@@ -133,7 +134,7 @@ def train_adapters(lora: LoraModel, train: ScoringData, validation: ScoringData,
     total = per_epoch * config.epochs
     schedule = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_fraction * total), total)
     checks = _checkpoints(per_epoch, config.epochs, config.validations_per_epoch)
-    augment = _spec_augment(config)
+    augment = spec_augment(config.freq_mask, config.time_mask)
     history = [_validate(lora, validation, config, step=0, epoch=0.0, train_loss=math.nan, lr=0.0)]
     best = (history[0]["val_loss"], _adapter_state(lora), 0)
     losses: list[float] = []
@@ -182,21 +183,6 @@ def _validate(lora: LoraModel, data: ScoringData, config: RecoveryConfig, **row)
     loss = nn.functional.cross_entropy(logits, data.targets).item()
     accuracy = (logits.argmax(-1) == data.targets).float().mean().item()
     return {**row, "val_loss": loss, "val_accuracy": accuracy}
-
-
-def _spec_augment(config: RecoveryConfig) -> Callable[[torch.Tensor], torch.Tensor]:
-    """SpecAugment with torchaudio's masks (one frequency and one time band per clip, set to 0,
-    the normalised mean), or the identity when both widths are 0. x: (B, frames, mels)."""
-    if not (config.freq_mask or config.time_mask):
-        return lambda x: x
-    from torchaudio.transforms import FrequencyMasking, TimeMasking
-
-    masks = nn.Sequential(
-        *([FrequencyMasking(config.freq_mask, iid_masks=True)] if config.freq_mask else []),
-        *([TimeMasking(config.time_mask, iid_masks=True)] if config.time_mask else []),
-    )
-    # torchaudio masks (..., freq, time) and draws a mask per clip only for 4-D input.
-    return lambda x: masks(x.transpose(1, 2).unsqueeze(1)).squeeze(1).transpose(1, 2)
 
 
 def _adapter_state(lora: LoraModel) -> dict[str, torch.Tensor]:

@@ -56,7 +56,7 @@ RESULTS_FILE, STRUCTURE_FILE = "results.csv", "structure.csv"
 TABLE_FILE, TABLE_MARKDOWN = "table.csv", "table.md"
 CONFIG_COLUMNS = ("scorer", "pattern", "threshold", "seed")
 TIMING_COLUMNS = ("latency_b1_ms", "seconds", "score_seconds", "eval_seconds", "recovery_seconds")  # vary
-TABLE_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # SCIENCE.md's reference table
+TABLE_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # the paper's reference table (docs/methods.md)
 _SHORT = {"per-head": "PH", "entire-head": "EH", "same-channel": "SC", "global": "G", "local": "L",
           "fisher": "Fisher", "magnitude": "Mag"}
 
@@ -372,7 +372,7 @@ def interpolated_table(results: pd.DataFrame, points: Sequence[float] = TABLE_PO
 
 
 def table_markdown(table: pd.DataFrame) -> str:
-    """``interpolated_table`` as a Markdown table shaped like SCIENCE.md's reference table."""
+    """``interpolated_table`` as a Markdown table shaped like the paper's reference table (docs/methods.md)."""
     values = [c for c in table.columns if c == "dense" or c.endswith("%")]
     lines = ["| scheme | thr | score | " + " | ".join(values) + " |", "|---" * (3 + len(values)) + "|"]
     for row in table.to_dict(orient="records"):

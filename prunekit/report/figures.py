@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 from prunekit.errors import ConfigurationError
 from prunekit.heads.agreement import head_scores, removal_grid
 from prunekit.heads.plan import PruningPlan
+from prunekit.heads.scores import ScoreTable
 from prunekit.store import atomic_write_bytes, atomic_write_text
 
 # What a person picks -> (group, matrix) rows of the score frame.
@@ -31,7 +32,7 @@ VIEWS: dict[str, tuple[str, str]] = {
 }
 
 
-def head_grid(scores: pd.DataFrame, group: str, matrix: str) -> pd.DataFrame:
+def head_grid(scores: ScoreTable, group: str, matrix: str) -> pd.DataFrame:
     """Head-level scores of one (group, matrix) as a layers x heads table (NaN where a pruned
     layer has fewer heads)."""
     return head_scores(scores, group, matrix).unstack("head")
@@ -61,11 +62,11 @@ def square_map(grid: pd.DataFrame, *, title: str, value: str = "score", colorsca
     return fig
 
 
-def head_map(scores: pd.DataFrame, view: str, *, title: str | None = None,
+def head_map(scores: ScoreTable, view: str, *, title: str | None = None,
              zrange: tuple[float, float] | None = None) -> go.Figure:
     """Layers x heads, coloured by the view's score (e.g. "W_q" or "Whole head")."""
     group, matrix = VIEWS[view]
-    scorer = ", ".join(sorted(scores["scorer"].unique()))
+    scorer = scores.scorer
     return square_map(head_grid(scores, group, matrix), zrange=zrange,
                       title=title or f"{view}: {scorer} score per head (click a head for its channels)")
 
@@ -82,13 +83,14 @@ def picked_head(event) -> tuple[int, int] | None:
     return int(point["y"]), int(point["x"])
 
 
-def channel_scores(scores: pd.DataFrame, layer: int, head: int) -> pd.DataFrame:
+def channel_scores(table: ScoreTable, layer: int, head: int) -> pd.DataFrame:
     """One head's channel rows: columns group, matrix, channel, score."""
+    scores = table.frame
     rows = scores[(scores["layer"] == layer) & (scores["head"] == head) & scores["channel"].notna()]
     return rows[["group", "matrix", "channel", "score"]].reset_index(drop=True)
 
 
-def channel_bars(scores: pd.DataFrame, layer: int, head: int) -> go.Figure:
+def channel_bars(scores: ScoreTable, layer: int, head: int) -> go.Figure:
     """Per-channel scores of one head: Q/K channels (W_q, W_k, pair) beside V/O (W_v, W_o, pair)."""
     rows = channel_scores(scores, layer, head)
     if rows.empty:
@@ -190,7 +192,7 @@ def confusion_map(confusion: pd.DataFrame, title: str) -> go.Figure:
 
 
 def class_change_bars(changes: pd.DataFrame) -> go.Figure:
-    """Per-class accuracy change, pruned minus dense (``variants.class_changes``), worst first."""
+    """Per-class accuracy change, pruned minus dense (``evaluation.changes.class_changes``), worst first."""
     colours = ["#d62728" if c < 0 else "#2ca02c" for c in changes["change"]]
     fig = go.Figure(go.Bar(x=changes["label"], y=100 * changes["change"], marker_color=colours,
                            hovertemplate="%{x}: %{y:+.1f} points<extra></extra>"))

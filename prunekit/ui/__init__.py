@@ -10,24 +10,18 @@ in ``st.session_state``: score tables seen, applied variants (the history) and w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import pandas as pd
 import streamlit as st
 
-from prunekit.data.datasets import (
-    SPLITS,
-    AudioDataset,
-    demo_generated,
-    open_dataset,
-    read_class_folders,
-    read_speech_commands,
-)
+from prunekit.data.datasets import SPLITS, AudioDataset, demo_generated, open_dataset
 from prunekit.errors import PrunekitError
 from prunekit.evaluation.cost import count_macs
 from prunekit.evaluation.metrics import Evaluation, evaluate
 from prunekit.heads.pipeline import Variant
-from prunekit.heads.scoring import GRADIENT_SCORERS, score, scoring_data
+from prunekit.heads.planner import max_sparsity
+from prunekit.heads.scoring import ScoreTable, needs_data, score_split
 from prunekit.models import anatomy
 from prunekit.models.loading import LoadedModel, load_model
 
@@ -72,7 +66,8 @@ def model_source() -> str | None:
 
 
 def data_source() -> str | None:
-    """'demo', 'speech-commands:<folder>' or 'folders:<folder>'; None while no folder is typed."""
+    """'demo', 'speech-commands:<folder>' or 'folders:<folder>' (``open_dataset``'s specs); None
+    while no folder is typed."""
     kind = st.session_state.get("data_kind", "Synthetic demo set")
     if kind == "Synthetic demo set":
         return "demo"
@@ -91,33 +86,25 @@ def eval_split() -> str:
 
 
 # --- shared, cached resources ----------------------------------------------------------------
-@st.cache_resource(show_spinner="Loading model…")
+@st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def cached_model(source: str) -> LoadedModel:
     """Shared across sessions: never modify it; copy before pruning or wrapping."""
     return load_model(source)
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=16)
 def model_facts(source: str) -> dict:
     return anatomy.describe(cached_model(source).model)
 
 
-@st.cache_data(show_spinner="Counting MACs…")
+@st.cache_data(show_spinner="Counting MACs…", max_entries=16)
 def dense_macs(source: str) -> int:
     return count_macs(cached_model(source).model)
 
 
-@st.cache_resource(show_spinner="Reading the dataset…")
+@st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
 def cached_dataset(spec: str) -> AudioDataset:
-    """Shared across sessions (an AudioDataset is frozen)."""
-    kind, _, folder = spec.partition(":")
-    if kind == "speech-commands":
-        return read_speech_commands(folder)
-    if kind == "folders":
-        dataset = read_class_folders(folder)
-        if not dataset.clips:
-            raise PrunekitError(f"{folder} has no sub-folders with WAV, FLAC or OGG files.")
-        return dataset
+    """Shared across sessions (an AudioDataset is frozen). ``spec`` as ``open_dataset`` reads it."""
     return open_dataset(spec)
 
 
@@ -139,6 +126,26 @@ def bar_into(widget, text: str):
         widget.progress(min(done / max(total, 1), 1.0), text=f"{text} {done} / {total}")
 
     return widget, progress
+
+
+def sparsity_slider(base, pattern: str, threshold: str, *, key: str, container=st, force_keep=(),
+                    force_remove=(), help: str | None = None) -> float | None:
+    """An attention-sparsity slider whose maximum is what ``pattern``/``threshold`` can reach on
+    ``base`` (a model or a ScoreTable) with the forced heads, so every position is a plan that can
+    be made. None, after saying why, when nothing can be removed at all."""
+    ceiling = max_sparsity(base, pattern, threshold, force_keep=force_keep, force_remove=force_remove)
+    top = math.floor(ceiling * 100 + 1e-9) / 100  # a slider step is 1 %: never past the ceiling
+    if top <= 0:
+        container.info(f"{pattern} / {threshold} cannot remove anything from this model.")
+        return None
+    # Streamlit resets a slider whose range changed to its ``value``: make that the user's last
+    # choice, clamped to the new ceiling, rather than the default.
+    wanted = min(st.session_state.get(f"{key}_last", 0.5), top)
+    chosen = container.slider("Attention sparsity", 0.0, top, wanted, 0.01, key=key, format="%.2f",
+                              help=(help or "share of the attention weights (W_q, W_k, W_v, W_o) to remove")
+                              + f"; {pattern} / {threshold} can reach at most {ceiling:.1%} on this model")
+    st.session_state[f"{key}_last"] = chosen
+    return chosen
 
 
 # --- loaders that report instead of raising --------------------------------------------------
@@ -178,11 +185,8 @@ def dense_evaluation(source: str, dataset: AudioDataset, split: str) -> Evaluati
     shared = _dense_evaluations()
     if key not in shared:
         model, extractor, labels = cached_model(source)
-        if not dataset.split(split):
-            st.warning(f"The dataset has no {split} clips; choose another split in the sidebar.")
-            return None
         widget, progress = bar(f"Evaluating the unpruned model on the {split} split:")
-        try:
+        try:  # an empty split, unknown labels or unreadable files are DatasetErrors: reported
             shared[key] = evaluate(model, extractor, labels, dataset, split, progress=progress)
         except REPORTED as exc:
             st.error(f"Could not evaluate the model on this dataset: {exc}")
@@ -192,37 +196,33 @@ def dense_evaluation(source: str, dataset: AudioDataset, split: str) -> Evaluati
     return shared[key]
 
 
-def scores_or_report(source: str, scorer: str) -> pd.DataFrame | None:
+def scores_or_report(source: str, scorer: str) -> ScoreTable | None:
     """One scorer's table for the chosen model, or None after showing why not.
 
     Gradient scorers read the sidebar's number of validation clips, with a progress bar. The
     disk cache under ``score`` survives restarts of the app; the session keeps the frames it
     has seen, so reruns (a slider, a click) do not even hash the weights again.
     """
-    uses_data = scorer in GRADIENT_SCORERS
+    uses_data = needs_data(scorer)
     key = (source, scorer, *((data_source(), score_clips()) if uses_data else ()))
     seen = st.session_state.setdefault("_prunekit_scores", {})
     if key in seen:
         return seen[key]
-    data = None
-    if uses_data:
-        dataset = dataset_or_report()
-        if dataset is None:
-            return None
+    dataset = dataset_or_report() if uses_data else None
+    if uses_data and dataset is None:
+        return None
     widget, progress = bar(f"{scorer} scores:")
+    _, features = bar_into(widget, "Features of the validation clips:")
     try:
-        model, extractor, labels = cached_model(source)
-        if uses_data:
-            _, features = bar_into(widget, "Features of the validation clips:")
-            data = scoring_data(dataset, extractor, labels, "validation", clips=score_clips(), progress=features)
-        frame = score(model, scorer, data, progress=progress)
+        table = score_split(*cached_model(source), scorer, dataset, clips=score_clips(),
+                            features_progress=features, progress=progress)
     except REPORTED as exc:
         st.error(f"Could not score with {scorer}: {exc}")
         return None
     finally:
         widget.empty()
-    seen[key] = frame
-    return frame
+    seen[key] = table
+    return table
 
 
 # --- the session's applied variants ----------------------------------------------------------

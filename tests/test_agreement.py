@@ -22,19 +22,20 @@ def two_scorers(tiny_model):
 
 def test_rank_normalise_maps_each_kind_of_unit_to_percentiles(two_scorers):
     magnitude, _ = two_scorers
-    ranked = rank_normalise(magnitude)
+    ranked_table = rank_normalise(magnitude)
+    assert ranked_table.base == magnitude.base and ranked_table.scorer == "magnitude"
+    ranked = ranked_table.frame
     assert ranked["score"].between(0, 1, inclusive="right").all()
     heads = ranked[(ranked["group"] == "head") & ranked["channel"].isna()]
     assert heads["score"].max() == 1.0 and len(heads) == 8  # 2 layers x 4 heads
     # Ranks follow the raw order within a kind of unit.
-    raw = magnitude.loc[heads.index, "score"]
+    raw = magnitude.frame.loc[heads.index, "score"]
     assert (np.argsort(raw.to_numpy(), kind="stable") == np.argsort(heads["score"].to_numpy(), kind="stable")).all()
-    assert ranked.attrs["base"] == magnitude.attrs["base"]
 
 
 def test_removal_grid_counts_removed_channels_and_heads(tiny_model):
     base = score(tiny_model, "magnitude")
-    plan = plan_from_heads(base.attrs["base"], {0: [0, 1], 1: [0, 1, 2, 3]})
+    plan = plan_from_heads(base, {0: [0, 1], 1: [0, 1, 2, 3]})
     qk = removal_grid(plan, "qk")
     assert qk.shape == (2, 4)
     assert qk.loc[0].tolist() == [0.0, 0.0, 1.0, 1.0] and qk.loc[1].tolist() == [0.0] * 4

@@ -4,7 +4,6 @@ import dataclasses
 import json
 
 import pytest
-from conftest import tiny_config
 from transformers import ASTForAudioClassification
 
 from prunekit.heads.plan import LayerPlan, PruningPlan
@@ -108,7 +107,7 @@ def test_validation_names_the_values(plan, tiny_model, layer, message):
     plan.validate_for(tiny_model)  # the unmodified plan is fine
 
 
-def test_layer_count_mismatch(plan):
+def test_layer_count_mismatch(plan, tiny_config):
     deeper = ASTForAudioClassification(tiny_config(num_hidden_layers=3))
     with pytest.raises(ValueError, match="The plan covers 2 layers .* but the model has 3"):
         plan.validate_for(deeper)
@@ -117,7 +116,7 @@ def test_layer_count_mismatch(plan):
         short.validate()
 
 
-def test_shape_mismatch(plan):
+def test_shape_mismatch(plan, tiny_config):
     other = ASTForAudioClassification(tiny_config(num_attention_heads=2))
     message = r"Layer 0: the plan was made for heads=4, qk_dim=8.*model has heads=2, qk_dim=16"
     with pytest.raises(ValueError, match=message):

@@ -1,7 +1,8 @@
-"""Serve the app with `streamlit run` and drive it with Debian's chromium through playwright.
+"""Development tooling: serve the app with `streamlit run` and drive it with Debian's chromium
+through playwright (a test dependency, imported when a page is opened).
 
 Shared by the end-to-end test, the README screenshots (docs/screenshots.py) and the
-responsiveness benchmark (bench/app.py). See DESIGN.md for why chromium comes from apt.
+responsiveness benchmark (bench/app.py). Chromium comes from apt: playwright cannot download browsers on these machines.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the checkout: app.py and pages/ live there
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 

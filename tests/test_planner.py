@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from prunekit.errors import ScoresError
 from prunekit.heads.plan import PruningPlan
 from prunekit.heads.planner import (
     PATTERNS,
@@ -24,12 +25,13 @@ from prunekit.heads.planner import (
     plan_from_heads,
     plan_from_units,
 )
+from prunekit.heads.scores import COLUMNS, ScoreTable
+from prunekit.heads.scoring import scorer_names
 from prunekit.models import anatomy
 from prunekit.models.anatomy import AttentionShape
 
 HIDDEN = 4
-COLUMNS = ["layer", "group", "matrix", "head", "channel", "scorer", "score"]
-SCORERS = ("magnitude", "fisher", "fisher-sample", "fisher-gate", "taylor", "random")
+SCORERS = scorer_names()
 COMBOS = list(itertools.product(PATTERNS, THRESHOLDS))
 EPS = 1e-6
 
@@ -51,7 +53,7 @@ class Case:
         return self.qk if group == "qk" else self.vo
 
 
-def table(case: Case, seed: int = 0) -> pd.DataFrame:
+def table(case: Case, seed: int = 0) -> ScoreTable:
     """The scorers' long table, shuffled, with the rows make_plan must ignore (per-matrix rows and
     head-level q/k/v/o/qk/vo rows) carrying random scores that would change any plan using them."""
     rng = np.random.default_rng(seed)
@@ -70,11 +72,7 @@ def table(case: Case, seed: int = 0) -> pd.DataFrame:
     frame.insert(5, "scorer", case.scorer)
     frame["channel"] = frame["channel"].astype("Int64")
     frame = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # row order must not matter
-    frame.attrs["base"] = [
-        {"layer": s.layer, "heads": s.heads, "qk_dim": s.qk_dim, "v_dim": s.v_dim, "hidden": s.hidden}
-        for s in case.shapes
-    ]
-    return frame
+    return ScoreTable(frame, case.shapes, case.scorer)
 
 
 @st.composite
@@ -380,12 +378,12 @@ def test_zero_head_layer_and_base_keyword():
     frame = table(three)
     plan = make_plan(frame, "entire-head", "local", 0.5)
     assert [lp.heads for lp in plan.layers] == [(1,), (), (0,)]
-    # The keyword wins over attrs: a table whose attrs are wrong still plans with the right base.
-    frame.attrs["base"] = frame.attrs["base"][:2]
-    assert make_plan(frame, "entire-head", "local", 0.5, base=shapes) == plan
+    # The keyword wins over the table's own shape: a table with a wrong base still plans right.
+    wrong = ScoreTable(frame.frame, frame.base[:2], frame.scorer)
+    assert make_plan(wrong, "entire-head", "local", 0.5, base=shapes) == plan
     extra = r"head scores not in the model for \(layer, head\) \(2, 0\), \(2, 1\)"
-    with pytest.raises(ValueError, match=extra):
-        make_plan(frame, "entire-head", "local", 0.5)
+    with pytest.raises(ScoresError, match=extra):
+        make_plan(wrong, "entire-head", "local", 0.5)
 
 
 def test_made_plan_round_trips_through_json():
@@ -420,21 +418,21 @@ def test_bad_arguments_are_named(kwargs, message):
 
 
 def test_bad_tables_are_named():
-    frame = table(small_case())
-    two = pd.concat([frame, frame.assign(scorer="magnitude")])
-    with pytest.raises(ValueError, match=r"mixes scorers \['fisher', 'magnitude'\]"):
+    table_ = table(small_case())
+    frame = table_.frame
+    two = ScoreTable(pd.concat([frame, frame.assign(scorer="magnitude")]), table_.base, "fisher")
+    with pytest.raises(ScoresError, match=r"mixes scorers \['fisher', 'magnitude'\]"):
         make_plan(two, "per-head", "global", 0.3)
-    bare = frame.copy()
-    bare.attrs = {}
-    with pytest.raises(ValueError, match="pass base="):
-        make_plan(bare, "per-head", "global", 0.3)
+    with pytest.raises(ScoresError, match="does not say which model shape.*base="):
+        make_plan(frame, "per-head", "global", 0.3)  # a bare frame, no shape
     # frame.head would be DataFrame.head(); NA channels compare as NA, hence fillna.
     pair = (frame["layer"] == 1) & (frame["head"] == 0) & (frame["channel"] == 2).fillna(False)
-    dropped = frame[~(pair & (frame["matrix"] == "pair"))]
+    dropped = ScoreTable(frame[~(pair & (frame["matrix"] == "pair"))], table_.base, "fisher")
     missing = r"Q/K channel scores missing for \(layer, head, channel\) \(1, 0, 2\)"
-    with pytest.raises(ValueError, match=missing):
+    with pytest.raises(ScoresError, match=missing):
         make_plan(dropped, "per-head", "global", 0.3)
-    assert make_plan(frame, "per-head", "global", 0.3, base=frame.attrs["base"]).validate()
+    # A bare frame with its shape given plans exactly like the table.
+    assert make_plan(frame, "per-head", "global", 0.3, base=table_.base) == make_plan(table_, "per-head", "global", 0.3)
 
 
 # --- hand-made plans ------------------------------------------------------------------------------------

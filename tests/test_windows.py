@@ -38,7 +38,7 @@ def test_a_long_clip_is_read_in_half_overlapping_windows_and_max_pooled(tiny):
     assert window == extractor.max_length * 160
     wave = np.concatenate([_tone(0.5, 300), _tone(1.0, 2000)])
     result = classify(model, extractor, labels, wave)
-    expected_windows = len(audio.sliding_windows(wave, window, window // 2))
+    expected_windows = len(audio.window_starts(len(wave), window, window // 2))
     assert len(result.windows) == expected_windows > 2
     assert np.allclose(result.windows["start_s"].diff().dropna(), window // 2 / 16000)
     chunks = [wave[s : s + window] for s in audio.window_starts(len(wave), window, window // 2)]

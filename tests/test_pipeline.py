@@ -8,14 +8,10 @@ import pytest
 import torch
 
 from prunekit.data.datasets import read_speech_commands
+from prunekit.evaluation.changes import class_changes, prediction_changes
 from prunekit.evaluation.cost import count_macs
-from prunekit.heads.pipeline import (
-    class_changes,
-    plan_cost,
-    prediction_changes,
-    prune_and_evaluate,
-    variant_zip,
-)
+from prunekit.heads.cost import plan_cost
+from prunekit.heads.pipeline import prune_and_evaluate, variant_zip
 from prunekit.heads.planner import PATTERNS, THRESHOLDS, make_plan, plan_from_heads
 from prunekit.heads.scoring import score
 from prunekit.heads.surgery import apply_plan, load_plan
@@ -37,7 +33,7 @@ def test_plan_cost_equals_counting_on_the_pruned_model(tiny_model, pattern, thre
 
 
 def test_plan_cost_with_an_empty_layer(tiny_model):
-    plan = plan_from_heads(score(tiny_model, "magnitude").attrs["base"], {0: [], 1: [2]})
+    plan = plan_from_heads(score(tiny_model, "magnitude"), {0: [], 1: [2]})
     pruned = apply_plan(tiny_model, plan)
     cost = plan_cost(plan, tiny_model, count_macs(tiny_model))
     assert cost["parameters"] == sum(p.numel() for p in pruned.parameters())
