@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+__all__ = ["halves"]
+
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: called as work finishes; ``done`` grows to ``total``."""
 

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+__all__ = ["atomic_write_bytes", "atomic_write_text", "cache_dir", "content_key"]
+
 _DEFAULT = Path(__file__).resolve().parent.parent / "cache"
 
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from prunekit.data.datasets import label_indices, read_speech_commands
+from prunekit.data.features import clip_features
 from prunekit.errors import DatasetError
 from prunekit.evaluation.cost import cost, count_macs
-from prunekit.evaluation.metrics import classification_metrics, evaluate, multilabel_metrics
+from prunekit.evaluation.metrics import classification_metrics, evaluate, multilabel_metrics, predict_logits
 from prunekit.models import anatomy
 
 LABELS = ["a", "b", "c"]
@@ -57,7 +58,12 @@ def test_evaluate_on_a_dataset(tiny_model, tiny_model_dir, tiny_speech_commands)
     seen = []
     ev = evaluate(model, extractor, labels, data, "test", progress=lambda d, n: seen.append((d, n)))
     assert ev.summary["clips"][0] == 3
-    assert 0.0 <= ev.accuracy <= 1.0 and np.isfinite(ev.summary["loss"][0])
+    # The same numbers by hand: the model's logits on the same features, against the labels.
+    clips = data.split("test")
+    logits = predict_logits(model, clip_features(clips, extractor))
+    targets = torch.tensor([labels.index(c.label) for c in clips])
+    assert ev.accuracy == pytest.approx((logits.argmax(-1) == targets).double().mean().item())
+    assert ev.summary["loss"][0] == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-6)
     assert seen[-1][0] == seen[-1][1]
     again = evaluate(model, extractor, labels, data, "test")  # features now from the disk cache
     assert again.predictions.equals(ev.predictions)

@@ -51,7 +51,7 @@ def test_from_json_rejects_other_documents():
 def test_lists_become_tuples():
     layer = LayerPlan([0, 2], [[1, 2], [3, 4]], [[0], [5]])
     assert layer == LayerPlan((0, 2), ((1, 2), (3, 4)), ((0,), (5,)))
-    hash(layer)
+    assert {layer: "hashable"}[LayerPlan((0, 2), ((1, 2), (3, 4)), ((0,), (5,)))] == "hashable"  # a dict key
 
 
 def test_dense_plan_keeps_everything(tiny_model):

@@ -155,7 +155,8 @@ def test_a_sweep_started_in_the_background_reports_its_failure(tmp_path):
     from prunekit.recovery.sweep import start_sweep
 
     pid = start_sweep(tmp_path / "bad", ["--model", str(tmp_path / "no/such/model")])
-    assert pid > 0 and (tmp_path / "bad.log").is_file()
+    assert (tmp_path / "bad.log").is_file()
+    assert json.loads((tmp_path / "bad" / STATUS_FILE).read_text())["pid"] == pid  # the status names the process
     deadline = time.monotonic() + 120
     while sweep_status(tmp_path / "bad")["state"] == "running" and time.monotonic() < deadline:
         time.sleep(0.5)

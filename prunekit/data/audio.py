@@ -17,6 +17,11 @@ import torch
 
 from prunekit.errors import AudioError, ConfigurationError
 
+__all__ = [
+    "MAX_FILE_BYTES", "MIN_SAMPLES", "SAMPLE_RATES", "TARGET_SR", "duration_seconds", "features",
+    "fit_length", "load_waveform", "read_audio", "resample", "to_mono", "window_starts",
+]
+
 TARGET_SR = 16_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
 SAMPLE_RATES = (1_000, 384_000)  # a header outside this range is a broken or hostile file

@@ -20,6 +20,12 @@ import pandas as pd
 from prunekit.errors import DatasetError
 from prunekit.store import cache_dir
 
+__all__ = [
+    "AUDIO_SUFFIXES", "DATA_KINDS", "DEMO_DATA_VERSION", "SPLITS", "AudioDataset", "Clip", "demo_dataset",
+    "demo_generated", "demo_root", "is_speech_commands", "label_indices", "open_dataset",
+    "read_class_folders", "read_speech_commands",
+]
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 SPLITS = ("train", "validation", "test")
 _SC_LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}

@@ -17,6 +17,8 @@ from prunekit.data.datasets import Clip
 from prunekit.progress import Progress
 from prunekit.store import atomic_write_bytes, cache_dir, content_key
 
+__all__ = ["clip_features", "compute_features", "extractor_settings"]
+
 
 def extractor_settings(extractor: ASTFeatureExtractor) -> dict:
     """The settings that change the features (what the cache key is made of)."""

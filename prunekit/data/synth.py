@@ -38,7 +38,13 @@ import espeakng_loader
 import numpy as np
 import soundfile as sf
 
+from prunekit.data.datasets import SPLITS  # datasets imports synth lazily: no cycle
 from prunekit.errors import ConfigurationError, OutputExistsError
+
+__all__ = [
+    "ACCENTS", "ESPEAK_RATE", "FORMAT_VERSION", "NOISE_FILES", "VARIANTS", "WORDS", "generate",
+    "speaker_id", "split_voices", "SynthConfig",
+]
 
 FORMAT_VERSION = 1
 ESPEAK_RATE = 22050  # what espeak_Initialize returns in synchronous mode
@@ -53,7 +59,6 @@ ACCENTS = ("en", "en-029", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "croak", "max", "paul", "klatt", "klatt4",
             "f1", "f2", "f3", "f4", "f5", "aunty", "linda", "belinda", "Annie", "grandma", "steph")
 NOISE_FILES = ("white_noise.wav", "pink_noise.wav", "brown_noise.wav", "mains_hum.wav")
-SPLITS = ("train", "validation", "test")
 _LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
 _FIT = 0.9  # a trimmed word may fill at most this fraction of the window
 _BATCH = 64

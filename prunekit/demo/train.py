@@ -23,10 +23,12 @@ from transformers import (
 )
 
 from prunekit.data.augment import spec_augment
-from prunekit.data.datasets import demo_dataset, label_indices
+from prunekit.data.datasets import SPLITS, demo_dataset, label_indices
 from prunekit.data.features import clip_features
 from prunekit.evaluation.metrics import classification_metrics, predict_logits
 from prunekit.models.loading import DEMO_DIR
+
+__all__ = ["DemoTrainConfig", "train_demo"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def train_demo(cfg: DemoTrainConfig = DemoTrainConfig(), out_dir: Path = DEMO_DI
 
     raw = ASTFeatureExtractor(num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length, do_normalize=False)
     feats = {}
-    for split in ("train", "validation", "test"):
+    for split in SPLITS:
         bar = tqdm(total=len(data.split(split)), desc=f"features {split}", disable=quiet, unit="clip")
         feats[split] = clip_features(data.split(split), raw, progress=lambda d, n: bar.update(d - bar.n))
         bar.close()

@@ -17,6 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunekit.models import anatomy
 
+__all__ = ["compare_cost", "cost", "count_macs", "latencies_ms"]
+
 
 def count_macs(model: torch.nn.Module, batch: int = 1) -> int:
     """Multiply-accumulates of one forward pass at ``batch`` (FlopCounterMode flops / 2).

@@ -16,6 +16,8 @@ from prunekit.data.datasets import AudioDataset, Clip, label_indices
 from prunekit.data.features import clip_features
 from prunekit.progress import Progress, halves
 
+__all__ = ["classification_metrics", "evaluate", "Evaluation", "multilabel_metrics", "predict_logits"]
+
 
 @dataclass(frozen=True)
 class Evaluation:

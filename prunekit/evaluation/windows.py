@@ -19,6 +19,11 @@ from prunekit.errors import AudioError
 from prunekit.evaluation.metrics import predict_logits
 from prunekit.progress import Progress
 
+__all__ = [
+    "HOP_MS", "MAX_SECONDS", "Classification", "classify", "log_mel", "read_recording", "Recording",
+    "window_samples",
+]
+
 HOP_MS = 10  # the AST feature extractor's frame shift
 MAX_SECONDS = 300  # longer recordings are classified on their first five minutes (the app says so)
 

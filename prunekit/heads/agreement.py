@@ -15,6 +15,11 @@ from prunekit.errors import ConfigurationError, ScoresError
 from prunekit.heads.plan import PruningPlan
 from prunekit.heads.scores import ScoreTable
 
+__all__ = [
+    "disagreements", "head_scores", "paired_heads", "plan_overlap", "rank_agreement", "rank_normalise",
+    "removal_grid", "removed_units",
+]
+
 
 def rank_normalise(table: ScoreTable) -> ScoreTable:
     """``table`` with ``score`` replaced by its percentile rank in (0, 1] among the rows of the

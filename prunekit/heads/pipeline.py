@@ -23,6 +23,8 @@ from prunekit.heads.plan import PruningPlan
 from prunekit.heads.surgery import apply_plan, save_pruned
 from prunekit.progress import Progress
 
+__all__ = ["describe_plan", "prune_and_evaluate", "Variant", "variant_zip"]
+
 
 @dataclass(frozen=True)
 class Variant:

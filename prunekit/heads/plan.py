@@ -23,6 +23,8 @@ from prunekit.errors import PlanError
 from prunekit.models import anatomy
 from prunekit.models.anatomy import AttentionShape
 
+__all__ = ["PLAN_FORMAT", "PLAN_VERSION", "LayerPlan", "PruningPlan"]
+
 PLAN_FORMAT = "prunekit.PruningPlan"
 PLAN_VERSION = 1
 

@@ -25,6 +25,8 @@ from prunekit.models import anatomy
 from prunekit.models.anatomy import LayerStructure
 from prunekit.store import atomic_write_text
 
+__all__ = ["PLAN_FILE", "apply_plan", "kept_structure", "load_plan", "save_pruned"]
+
 PLAN_FILE = "plan.json"
 
 

@@ -20,6 +20,8 @@ from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassificati
 from prunekit.errors import ModelLoadError
 from prunekit.models import anatomy
 
+__all__ = ["AST_MODEL_TYPE", "DEMO_DIR", "load_model", "LoadedModel"]
+
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_model"
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

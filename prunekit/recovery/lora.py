@@ -27,6 +27,8 @@ from prunekit.evaluation.metrics import predict_logits
 from prunekit.heads.scoring import ScoringData, scoring_data
 from prunekit.progress import Progress
 
+__all__ = ["add_adapters", "recover", "recover_on", "RecoveryConfig", "split_data", "train_adapters"]
+
 
 @dataclass(frozen=True)
 class RecoveryConfig:

@@ -20,6 +20,13 @@ from prunekit.heads.plan import PruningPlan
 from prunekit.heads.scores import ScoreTable
 from prunekit.store import atomic_write_bytes, atomic_write_text
 
+__all__ = [
+    "FIGURE_HTML", "FIGURE_PNG", "VIEWS", "agreement_bars", "channel_bars", "channel_scores",
+    "class_change_bars", "confusion_map", "head_grid", "head_map", "picked_head", "plan_map",
+    "removal_grids", "removal_maps", "spectrogram", "square_map", "sweep_curves", "sweep_structure_maps",
+    "top_bars", "write_sweep_figure",
+]
+
 # What a person picks -> (group, matrix) rows of the score frame.
 VIEWS: dict[str, tuple[str, str]] = {
     "Whole head": ("head", "pair"),

@@ -25,6 +25,13 @@ from prunekit.heads.scoring import ScoreTable, needs_data, score_split
 from prunekit.models import anatomy
 from prunekit.models.loading import LoadedModel, load_model
 
+__all__ = [
+    "DATA_KINDS", "DEFAULT_CLIPS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
+    "cached_dataset", "cached_model", "current_variants", "data_source", "dataset_or_report",
+    "dense_evaluation", "dense_macs", "eval_split", "history", "load_or_report", "model_facts",
+    "model_source", "remember", "score_clips", "scores_or_report", "sidebar", "sparsity_slider",
+]
+
 DEFAULT_CLIPS = 1000
 MODEL_KINDS = {
     "Embedded demo": "",

@@ -18,6 +18,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+__all__ = [
+    "CHROMIUM_FLAGS", "REPO", "browser_page", "chromium_path", "free_port", "go_to", "serve_app",
+    "wait_idle",
+]
+
 REPO = Path(__file__).resolve().parents[2]  # the checkout: app.py and pages/ live there
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
