@@ -11,7 +11,7 @@ important). Per layer and head there are
   matrix ``pair``: the whole head.
 
 Scorers (SCIENCE.md section 1): ``magnitude`` (L1, or L2 with ``norm="l2"``), ``fisher`` (the
-paper's: squared batch-mean gradients), ``fisher-sample`` (squared per-clip gradients),
+paper's: squared batch-mean gradients, over whole batches), ``fisher-sample`` (squared per-clip gradients),
 ``fisher-gate`` (squared per-clip gradient of a multiplicative gate on each unit), ``taylor``
 (|sum of weight x gradient| over the unit) and ``random`` (seeded; the floor). The gradient
 scorers run on a copy of the model in eval mode, so the model passed in is never changed and
@@ -43,7 +43,8 @@ SCORERS = ("magnitude", "fisher", "fisher-sample", "fisher-gate", "taylor", "ran
 GRADIENT_SCORERS = frozenset({"fisher", "fisher-sample", "fisher-gate", "taylor"})
 COLUMNS = ("layer", "group", "matrix", "head", "channel", "scorer", "score")
 FISHER_EPS = 1e-6  # added to every weight's Fisher, as in the paper's code
-SCORES_VERSION = 1  # bump when a scorer's maths changes, so old cached scores are not reused
+SCORES_VERSION = 2  # bump when a scorer's maths changes, so old cached scores are not reused
+# (2: Fisher averages over whole batches only)
 _MATRICES = ("q", "k", "v", "o")
 
 
@@ -236,9 +237,16 @@ def _unflat(values: Sequence[torch.Tensor], like: list[dict]) -> list[dict[str, 
     return [{m: next(it) for m in layer} for layer in like]
 
 
-def _batch_gradient_sums(model, data, batch_size, progress, *, square: bool):
+def _batch_gradient_sums(model, data, batch_size, progress, *, square: bool, whole_batches: bool = False):
     """Per attention weight, the sum over batches of the gradient of the batch-mean loss
-    (squared first when ``square``); returns (the work copy's weights, the sums, the batch count)."""
+    (squared first when ``square``); returns (the work copy's weights, the sums, the batch count).
+
+    ``whole_batches`` leaves out the clips of a partial last batch, as the authors' code does
+    (B = floor(N / batch_size) batches); data smaller than one batch is one batch of N clips.
+    """
+    if whole_batches and len(data.features) > batch_size:
+        n = len(data.features) // batch_size * batch_size
+        data = ScoringData(data.features[:n], data.targets[:n], data.name)
     work, weights = _work_copy(model)
     params = _flat(weights)
     acc = [torch.zeros_like(p) for p in params]
@@ -252,8 +260,11 @@ def _batch_gradient_sums(model, data, batch_size, progress, *, square: bool):
 
 
 def _batch_fisher(model, data, batch_size, progress) -> list[dict[str, torch.Tensor]]:
-    """F(w) = mean over batches of (d mean-batch-loss / dw)^2 + 1e-6 (the paper's Fisher)."""
-    weights, acc, batches = _batch_gradient_sums(model, data, batch_size, progress, square=True)
+    """F(w) = mean over batches of (d mean-batch-loss / dw)^2 + 1e-6 (the paper's Fisher), over
+    whole batches only: a partial last batch would enter the mean with a full batch's weight while
+    its squared mean gradient is larger (fewer clips average out less noise), so it is dropped."""
+    weights, acc, batches = _batch_gradient_sums(model, data, batch_size, progress, square=True,
+                                                 whole_batches=True)
     return _unflat([a / batches + FISHER_EPS for a in acc], weights)
 
 
