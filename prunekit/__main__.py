@@ -145,7 +145,8 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_prune(args: argparse.Namespace) -> None:
     from prunekit.evaluation import cost as costs
     from prunekit.evaluation import metrics as ev
-    from prunekit.heads.planner import make_plan
+    from prunekit.evaluation.paired import compare_evaluations
+    from prunekit.heads.planner import budget_applies, make_plan
     from prunekit.heads.surgery import apply_plan, save_pruned
     from prunekit.models.loading import load_model
 
@@ -155,27 +156,30 @@ def cmd_prune(args: argparse.Namespace) -> None:
     model, extractor, labels = load_model(args.model)
     data = _dataset(args)  # read once: the scorer and the evaluation share it
     frame = _scores(args, model, extractor, labels, data)
-    plan = make_plan(frame, args.pattern, args.threshold, args.sparsity)
+    plan = make_plan(frame, args.pattern, args.threshold, args.sparsity, budget=args.budget)
     pruned = apply_plan(model, plan)
     save_pruned(pruned, out, plan=plan, feature_extractor=extractor, labels=labels, overwrite=args.overwrite)
-    print(f"plan: {args.scorer} scores, {args.pattern} pattern, {args.threshold} threshold, "
+    budget = f", {args.budget} Q/K and V/O budgets" if budget_applies(args.pattern, args.threshold) else ""
+    print(f"plan: {args.scorer} scores, {args.pattern} pattern, {args.threshold} threshold{budget}, "
           f"target {args.sparsity:.1%} -> attention sparsity reached {plan.attention_sparsity():.1%}")
     print(plan.summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"pruned model written to {out}")
 
     variants = {"dense": model, "pruned": pruned}
-    quality = {}
+    quality, evaluations = {}, {}
     for name, variant in variants.items():
         bar, progress = _bar(f"evaluating {name} on {args.split}")
         result = ev.evaluate(variant, extractor, labels, data, args.split, batch_size=args.batch_size,
                              progress=progress)
         bar.close()
+        evaluations[name] = result
         quality[name] = {"accuracy": result.accuracy, "loss": float(result.summary["loss"].iloc[0])}
     cost = costs.compare_cost(variants, repeats=args.repeats)  # latencies interleaved: drift hits both
     table = pd.concat([pd.DataFrame(quality).T, cost], axis=1).T
     table["pruned / dense"] = table["pruned"] / table["dense"]
     print(f"evaluation on {data.name} [{args.split}]:")
     print(table.to_string(float_format=lambda v: f"{v:,.4g}"))
+    print(f"paired, clip by clip: {compare_evaluations(evaluations['dense'], evaluations['pruned']).describe()}")
 
 
 def _count_or_all(text: str) -> int | None:
@@ -208,8 +212,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         base.recovery, epochs=args.epochs, train_clips=args.train_clips, validation_clips=args.val_clips,
         lr=args.lr, rank=args.rank, alpha=args.alpha, batch_size=args.batch_size, freq_mask=args.freq_mask,
         time_mask=args.time_mask)
-    run = dataclasses.replace(base, schedule=schedule, recovery=recovery, score_clips=args.clips,
-                              eval_split=args.split, eval_clips=args.eval_clips, batch_size=args.batch_size,
+    run = dataclasses.replace(base, schedule=schedule, recovery=recovery, budget=args.budget,
+                              score_clips=args.clips, eval_split=args.split, eval_clips=args.eval_clips, batch_size=args.batch_size,
                               latency_repeats=args.repeats)
     config = SweepConfig(model=args.model, data=args.data, scorers=args.scorers, patterns=args.patterns,
                          thresholds=args.thresholds, seeds=args.seeds, run=run)
@@ -246,8 +250,13 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random's seed")
 
 
+BUDGET_HELP = ("with a global threshold over channels (per-head, same-channel): 'separate' gives the Q/K and "
+               "the V/O channels each the target share of their own weights (the paper's), 'joint' one budget "
+               "for both; ignored by entire-head and local thresholds")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from prunekit.heads.planner import PATTERNS, THRESHOLDS
+    from prunekit.heads.planner import BUDGETS, PATTERNS, THRESHOLDS
     from prunekit.heads.scoring import SCORERS
     from prunekit.models.loading import DEMO_DIR
     from prunekit.recovery.sweep import SweepConfig
@@ -285,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     _scoring_options(p)
     p.add_argument("--pattern", default="per-head", choices=PATTERNS)
     p.add_argument("--threshold", default="global", choices=THRESHOLDS)
-    p.add_argument("--sparsity", type=float, default=0.5, help="target attention sparsity in [0, 1)")
+    p.add_argument("--budget", default="separate", choices=BUDGETS, help=BUDGET_HELP)
+    p.add_argument("--sparsity", type=float, default=0.5, help="target attention sparsity in [0, 1]")
     p.add_argument("--out", required=True, help="folder for the pruned model (save_pretrained layout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"], help="evaluation split")
@@ -304,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scorers", nargs="+", default=list(defaults.scorers), choices=SCORERS)
     p.add_argument("--patterns", nargs="+", default=list(defaults.patterns), choices=PATTERNS)
     p.add_argument("--thresholds", nargs="+", default=list(defaults.thresholds), choices=THRESHOLDS)
+    p.add_argument("--budget", default=run.budget, choices=BUDGETS, help=BUDGET_HELP)
     p.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
     p.add_argument("--steps", type=int, default=len(run.schedule), help="pruning steps per configuration")
     p.add_argument("--fraction", type=float, default=0.1, 

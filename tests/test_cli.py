@@ -69,6 +69,8 @@ def test_score_and_prune_tiny_model(tmp_path, tiny_model_dir, tiny_speech_comman
                   "--repeats", "2", cache=cache)
     assert out.returncode == 0, out.stderr
     assert "attention sparsity reached 50.0%" in out.stdout and "pruned / dense" in out.stdout
+    assert re.search(r"paired, clip by clip: pruned is .*95 % CI .*McNemar p .*of 3\)", out.stdout), out.stdout
+    assert "budgets" not in out.stdout  # entire-head: the budget does not apply
     config = json.loads((pruned / "config.json").read_text())
     assert [s["heads"] for s in config["prunekit_structure"]] == [2, 2]
     assert (pruned / "plan.json").is_file() and (pruned / "preprocessor_config.json").is_file()
@@ -77,6 +79,12 @@ def test_score_and_prune_tiny_model(tmp_path, tiny_model_dir, tiny_speech_comman
 
     again = run_cli("prune", "--model", tiny_model_dir, "--scorer", "magnitude", "--out", pruned, cache=cache)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+    joint = run_cli("prune", "--model", tiny_model_dir, "--scorer", "magnitude", "--pattern", "per-head",
+                    "--budget", "joint", "--sparsity", "0.3", "--out", tmp_path / "joint", "--repeats", "1",
+                    "--data", tiny_speech_commands, cache=cache)
+    assert joint.returncode == 0, joint.stderr
+    assert "global threshold, joint Q/K and V/O budgets" in joint.stdout
+    assert json.loads((tmp_path / "joint" / "plan.json").read_text())["budget"] == "joint"
     bad = run_cli("prune", "--model", tiny_model_dir, "--scorer", "magnitude", "--pattern", "per-head",
                   "--threshold", "local", "--sparsity", "0.99", "--out", tmp_path / "p2", cache=cache)
     assert bad.returncode == 2 and "at most" in bad.stderr and "Traceback" not in bad.stderr

@@ -132,13 +132,14 @@ def test_sweep_command(tiny_model_dir, tiny_speech_commands, tmp_path, capsys):
     args = ["sweep", "--model", tiny_model_dir, "--data", tiny_speech_commands, "--out", tmp_path / "s",
             "--scorers", "magnitude", "--patterns", "entire-head", "--thresholds", "local", "--steps", "1",
             "--fraction", "0.25", "--train-clips", "4", "--val-clips", "all", "--batch-size", "2",
-            "--repeats", "1"]
+            "--budget", "joint", "--repeats", "1"]
     out = run_cli(*args, cache=tmp_path / "c")
     assert out.returncode == 0, out.stderr
     assert "| EH | L | Mag |" in out.stdout and "results.csv" in out.stdout
     results = pd.read_csv(tmp_path / "s" / RESULTS_FILE)
     assert list(results["attention_sparsity"]) == [0.0, 0.25]
     assert json.loads((tmp_path / "s" / STATUS_FILE).read_text())["state"] == "finished"
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["run"]["budget"] == "joint"
     assert (tmp_path / "s" / "accuracy.html").stat().st_size > 0
 
     assert main([*map(str, args[:-1]), "2"]) == 2  # --repeats 2: another sweep
