@@ -20,16 +20,19 @@ def _pickers():
 
 def _removal(a_scores, b_scores, labels) -> None:
     st.subheader("What each would remove")
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     pattern = c1.selectbox("Pattern", planner.PATTERNS, index=planner.PATTERNS.index("per-head"), key="cmp_pattern")
     threshold = c2.selectbox("Threshold", planner.THRESHOLDS, key="cmp_threshold")
-    ceiling = planner.max_sparsity(a_scores, pattern, threshold)
-    sparsity = c3.slider("Attention sparsity", 0.0, 0.95, 0.5, 0.05, key="cmp_sparsity", format="%.2f")
+    budget = c3.selectbox("Q/K and V/O budgets", planner.BUDGETS, key="cmp_budget",
+                          disabled=not planner.budget_applies(pattern, threshold),
+                          help="global per-head and same-channel only: separate (the paper's) or one joint budget")
+    ceiling = planner.max_sparsity(a_scores, pattern, threshold, budget=budget)
+    sparsity = c4.slider("Attention sparsity", 0.0, 0.95, 0.5, 0.05, key="cmp_sparsity", format="%.2f")
     if sparsity > ceiling:
         st.warning(f"{pattern} / {threshold} can remove at most {ceiling:.0%} of the attention weights of this "
                    f"model; showing {ceiling:.0%}.")
         sparsity = ceiling
-    plans = {name: planner.make_plan(scores, pattern, threshold, sparsity)
+    plans = {name: planner.make_plan(scores, pattern, threshold, sparsity, budget=budget)
              for name, scores in zip(labels, (a_scores, b_scores))}
     st.plotly_chart(figures.removal_maps(plans), key="cmp_removal")
     first, second = plans.values()
