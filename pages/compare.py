@@ -21,13 +21,16 @@ def _pickers():
 
 def _removal(a_scores, b_scores, labels) -> None:
     st.subheader("What each would remove")
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     pattern = c1.selectbox("Pattern", planner.PATTERNS, index=planner.PATTERNS.index("per-head"), key="cmp_pattern")
     threshold = c2.selectbox("Threshold", planner.THRESHOLDS, key="cmp_threshold")
-    sparsity = sparsity_slider(a_scores, pattern, threshold, key="cmp_sparsity", container=c3)
+    budget = c3.selectbox("Q/K and V/O budgets", planner.BUDGETS, key="cmp_budget",
+                          disabled=not planner.budget_applies(pattern, threshold),
+                          help="global per-head and same-channel only: separate (the paper's) or one joint budget")
+    sparsity = sparsity_slider(a_scores, pattern, threshold, key="cmp_sparsity", container=c4, budget=budget)
     if sparsity is None:
         return
-    plans = {name: planner.make_plan(scores, pattern, threshold, sparsity)
+    plans = {name: planner.make_plan(scores, pattern, threshold, sparsity, budget=budget)
              for name, scores in zip(labels, (a_scores, b_scores))}
     st.plotly_chart(figures.removal_maps(plans), key="cmp_removal")
     first, second = plans.values()

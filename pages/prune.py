@@ -30,6 +30,8 @@ st.caption("Pick a pattern, a threshold and a sparsity; nothing changes until yo
 PATTERN_HELP = ("entire-head removes whole heads; per-head removes channels inside each head (QK and VO "
                 "separately); same-channel removes the same channel index from every head of a layer")
 THRESHOLD_HELP = "global ranks all layers together; local removes the same share from every layer"
+BUDGET_HELP = ("global per-head and same-channel only: separate gives the Q/K and the V/O channels each the "
+               "target share of their own weights (the paper's method); joint ranks both in one budget")
 
 
 def _forced() -> tuple[set, set]:
@@ -39,16 +41,18 @@ def _forced() -> tuple[set, set]:
 
 
 def _controls(model):
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     names = scoring.scorer_names()
     scorer = c1.selectbox("Scorer", names, index=names.index("fisher"), key="prune_scorer")
     pattern = c2.selectbox("Pattern", planner.PATTERNS, index=planner.PATTERNS.index("per-head"),
                            key="prune_pattern", help=PATTERN_HELP)
     threshold = c3.selectbox("Threshold", planner.THRESHOLDS, key="prune_threshold", help=THRESHOLD_HELP)
+    budget = c4.selectbox("Q/K and V/O budgets", planner.BUDGETS, key="prune_budget", help=BUDGET_HELP,
+                          disabled=not planner.budget_applies(pattern, threshold))
     keep, remove = _forced()
-    sparsity = sparsity_slider(model, pattern, threshold, key="prune_sparsity",
+    sparsity = sparsity_slider(model, pattern, threshold, key="prune_sparsity", budget=budget,
                                force_keep=keep if pattern == "entire-head" else (), force_remove=remove)
-    return scorer, pattern, threshold, sparsity
+    return scorer, pattern, threshold, budget, sparsity
 
 
 def _apply_click(event, pattern: str) -> None:
@@ -68,13 +72,14 @@ def _apply_click(event, pattern: str) -> None:
     st.rerun()
 
 
-def _plan_or_explain(scores, pattern, threshold, sparsity):
+def _plan_or_explain(scores, pattern, threshold, budget, sparsity):
     """The plan, or None after saying why it cannot be made (the slider never passes the
     reachable maximum, so what is left is a conflict among the forced heads)."""
     keep, remove = _forced()
     keep_now = keep if pattern == "entire-head" else set()
     try:
-        return planner.make_plan(scores, pattern, threshold, sparsity, force_keep=keep_now, force_remove=remove)
+        return planner.make_plan(scores, pattern, threshold, sparsity, force_keep=keep_now, force_remove=remove,
+                                 budget=budget)
     except PrunekitError as exc:
         st.warning(f"This plan cannot be made: {exc}. Change the pattern, the threshold or the forced heads.")
         return None
@@ -111,6 +116,8 @@ def _in_plain_words(variant, dense) -> str:
 def _results(variant, dense) -> None:
     st.subheader(f"Result: {variant.name}")
     st.success(_in_plain_words(variant, dense))
+    if variant.comparison is not None:
+        st.write(f"Clip by clip against the original: {variant.comparison.describe()}.")
     cost = variant.cost
     cols = st.columns(4)
     cols[0].metric("Pruned accuracy", f"{variant.accuracy:.1%}", f"{100 * (variant.accuracy - dense.accuracy):+.1f} points")
@@ -160,7 +167,7 @@ def render() -> None:
     loaded = load_or_report(source)
     if loaded is None:
         return
-    scorer, pattern, threshold, sparsity = _controls(loaded.model)
+    scorer, pattern, threshold, budget, sparsity = _controls(loaded.model)
     scores = scores_or_report(source, scorer)
     if scores is None or sparsity is None:
         return
@@ -173,7 +180,7 @@ def render() -> None:
             keep.clear()
             remove.clear()
             st.rerun()
-    plan = _plan_or_explain(scores, pattern, threshold, sparsity)
+    plan = _plan_or_explain(scores, pattern, threshold, budget, sparsity)
     if plan is None:
         return
     marks = {h: "K" for h in keep} | {h: "R" for h in remove}
@@ -192,7 +199,7 @@ def render() -> None:
         widget, progress = bar(f"Pruning and evaluating on the {split} split:")
         try:
             remember(pipeline.prune_and_evaluate(loaded.model, loaded.feature_extractor, loaded.labels, plan, dataset,
-                                                 split, progress=progress), source)
+                                                 split, dense=dense, progress=progress), source)
         except REPORTED as exc:
             st.error(f"Could not apply the plan: {exc}")
         finally:

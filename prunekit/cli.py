@@ -80,6 +80,11 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random's seed")
 
 
+BUDGET_HELP = ("with a global threshold over channels (per-head, same-channel): 'separate' gives the Q/K and "
+               "the V/O channels each the target share of their own weights (the paper's), 'joint' one budget "
+               "for both; ignored by entire-head and local thresholds")
+
+
 def _scores(args: argparse.Namespace, loaded, dataset=None):
     """``args.scorer``'s table for ``loaded``; gradient scorers read ``args.clips`` clips of
     ``args.score_split`` of ``dataset`` (``args.data``, opened here when not given)."""
@@ -216,13 +221,14 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 # --- prune ----------------------------------------------------------------------------------------
 def add_prune(sub) -> None:
-    from prunekit.heads.planner import PATTERNS, THRESHOLDS
+    from prunekit.heads.planner import BUDGETS, PATTERNS, THRESHOLDS
 
     p = sub.add_parser("prune", help="score, plan, physically prune, save, and evaluate against the dense model")
     _scoring_options(p)
     p.add_argument("--pattern", default="per-head", choices=PATTERNS)
     p.add_argument("--threshold", default="global", choices=THRESHOLDS)
-    p.add_argument("--sparsity", type=float, default=0.5, help="target attention sparsity in [0, 1)")
+    p.add_argument("--budget", default="separate", choices=BUDGETS, help=BUDGET_HELP)
+    p.add_argument("--sparsity", type=float, default=0.5, help="target attention sparsity in [0, 1]")
     p.add_argument("--out", required=True, help="folder for the pruned model (save_pretrained layout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
     p.add_argument("--split", default="test", choices=SPLITS, help="evaluation split")
@@ -235,7 +241,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
     from prunekit.evaluation.metrics import evaluate
     from prunekit.heads.pipeline import prune_and_evaluate
-    from prunekit.heads.planner import make_plan
+    from prunekit.heads.planner import budget_applies, make_plan
     from prunekit.heads.surgery import save_pruned
     from prunekit.models import load_model
 
@@ -244,8 +250,9 @@ def cmd_prune(args: argparse.Namespace) -> None:
         raise OutputExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     loaded = load_model(args.model)
     data = _open_data(args.data)  # read once: the scorer and the evaluation share it
-    plan = make_plan(_scores(args, loaded, data), args.pattern, args.threshold, args.sparsity)
-    print(f"plan: {args.scorer} scores, {args.pattern} pattern, {args.threshold} threshold, "
+    plan = make_plan(_scores(args, loaded, data), args.pattern, args.threshold, args.sparsity, budget=args.budget)
+    budget = f", {args.budget} Q/K and V/O budgets" if budget_applies(args.pattern, args.threshold) else ""
+    print(f"plan: {args.scorer} scores, {args.pattern} pattern, {args.threshold} threshold{budget}, "
           f"target {args.sparsity:.1%} -> attention sparsity reached {plan.attention_sparsity():.1%}")
     print(plan.summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     bar, progress = _bar(f"evaluating dense on {args.split}")
@@ -253,7 +260,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
                      batch_size=args.batch_size, progress=progress)
     bar.close()
     bar, progress = _bar(f"pruning and evaluating on {args.split}")
-    variant = prune_and_evaluate(*loaded, plan, data, args.split, repeats=args.repeats, progress=progress)
+    variant = prune_and_evaluate(*loaded, plan, data, args.split, dense=dense, repeats=args.repeats,
+                                 progress=progress)
     bar.close()
     save_pruned(variant.model, out, plan=plan, feature_extractor=loaded.feature_extractor, labels=loaded.labels,
                 overwrite=args.overwrite)
@@ -264,11 +272,12 @@ def cmd_prune(args: argparse.Namespace) -> None:
     table["pruned / dense"] = table["pruned"] / table["dense"]
     print(f"evaluation on {data.name} [{args.split}]:")
     print(table.to_string(float_format=lambda v: f"{v:,.4g}"))
+    print(f"paired, clip by clip: {variant.comparison.describe()}")
 
 
 # --- sweep ----------------------------------------------------------------------------------------
 def add_sweep(sub) -> None:
-    from prunekit.heads.planner import PATTERNS, THRESHOLDS
+    from prunekit.heads.planner import BUDGETS, PATTERNS, THRESHOLDS
     from prunekit.heads.scoring import scorer_names
     from prunekit.recovery.sweep import SweepConfig
 
@@ -282,6 +291,7 @@ def add_sweep(sub) -> None:
     p.add_argument("--scorers", nargs="+", default=list(defaults.scorers), choices=scorer_names())
     p.add_argument("--patterns", nargs="+", default=list(defaults.patterns), choices=PATTERNS)
     p.add_argument("--thresholds", nargs="+", default=list(defaults.thresholds), choices=THRESHOLDS)
+    p.add_argument("--budget", default=run.budget, choices=BUDGETS, help=BUDGET_HELP)
     p.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
     p.add_argument("--steps", type=_positive, default=len(run.schedule), help="pruning steps per configuration")
     p.add_argument("--fraction", type=float, default=0.1, help="geometric: each step removes this share of what remains")
@@ -325,7 +335,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         base.recovery, epochs=args.epochs, train_clips=args.train_clips, validation_clips=args.val_clips,
         lr=args.lr, rank=args.rank, alpha=args.alpha, batch_size=args.batch_size, freq_mask=args.freq_mask,
         time_mask=args.time_mask)
-    run = dataclasses.replace(base, schedule=schedule, recovery=recovery, score_clips=args.clips,
+    run = dataclasses.replace(base, schedule=schedule, recovery=recovery, budget=args.budget, score_clips=args.clips,
                               eval_split=args.split, eval_clips=args.eval_clips, batch_size=args.batch_size,
                               latency_repeats=args.repeats)
     config = SweepConfig(model=args.model, data=args.data, scorers=args.scorers, patterns=args.patterns,

@@ -132,7 +132,11 @@ def test_compare_page_magnitude_against_random():
     assert "K removed" in specs[3] and "O removed" in specs[3]  # "/" is escaped in the JSON
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 8
     assert any("Spearman" in m.value for m in at.markdown)
+    assert at.selectbox(key="cmp_budget").value == "separate" and not at.selectbox(key="cmp_budget").disabled
+    at.selectbox(key="cmp_budget").set_value("joint").run()
+    assert not at.exception, at.exception
     at.selectbox(key="cmp_pattern").set_value("entire-head").run()
+    assert at.selectbox(key="cmp_budget").disabled  # a head carries both groups: no budget to choose
     at.selectbox(key="cmp_threshold").set_value("local").run()
     assert not at.exception, at.exception
     slider = at.slider(key="cmp_sparsity")
@@ -164,6 +168,8 @@ def test_golden_path_pick_scorer_move_sparsity_apply_read_metrics(real_cache, de
     at.button(key="prune_apply").click().run()
     assert not at.exception, at.exception
     metrics = _metrics(at)
+    paired = [m.value for m in at.markdown if m.value.startswith("Clip by clip against the original:")]
+    assert len(paired) == 1 and "95 % CI" in paired[0] and "McNemar p" in paired[0]
     history = at.session_state["_prunekit_history"]
     assert len(history) == 1
     variant = history[0].variant
@@ -189,12 +195,24 @@ def test_forced_heads_change_the_plan():
     assert _metrics(at)["Heads left"] == "36 / 36"
 
 
+def test_the_budget_choice_changes_a_global_channel_plan():
+    """Separate budgets take half of the Q/K and half of the V/O channels; global magnitude with
+    one joint budget takes more of one group than of the other."""
+    at = _app("prune", prune_scorer="magnitude")
+    assert at.selectbox(key="prune_budget").value == "separate" and not at.selectbox(key="prune_budget").disabled
+    separate = at.dataframe[0].value
+    at.selectbox(key="prune_budget").set_value("joint").run()
+    joint = at.dataframe[0].value
+    assert separate["qk_channels_left"].sum() == separate["vo_channels_left"].sum() == 6 * 6 * 32 // 2
+    assert joint["qk_channels_left"].sum() != joint["vo_channels_left"].sum()
+    at.selectbox(key="prune_threshold").set_value("local").run()
+    assert at.selectbox(key="prune_budget").disabled
+
+
 def test_the_sparsity_slider_stops_at_what_the_pattern_can_reach():
     """Prune and Compare share one rule: the slider's maximum is ``max_sparsity``, and a pattern
     change that lowers the ceiling moves the slider down instead of failing."""
-    # No dataset folder typed: the page stops before evaluating, which this test does not need.
-    at = _app("prune", prune_scorer="magnitude", prune_pattern="per-head", prune_threshold="global",
-              data_kind="Folder per class")
+    at = _app("prune", prune_scorer="magnitude", prune_pattern="per-head", prune_threshold="global")
     at.slider(key="prune_sparsity").set_value(0.9).run()
     assert at.slider(key="prune_sparsity").max == 0.96  # each head keeps 1 of 32 Q/K and V/O channels
     at.selectbox(key="prune_pattern").set_value("entire-head").run()

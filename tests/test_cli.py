@@ -73,6 +73,8 @@ def test_score_and_prune_tiny_model(tmp_path, tiny_model_dir, tiny_speech_comman
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "attention sparsity reached 50.0%" in printed and "pruned / dense" in printed
+    assert re.search(r"paired, clip by clip: pruned is .*95 % CI .*McNemar p .*of 3\)", printed), printed
+    assert "budgets" not in printed  # entire-head: the budget does not apply
     config = json.loads((pruned / "config.json").read_text())
     assert [s["heads"] for s in config["prunekit_structure"]] == [2, 2]
     assert (pruned / "plan.json").is_file() and (pruned / "preprocessor_config.json").is_file()
@@ -84,6 +86,12 @@ def test_score_and_prune_tiny_model(tmp_path, tiny_model_dir, tiny_speech_comman
 
     assert main(["prune", "--model", str(tiny_model_dir), "--scorer", "magnitude", "--out", str(pruned)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    joint = ["prune", "--model", str(tiny_model_dir), "--scorer", "magnitude", "--pattern", "per-head",
+             "--budget", "joint", "--sparsity", "0.3", "--out", str(tmp_path / "joint"), "--repeats", "1",
+             "--data", str(tiny_speech_commands)]
+    assert main(joint) == 0
+    assert "global threshold, joint Q/K and V/O budgets" in capsys.readouterr().out
+    assert json.loads((tmp_path / "joint" / "plan.json").read_text())["budget"] == "joint"
     bad = ["prune", "--model", str(tiny_model_dir), "--scorer", "magnitude", "--pattern", "per-head",
            "--threshold", "local", "--sparsity", "0.99", "--out", str(tmp_path / "p2")]
     assert main(bad) == 2

@@ -10,6 +10,7 @@ import torch
 from prunekit.data.datasets import read_speech_commands
 from prunekit.evaluation.changes import class_changes, prediction_changes
 from prunekit.evaluation.cost import count_macs
+from prunekit.evaluation.paired import compare_evaluations
 from prunekit.heads.cost import plan_cost
 from prunekit.heads.pipeline import prune_and_evaluate, variant_zip
 from prunekit.heads.planner import PATTERNS, THRESHOLDS, make_plan, plan_from_heads
@@ -53,6 +54,7 @@ def test_prune_and_evaluate_leaves_the_base_alone_and_exports_a_loadable_zip(
     assert variant.cost.loc["pruned", "parameters"] < variant.cost.loc["dense", "parameters"]
     assert variant.name == "magnitude entire-head global 50%"
     assert len(variant.evaluation.predictions) == 3  # one test clip per label
+    assert variant.comparison is None  # no dense evaluation given
 
     archive = zipfile.ZipFile(io.BytesIO(variant_zip(variant, extractor, labels)))
     archive.extractall(tmp_path / "unzipped")
@@ -81,3 +83,14 @@ def test_class_and_prediction_changes(tiny_model_dir, tiny_speech_commands):
     assert len(clips) == 3
     assert (clips["differ"] == (clips["dense"] != clips["pruned"])).all()
     assert not prediction_changes(dense, dense)["differ"].any()
+    # Given the dense evaluation, the variant carries the clip-by-clip comparison with it.
+    compared = prune_and_evaluate(model, extractor, labels, plan_from_heads(model, {0: [], 1: []}), data, "test",
+                                  dense=dense, repeats=1)
+    assert compared.comparison == compare_evaluations(dense, compared.evaluation)
+    assert compared.comparison.accuracy == (dense.accuracy, compared.accuracy)
+    assert (compared.comparison.only_reference, compared.comparison.only_candidate) == (
+        int((clips["dense_correct"] & ~clips["pruned_correct"]).sum()),
+        int((~clips["dense_correct"] & clips["pruned_correct"]).sum()))
+    with pytest.raises(ValueError, match="same clips in the same order; dense has 3 clips, pruned 6"):
+        prune_and_evaluate(model, extractor, labels, plan_from_heads(model, {0: [], 1: []}), data, "train",
+                           dense=dense, repeats=1)

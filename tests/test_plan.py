@@ -43,6 +43,19 @@ def test_json_round_trip_is_exact(plan):
     assert PruningPlan.from_json(bare.to_json()) == bare != plan
 
 
+def test_budget_round_trips_and_old_plans_read_as_joint(plan):
+    separate = dataclasses.replace(plan, budget="separate")
+    assert json.loads(separate.to_json())["budget"] == "separate"
+    assert PruningPlan.from_json(separate.to_json()) == separate
+    # A plan.json from before budgets had a name has no "budget": its global channel plans were
+    # made with one budget over Q/K and V/O, so it reads as "joint"; other plans as None.
+    old = json.loads(separate.to_json())
+    del old["budget"]
+    assert PruningPlan.from_dict(old).budget == "joint"
+    for pattern, threshold in (("per-head", "local"), ("entire-head", "global"), (None, None)):
+        assert PruningPlan.from_dict(old | {"pattern": pattern, "threshold": threshold}).budget is None
+
+
 def test_from_json_rejects_other_documents():
     with pytest.raises(ValueError, match="Not a prunekit.PruningPlan"):
         PruningPlan.from_json('{"layers": []}')

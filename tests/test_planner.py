@@ -1,10 +1,9 @@
 """make_plan and the hand-made plans: property tests over random score tables (no model needed),
-brute-force references for the nearest achievable sparsity and the per-head greedy, and the
-error messages."""
+brute-force references for the nearest achievable sparsity, the per-head greedy and the exact
+per-head planner (unequal head counts), separate and joint budgets, and the error messages."""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from prunekit.errors import ScoresError
 from prunekit.heads.plan import PruningPlan
 from prunekit.heads.planner import (
+    BUDGETS,
     PATTERNS,
     THRESHOLDS,
     make_plan,
@@ -33,6 +33,7 @@ from prunekit.models.anatomy import AttentionShape
 HIDDEN = 4
 SCORERS = scorer_names()
 COMBOS = list(itertools.product(PATTERNS, THRESHOLDS))
+GROUPS = ("qk", "vo")
 EPS = 1e-6
 
 
@@ -105,37 +106,59 @@ def head_size(s: AttentionShape) -> int:
     return s.hidden * (2 * s.qk_dim + 2 * s.v_dim)
 
 
-def ceiling(case: Case, pattern: str, threshold: str) -> float:
+def dim(s: AttentionShape, group: str) -> int:
+    return s.qk_dim if group == "qk" else s.v_dim
+
+
+def group_dense(case: Case, groups=GROUPS) -> int:
+    """Weights of the channels of ``groups`` in the whole model."""
+    return sum(s.heads * 2 * s.hidden * dim(s, g) for s in case.shapes for g in groups)
+
+
+def budget_groups(pattern: str, threshold: str, budget: str) -> list[tuple[str, ...]]:
+    """The groups that share one budget: both, unless separate budgets apply (global channels)."""
+    separate = budget == "separate" and pattern != "entire-head" and threshold == "global"
+    return [(g,) for g in GROUPS] if separate else [GROUPS]
+
+
+def ceiling(case: Case, pattern: str, threshold: str, budget: str = "separate") -> float:
     """Most sparsity reachable: EH global removes everything, EH local keeps one head per layer,
-    channel patterns keep one Q/K and one V/O channel per head."""
+    channel patterns keep one Q/K and one V/O channel per head, and with separate budgets each
+    group must lose the target share of its own weights."""
     if pattern == "entire-head":
         kept = 0 if threshold == "global" else sum(head_size(s) for s in case.shapes if s.heads)
-    else:
-        kept = sum(s.heads * 4 * s.hidden for s in case.shapes)
-    return 1 - kept / case.dense
+        return 1 - kept / case.dense
+    return min(1 - sum(s.heads * 2 * s.hidden * len(groups) for s in case.shapes) / group_dense(case, groups)
+               for groups in budget_groups(pattern, threshold, budget))
 
 
-def unit_sizes(case: Case, pattern: str) -> list[int]:
+def unit_sizes(case: Case, pattern: str, groups=GROUPS) -> list[int]:
     """Sizes in weights of the global threshold's units (EH: heads) or moves (PH, SC: a channel
-    index in every head of the layer), counting only units that can go."""
+    index in every head of the layer) in ``groups``, counting only units that can go."""
     if pattern == "entire-head":
         return [head_size(s) for s in case.shapes for _ in range(s.heads)]
-    return [s.heads * 2 * s.hidden for s in case.shapes for g in ("qk", "vo")
-            if s.heads and (s.qk_dim if g == "qk" else s.v_dim) > 1]
+    return [s.heads * 2 * s.hidden for s in case.shapes for g in groups if s.heads and dim(s, g) > 1]
 
 
-def achievable(case: Case, pattern: str) -> set[int]:
-    """Every removed-weight total the pattern can reach with a global threshold (subset sums)."""
+def achievable(case: Case, pattern: str, groups=GROUPS) -> set[int]:
+    """Every removed-weight total of ``groups`` the pattern can reach with a global threshold
+    (subset sums)."""
     reach = {0}
     for s in case.shapes:
         if pattern == "entire-head":
             options = [[k * head_size(s) for k in range(s.heads + 1)]]
         else:
             move = s.heads * 2 * s.hidden  # one channel index in every head
-            options = [[k * move for k in range(d)] for d in (s.qk_dim, s.v_dim)] if s.heads else []
+            options = [[k * move for k in range(dim(s, g))] for g in groups] if s.heads else []
         for sizes in options:
             reach = {a + b for a in reach for b in sizes}
     return reach
+
+
+def removed_in(plan: PruningPlan, group: str) -> int:
+    """Weights of ``group``'s channels the plan removes."""
+    return sum(2 * s.hidden * (s.heads * dim(s, group) - (lp.qk_channels if group == "qk" else lp.vo_channels))
+               for s, lp in zip(plan.base, plan.layers))
 
 
 def combined(case: Case, layer: int, group: str) -> np.ndarray:
@@ -147,12 +170,14 @@ def removed_weights(plan: PruningPlan) -> int:
     return plan.dense_weights() - plan.kept_weights()
 
 
-def check_structure(case: Case, plan: PruningPlan, pattern: str, threshold: str, target: float) -> None:
+def check_structure(case: Case, plan: PruningPlan, pattern: str, threshold: str, target: float,
+                    budget: str = "separate") -> None:
     """The pattern's constraints, the lowest-scored-first rule and the local counts."""
     plan.validate()
     assert plan.base == case.shapes
-    metadata = (plan.scorer, plan.pattern, plan.threshold, plan.target_sparsity)
-    assert metadata == (case.scorer, pattern, threshold, target)
+    metadata = (plan.scorer, plan.pattern, plan.threshold, plan.target_sparsity, plan.budget)
+    recorded = budget if pattern != "entire-head" and threshold == "global" else None
+    assert metadata == (case.scorer, pattern, threshold, target, recorded)
     for s, lp in zip(case.shapes, plan.layers):
         l, heads = s.layer, range(s.heads)
         if pattern == "entire-head":
@@ -185,40 +210,46 @@ fractions = st.lists(st.one_of(st.floats(0, 1), st.sampled_from([0.0, 0.5, 1.0])
 
 
 @settings(max_examples=150, deadline=None)
-@given(cases(), fractions)
-def test_every_pattern_and_threshold_respects_its_constraints(case, fracs):
+@given(cases(), fractions, st.sampled_from(BUDGETS))
+def test_every_pattern_and_threshold_respects_its_constraints(case, fracs, budget):
     frame = table(case)
     for (pattern, threshold), u in zip(COMBOS, fracs):
-        top = ceiling(case, pattern, threshold)
-        assert max_sparsity(frame, pattern, threshold) == pytest.approx(top)
-        target = min(u * top, 0.999)
-        plan = make_plan(frame, pattern, threshold, target)
-        check_structure(case, plan, pattern, threshold, target)
+        top = ceiling(case, pattern, threshold, budget)
+        assert max_sparsity(frame, pattern, threshold, budget=budget) == pytest.approx(top)
+        target = u * top
+        plan = make_plan(frame, pattern, threshold, target, budget=budget)
+        check_structure(case, plan, pattern, threshold, target, budget)
         if threshold == "global":
-            # Units are taken lowest first while they end at most half the smallest unit past the
-            # target; one that does not fit was at most the largest unit away.
-            sizes, t, got = unit_sizes(case, pattern), target * case.dense, removed_weights(plan)
-            if sizes:
-                assert got <= t + min(sizes) / 2 + EPS
-                assert got > t + min(sizes) / 2 - max(sizes) - EPS or got == max(achievable(case, pattern))
+            # Per budget, units are taken lowest first while they end at most half the smallest
+            # unit past that budget's target; one that does not fit was at most the largest away.
+            for groups in budget_groups(pattern, threshold, budget):
+                sizes = unit_sizes(case, pattern, groups)
+                t = target * (case.dense if pattern == "entire-head" else group_dense(case, groups))
+                got = removed_weights(plan) if pattern == "entire-head" else sum(removed_in(plan, g) for g in groups)
+                if sizes:
+                    assert got <= t + min(sizes) / 2 + EPS
+                    assert (got > t + min(sizes) / 2 - max(sizes) - EPS
+                            or got == max(achievable(case, pattern, groups)))
         if top < 0.99:
             message = rf"can remove at most {top:.2%} .*asked for {top + 0.01:.2%}"
             with pytest.raises(ValueError, match=message):
-                make_plan(frame, pattern, threshold, top + 0.01)
+                make_plan(frame, pattern, threshold, top + 0.01, budget=budget)
 
 
 @settings(max_examples=150, deadline=None)
-@given(cases(equal=True), st.floats(0, 1), st.sampled_from(PATTERNS))
-def test_global_threshold_reaches_the_nearest_achievable_sparsity(case, u, pattern):
+@given(cases(equal=True), st.floats(0, 1), st.sampled_from(PATTERNS), st.sampled_from(BUDGETS))
+def test_global_threshold_reaches_the_nearest_achievable_sparsity(case, u, pattern, budget):
     frame = table(case)
-    target = min(u * ceiling(case, pattern, "global"), 0.999)
-    plan = make_plan(frame, pattern, "global", target)
-    t, got = target * case.dense, removed_weights(plan)
-    (step,) = set(unit_sizes(case, pattern)) or {0}
-    assert abs(got - t) <= step / 2 + EPS  # within half a granularity step
-    best = min(abs(a - t) for a in achievable(case, pattern))  # brute force over every reachable total
-    assert abs(got - t) <= best + EPS
-    assert plan.attention_sparsity() == pytest.approx(got / case.dense)
+    target = u * ceiling(case, pattern, "global", budget)
+    plan = make_plan(frame, pattern, "global", target, budget=budget)
+    for groups in budget_groups(pattern, "global", budget):
+        t = target * (case.dense if pattern == "entire-head" else group_dense(case, groups))
+        got = removed_weights(plan) if pattern == "entire-head" else sum(removed_in(plan, g) for g in groups)
+        (step,) = set(unit_sizes(case, pattern, groups)) or {0}
+        assert abs(got - t) <= step / 2 + EPS  # within half a granularity step of its own target
+        best = min(abs(a - t) for a in achievable(case, pattern, groups))  # brute force over every total
+        assert abs(got - t) <= best + EPS
+    assert plan.attention_sparsity() == pytest.approx(removed_weights(plan) / case.dense)
     if pattern == "entire-head":  # equal heads: every removed head scores <= every kept head
         removed = [case.head[s.layer][h] for s, lp in zip(case.shapes, plan.layers) for h in range(s.heads)
                    if h not in lp.heads]
@@ -227,30 +258,71 @@ def test_global_threshold_reaches_the_nearest_achievable_sparsity(case, u, patte
             assert max(removed) <= min(kept)
 
 
+def per_head_optimum(case: Case, plan: PruningPlan, budget: str, target: float, alive) -> None:
+    """Check a global per-head plan against exhaustive search: per budget, the most removed
+    weight that fits (target share + half the smallest move, less the forced heads' weights),
+    and among the allocations removing exactly that, the least removed score."""
+    forced = {s.layer: s.heads - len(a) for s, a in zip(case.shapes, alive)}
+    kept_lists = {(s.layer, g): (lp.qk if g == "qk" else lp.vo) for s, lp in zip(case.shapes, plan.layers)
+                  for g in GROUPS}
+    for groups in budget_groups("per-head", "global", budget):
+        moves = [(s.layer, g) for s in case.shapes for g in groups if alive[s.layer] and dim(s, g) > 1]
+        size = {(l, g): len(alive[l]) * 2 * HIDDEN for l, g in moves}
+        forced_weights = sum(n * 2 * HIDDEN * dim(case.shapes[l], g) for l, n in forced.items() for g in groups)
+        room = target * group_dense(case, groups) - forced_weights + min(size.values(), default=0) / 2
+
+        def cost(l, g, k):  # sum over the remaining heads of their k smallest scores
+            return float(np.sort(case.channels(g)[l][alive[l]], axis=1)[:, :k].sum())
+
+        options = [ks for ks in itertools.product(*(range(dim(case.shapes[l], g)) for l, g in moves))
+                   if sum(k * size[m] for k, m in zip(ks, moves)) <= max(room, 0) + EPS]  # 0: none
+        most = max(sum(k * size[m] for k, m in zip(ks, moves)) for ks in options)
+        best = min(sum(cost(*m, k) for k, m in zip(ks, moves)) for ks in options
+                   if sum(k * size[m] for k, m in zip(ks, moves)) == most)
+        taken = {m: dim(case.shapes[m[0]], m[1]) - len(kept_lists[m][0]) for m in moves}
+        assert sum(k * size[m] for m, k in taken.items()) == most
+        removed = sum(float(case.channels(g)[l][h][sorted(set(range(dim(case.shapes[l], g))) - set(kept))].sum())
+                      for l, g in moves for h, kept in zip(alive[l], kept_lists[l, g]))
+        assert removed == pytest.approx(best, abs=1e-9)  # each head removed its own lowest channels
+
+
 @settings(max_examples=100, deadline=None)
-@given(cases(equal=True, layers=3, dim=4), st.floats(0, 1))
-def test_per_head_greedy_equals_exhaustive_search(case, u):
-    plan = make_plan(table(case), "per-head", "global", min(u * ceiling(case, "per-head", "global"), 0.999))
-    groups = [(s.layer, g) for s in case.shapes for g in ("qk", "vo")]
-    dims = [case.shapes[l].qk_dim if g == "qk" else case.shapes[l].v_dim for l, g in groups]
+@given(cases(equal=True, layers=3, dim=4), st.floats(0, 1), st.sampled_from(BUDGETS))
+def test_per_head_greedy_equals_exhaustive_search(case, u, budget):
+    target = u * ceiling(case, "per-head", "global", budget)
+    plan = make_plan(table(case), "per-head", "global", target, budget=budget)
+    per_head_optimum(case, plan, budget, target, [list(range(s.heads)) for s in case.shapes])
 
-    def kept(l: int, g: str):  # the kept channel lists of layer l's heads in group g
-        return plan.layers[l].qk if g == "qk" else plan.layers[l].vo
 
-    taken = [d - len(kept(l, g)[0]) for (l, g), d in zip(groups, dims)]  # k per (layer, group)
+@settings(max_examples=150, deadline=None)
+@given(cases(layers=3, heads=3, dim=4), st.floats(0, 1), st.sampled_from(BUDGETS), st.data())
+def test_per_head_with_unequal_head_counts_equals_exhaustive_search(case, u, budget, data):
+    """Layers with different head counts, or heads forced out, make moves of different sizes:
+    the greedy is no longer optimal and the exact planner must match the brute-force optimum."""
+    heads = [(s.layer, h) for s in case.shapes for h in range(s.heads)]
+    gone = data.draw(st.sets(st.sampled_from(heads), max_size=len(heads) - 1) if len(heads) > 1 else st.just(set()))
+    alive = [[h for h in range(s.heads) if (s.layer, h) not in gone] for s in case.shapes]
+    frame = table(case)
+    top = max_sparsity(frame, "per-head", "global", force_remove=gone, budget=budget)
+    target = u * top
+    plan = make_plan(frame, "per-head", "global", target, force_remove=gone, budget=budget)
+    per_head_optimum(case, plan, budget, target, alive)
 
-    @functools.cache
-    def cost(index: int, k: int) -> float:  # sum over heads of the k smallest scores
-        l, g = groups[index]
-        return float(np.sort(case.channels(g)[l], axis=1)[:, :k].sum())
 
-    greedy = sum(cost(i, k) for i, k in enumerate(taken))
-    best = min(sum(cost(i, k) for i, k in enumerate(ks))
-               for ks in itertools.product(*(range(d) for d in dims)) if sum(ks) == sum(taken))
-    assert greedy == pytest.approx(best, abs=1e-9)
-    removed = sum(float(case.channels(g)[l][h][sorted(set(range(d)) - set(channels))].sum())
-                  for (l, g), d in zip(groups, dims) for h, channels in enumerate(kept(l, g)))
-    assert removed == pytest.approx(greedy)  # each head removed its own lowest channels
+def test_exact_planner_beats_the_greedy_where_heads_differ():
+    """Head (0, 1) is forced out, so a Q/K move in layer 0 is 8 weights and in layer 1 (3 heads)
+    24. Half the 96 Q/K weights is 48: the forced head's 24, then 24 + 4 of room. The greedy takes
+    layer 0's moves cheapest per channel first (1, then 1.5) and has 12 weights left, too few for
+    layer 1's move (1.2 per channel): 16 weights removed. The exact planner removes the most
+    weight that fits, layer 1's move: 24 weights, 3 x 1.2 of score."""
+    shapes = (AttentionShape(0, 2, 3, 2, HIDDEN), AttentionShape(1, 3, 2, 2, HIDDEN))
+    qk = [np.array([[1.0, 1.5, 9.0], [0.0, 0.0, 0.0]]), np.array([[1.2, 9.0]] * 3)]
+    case = Case(shapes, qk, [np.ones((2, 2)), np.ones((3, 2))], [np.ones(2), np.ones(3)])
+    assert group_dense(case, ("qk",)) == 96
+    plan = make_plan(table(case), "per-head", "global", 0.5, force_remove=[(0, 1)])
+    assert plan.layers[0].qk == ((0, 1, 2),) and plan.layers[1].qk == ((1,),) * 3
+    assert removed_in(plan, "qk") == 24 + 24  # the forced head's Q/K weights and layer 1's move
+    assert plan.budget == "separate"
 
 
 # --- hand-checked cases ------------------------------------------------------------------------------
@@ -292,10 +364,45 @@ def test_same_channel_mean_or_sum_over_heads_matters_across_layers():
     head = [np.ones(1), np.ones(4)]
     unit = 4 * 2 * HIDDEN  # one channel index in layer 1's four heads
     target = unit / sum(s.weights for s in shapes) - 1e-4
-    fisher = make_plan(table(Case(shapes, qk, vo, head, "fisher")), "same-channel", "global", target)
-    magnitude = make_plan(table(Case(shapes, qk, vo, head, "magnitude")), "same-channel", "global", target)
+    fisher = make_plan(table(Case(shapes, qk, vo, head, "fisher")), "same-channel", "global", target,
+                       budget="joint")
+    magnitude = make_plan(table(Case(shapes, qk, vo, head, "magnitude")), "same-channel", "global", target,
+                          budget="joint")
     assert fisher.layers[0].qk == ((1,),) and fisher.layers[1].qk == ((0, 1),) * 4  # 3 < sum 4
     assert magnitude.layers[1].qk == ((1,),) * 4 and magnitude.layers[0].qk == ((0, 1),)  # mean 1 < 3
+
+
+def test_separate_and_joint_budgets_by_hand():
+    """Per-head global at 30 % of small_case (a move is 16 weights; Q/K 96, V/O 64 of 160). Per
+    channel, moves cost Q/K 0.75, 2.5 (layer 0), 4 (layer 1) and V/O 0.05 (layer 1), 1.0 (layer 0).
+    Joint: 48 + 8 weights take the three cheapest moves, V/O 0.05, Q/K 0.75, V/O 1.0: 17 % of
+    Q/K and 50 % of V/O. Separate: Q/K 28.8 + 8 takes two moves (33 %), V/O 19.2 + 8 one (25 %)."""
+    frame = table(small_case())
+    joint = make_plan(frame, "per-head", "global", 0.3, budget="joint")
+    assert joint.layers[0].qk == ((0, 2), (0, 1)) and joint.layers[1].qk == ((0, 1, 2),) * 2
+    assert joint.layers[0].vo == ((1,), (0,)) and joint.layers[1].vo == ((0,), (0,))
+    separate = make_plan(frame, "per-head", "global", 0.3)  # the default
+    assert separate.layers[0].qk == ((0,), (1,)) and separate.layers[1].qk == ((0, 1, 2),) * 2
+    assert separate.layers[0].vo == ((0, 1),) * 2 and separate.layers[1].vo == ((0,), (0,))
+    assert (removed_in(joint, "qk"), removed_in(joint, "vo")) == (16, 32)
+    assert (removed_in(separate, "qk"), removed_in(separate, "vo")) == (32, 16)
+    assert (joint.budget, separate.budget) == ("joint", "separate")
+    assert removed_weights(joint) == removed_weights(separate) == 48  # 30 % of 160
+    # Budgets do not apply to entire-head or to local thresholds: the same plan, budget None.
+    for pattern, threshold in (("entire-head", "global"), ("per-head", "local"), ("same-channel", "local")):
+        a, b = (make_plan(frame, pattern, threshold, 0.3, budget=x) for x in BUDGETS)
+        assert a == b and a.budget is None
+
+
+def test_global_entire_head_accepts_what_max_sparsity_reports():
+    """max_sparsity says 1.0 for global entire-head, and make_plan accepts it: every head goes."""
+    frame = table(small_case())
+    assert max_sparsity(frame, "entire-head", "global") == 1.0
+    everything = make_plan(frame, "entire-head", "global", 1.0)
+    assert [lp.heads for lp in everything.layers] == [(), ()] and everything.attention_sparsity() == 1.0
+    for pattern, threshold in COMBOS:
+        top = max_sparsity(frame, pattern, threshold)
+        assert make_plan(frame, pattern, threshold, top).attention_sparsity() == pytest.approx(top)
 
 
 def test_ties_go_to_the_lowest_layer_head_and_channel():
@@ -325,10 +432,10 @@ def test_units_that_do_not_fit_are_skipped_not_the_end():
     shapes = (AttentionShape(0, 1, 3, 1, HIDDEN), AttentionShape(1, 3, 3, 1, HIDDEN))
     case = Case(shapes, [np.full((1, 3), 2.0), np.ones((3, 3))], [np.ones((1, 1)), np.ones((3, 1))],
                 [np.ones(1), np.ones(3)])
-    small = make_plan(table(case), "per-head", "global", 16 / 128)
+    small = make_plan(table(case), "per-head", "global", 16 / 128, budget="joint")
     assert small.layers[0].qk == ((2,),) and small.layers[1].qk == ((0, 1, 2),) * 3
     # With room for 24 weights the cheaper-per-channel layer 1 move wins (by the sum, 3 > 2, it would not).
-    large = make_plan(table(case), "per-head", "global", 24 / 128)
+    large = make_plan(table(case), "per-head", "global", 24 / 128, budget="joint")
     assert large.layers[0].qk == ((0, 1, 2),) and large.layers[1].qk == ((1, 2),) * 3
 
 
@@ -363,9 +470,10 @@ def test_force_remove_under_channel_patterns():
     assert local.layers[0].heads == (1,) and local.layers[0].qk == ((0, 1, 2),)
     # Layer 1 as without forcing: 2 Q/K and 1 V/O channel per head (24 weights), 40 + 2 * 24 in all.
     assert local.layers[1].qk == ((0,), (2,)) and removed_weights(local) == 88
-    # Global 0.45 = 72 weights: the forced head (40), then 16 + 8 + 8 of channel units, ranked by
-    # head 1 of layer 0 alone: its V/O scores [2, 1] drop channel 1 (both heads' sums are a tie).
-    plan = make_plan(frame, "same-channel", "global", 0.45, force_remove=[(0, 0)])
+    # Global 0.45 = 72 weights, one joint budget: the forced head (40), then 16 + 8 + 8 of channel
+    # units, ranked by head 1 of layer 0 alone: its V/O scores [2, 1] drop channel 1 (both heads'
+    # sums are a tie).
+    plan = make_plan(frame, "same-channel", "global", 0.45, force_remove=[(0, 0)], budget="joint")
     assert plan.layers[0].heads == (1,) and plan.layers[0].qk == ((0, 1),) and plan.layers[0].vo == ((0,),)
     assert plan.layers[1].vo == ((0,), (0,)) and plan.attention_sparsity() == pytest.approx(0.45)
 
@@ -402,9 +510,13 @@ def test_made_plan_round_trips_through_json():
     [
         ({"pattern": "heads"}, r"Unknown pattern 'heads'; choose one of same-channel, per-head, entire-head"),
         ({"threshold": "layer"}, r"Unknown threshold 'layer'; choose one of global, local"),
-        ({"sparsity": -0.1}, r"sparsity must be in \[0, 1\).*got -0.1"),
-        ({"sparsity": 1.0}, r"sparsity must be in \[0, 1\).*got 1.0"),
-        ({"sparsity": 0.9}, r"per-head / global can remove at most 60.00% .*one Q/K and one V/O.*for 90.00%"),
+        ({"budget": "half"}, r"Unknown budget 'half'; choose one of separate, joint"),
+        ({"sparsity": -0.1}, r"sparsity must be in \[0, 1\].*got -0.1"),
+        ({"sparsity": 1.1}, r"sparsity must be in \[0, 1\].*got 1.1"),
+        ({"sparsity": 1.0}, r"per-head / global can remove at most 50.00% .*asked for 100.00%"),
+        ({"sparsity": 0.9}, r"at most 50.00% .*separate budgets .*Q/K at most 66.67%, V/O at most 50.00%.*for 90.00%"),
+        ({"sparsity": 0.9, "budget": "joint"},
+         r"per-head / global can remove at most 60.00% .*one Q/K and one V/O channel\); asked for 90.00%"),
         ({"force_keep": [(0, 1)]}, r"force_keep \[\(0, 1\)\] needs pattern 'entire-head'.*kept whole"),
         ({"force_remove": [(1, 2)]}, r"force_remove: layer 1 head 2 does not exist"),
         ({"force_remove": [(5, 0)]}, r"force_remove: layer 5 head 0 does not exist"),

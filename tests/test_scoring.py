@@ -105,18 +105,26 @@ def _per_clip_grads(model, data, layer, loss=torch.nn.functional.cross_entropy):
     return out
 
 
-def test_fisher_is_squared_batch_gradients(model, data):
-    frame = score(model, "fisher", data, batch_size=4, cache=False).frame  # batches of 4, 4, 2
+@pytest.mark.parametrize("batch_size, batches", [
+    (4, ([0, 1, 2, 3], [4, 5, 6, 7])),  # 10 clips: B = floor(10 / 4) = 2; clips 8 and 9 are left out
+    (5, ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])),  # no partial batch: every clip counts
+    (16, (list(range(10)),)),  # fewer clips than a batch: one batch of all 10
+])
+def test_fisher_is_squared_batch_gradients_over_whole_batches(model, data, batch_size, batches):
+    frame = score(model, "fisher", data, batch_size=batch_size, cache=False).frame
     reference = model.__class__(model.config).eval()
     reference.load_state_dict(model.state_dict())
     for layer in range(L):
         per_clip = _per_clip_grads(reference, data, layer)
         acc = {m: torch.zeros_like(per_clip[0][m]) for m in "qkvo"}
-        for batch in ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9]):
+        for batch in batches:
             for m in "qkvo":
                 g = sum(per_clip[i][m] for i in batch) / len(batch)  # grad of the batch-mean loss
                 acc[m] += g * g
-        _check_additive(frame, layer, _unit_rows({m: a / 3 + 1e-6 for m, a in acc.items()}))
+        _check_additive(frame, layer, _unit_rows({m: a / len(batches) + 1e-6 for m, a in acc.items()}))
+    if batch_size == 4:  # the partial batch really is left out: scoring its clips away changes nothing
+        first_eight = ScoringData(data.features[:8], data.targets[:8])
+        pd.testing.assert_frame_equal(score(model, "fisher", first_eight, batch_size=4, cache=False).frame, frame)
 
 
 def test_fisher_sample_is_squared_per_clip_gradients(model, data):

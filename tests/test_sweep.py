@@ -113,7 +113,7 @@ def test_interpolated_table():
     results = pd.concat([
         run("fisher", 0, [0.0, 0.2, 0.4, 0.6], [0.9, 0.8, 0.7, 0.6]),
         run("fisher", 1, [0.0, 0.2, 0.4, 0.6], [0.9, 0.6, 0.5, 0.4]),
-        run("magnitude", 0, [0.0, 0.25, 0.25, 0.5], [0.9, 0.5, 0.7, 0.3]),  # 25 % twice: the later counts
+        run("magnitude", 0, [0.0, 0.25, 0.25, 0.5], [0.9, 0.5, 0.7, 0.3]),  # 25 % twice: the first counts
     ], ignore_index=True)
     table = interpolated_table(results)
     assert list(table.columns) == ["pattern", "threshold", "scorer", "seeds", "dense",
@@ -121,7 +121,7 @@ def test_interpolated_table():
     fisher, magnitude = table.iloc[0], table.iloc[1]
     assert fisher["seeds"] == 2 and fisher["dense"] == pytest.approx(90)
     assert fisher[["10%", "20%", "30%", "60%"]].tolist() == pytest.approx([80, 70, 65, 50])  # mean of 2 seeds
-    assert magnitude[["10%", "20%", "30%", "50%"]].tolist() == pytest.approx([82, 74, 62, 30])
+    assert magnitude[["10%", "20%", "30%", "50%"]].tolist() == pytest.approx([74, 58, 46, 30])
     assert np.isnan(magnitude["60%"])  # past the last step: not extrapolated
     row = "| PH | G | Fisher | 90.00 | 80.00 | 70.00 | 65.00 | 60.00 | 55.00 | 50.00 |"
     assert table_markdown(table).splitlines()[2] == row
@@ -132,13 +132,14 @@ def test_sweep_command(tiny_model_dir, tiny_speech_commands, tmp_path, capsys, r
     args = ["sweep", "--model", tiny_model_dir, "--data", tiny_speech_commands, "--out", tmp_path / "s",
             "--scorers", "magnitude", "--patterns", "entire-head", "--thresholds", "local", "--steps", "1",
             "--fraction", "0.25", "--train-clips", "4", "--val-clips", "all", "--batch-size", "2",
-            "--repeats", "1"]
+            "--budget", "joint", "--repeats", "1"]
     out = run_cli(*args, cache=tmp_path / "c")
     assert out.returncode == 0, out.stderr
     assert "| EH | L | Mag |" in out.stdout and "results.csv" in out.stdout
     results = pd.read_csv(tmp_path / "s" / RESULTS_FILE)
     assert list(results["attention_sparsity"]) == [0.0, 0.25]
     assert json.loads((tmp_path / "s" / STATUS_FILE).read_text())["state"] == "finished"
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["run"]["budget"] == "joint"
     assert (tmp_path / "s" / "accuracy.html").stat().st_size > 0
 
     assert main([*map(str, args[:-1]), "2"]) == 2  # --repeats 2: another sweep

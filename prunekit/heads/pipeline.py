@@ -19,6 +19,7 @@ import torch
 from prunekit.data.datasets import AudioDataset
 from prunekit.evaluation.cost import compare_cost
 from prunekit.evaluation.metrics import Evaluation, evaluate
+from prunekit.evaluation.paired import PairedComparison, compare_evaluations
 from prunekit.heads.plan import PruningPlan
 from prunekit.heads.surgery import apply_plan, save_pruned
 from prunekit.progress import Progress
@@ -29,7 +30,9 @@ __all__ = ["describe_plan", "prune_and_evaluate", "Variant", "variant_zip"]
 @dataclass(frozen=True)
 class Variant:
     """One applied plan: the pruned model (a new object; the base is untouched), its
-    evaluation on ``split`` and the cost table of dense vs pruned (rows "dense", "pruned")."""
+    evaluation on ``split``, the cost table of dense vs pruned (rows "dense", "pruned") and,
+    when the dense evaluation on the same clips was given, the paired comparison with it
+    (McNemar's test and a bootstrap interval of the accuracy difference)."""
 
     name: str
     plan: PruningPlan
@@ -37,6 +40,7 @@ class Variant:
     split: str
     evaluation: Evaluation
     cost: pd.DataFrame
+    comparison: PairedComparison | None = None
 
     @property
     def accuracy(self) -> float:
@@ -52,21 +56,24 @@ def prune_and_evaluate(
     split: str = "test",
     *,
     name: str | None = None,
+    dense: Evaluation | None = None,
     repeats: int = 10,
     progress: Progress | None = None,
 ) -> Variant:
     """Surgery on a copy of ``model``, evaluation of the result on ``split`` of ``dataset``, and
-    parameters, MACs and latency of dense and pruned (timed interleaved)."""
+    parameters, MACs and latency of dense and pruned (timed interleaved). ``dense``: ``model``'s
+    evaluation on the same split, to compare the two clip by clip (``Variant.comparison``)."""
     pruned = apply_plan(model, plan)
     evaluation = evaluate(pruned, extractor, labels, dataset, split, progress=progress)
+    comparison = None if dense is None else compare_evaluations(dense, evaluation)
     cost = compare_cost({"dense": model, "pruned": pruned}, repeats=repeats)
-    return Variant(name or describe_plan(plan), plan, pruned, split, evaluation, cost)
+    return Variant(name or describe_plan(plan), plan, pruned, split, evaluation, cost, comparison)
 
 
 def describe_plan(plan: PruningPlan) -> str:
-    """A short name for people: 'fisher per-head global 50%'."""
+    """A short name for people: 'fisher per-head global 50%' (a joint budget says so)."""
     parts = [plan.scorer or "manual", plan.pattern or "", plan.threshold or "",
-             f"{plan.attention_sparsity():.0%}"]
+             "joint" if plan.budget == "joint" else "", f"{plan.attention_sparsity():.0%}"]
     return " ".join(p for p in parts if p)
 
 

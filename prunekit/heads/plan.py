@@ -80,7 +80,9 @@ class PruningPlan:
 
     ``base`` is the attention shape the plan applies to (one ``AttentionShape`` per layer:
     hidden size, heads, Q/K and V/O head dims). ``scorer``/``pattern``/``threshold``/
-    ``target_sparsity`` are metadata for people and for the record; surgery ignores them.
+    ``target_sparsity``/``budget`` are metadata for people and for the record; surgery ignores
+    them. ``budget`` is "separate" or "joint" where it applied (``planner.make_plan``: a global
+    threshold over channels), else None.
     """
 
     layers: tuple[LayerPlan, ...]
@@ -89,6 +91,7 @@ class PruningPlan:
     pattern: str | None = None
     threshold: str | None = None
     target_sparsity: float | None = None
+    budget: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -110,6 +113,7 @@ class PruningPlan:
             "pattern": self.pattern,
             "threshold": self.threshold,
             "target_sparsity": self.target_sparsity,
+            "budget": self.budget,
             "base": [{"heads": s.heads, "qk_dim": s.qk_dim, "v_dim": s.v_dim, "hidden": s.hidden}
                      for s in self.base],
             "layers": [layer.to_dict() for layer in self.layers],
@@ -134,13 +138,19 @@ class PruningPlan:
         except (KeyError, TypeError, ValueError) as exc:
             raise PlanError(f"Malformed pruning plan ({exc!r})") from exc
         sparsity = data.get("target_sparsity")
+        pattern, threshold = data.get("pattern"), data.get("threshold")
+        if "budget" in data:
+            budget = data["budget"]
+        else:  # written before budgets had a name: global channel plans then shared one budget
+            budget = "joint" if pattern in ("per-head", "same-channel") and threshold == "global" else None
         return cls(
             layers,
             base,
             scorer=data.get("scorer"),
-            pattern=data.get("pattern"),
-            threshold=data.get("threshold"),
+            pattern=pattern,
+            threshold=threshold,
             target_sparsity=None if sparsity is None else float(sparsity),
+            budget=budget,
         )
 
     @classmethod

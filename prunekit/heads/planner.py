@@ -9,10 +9,14 @@
 * same-channel (SC) removes the same channel indices from every head of a layer, ranked by the
   channel's score combined over heads.
 
-A local threshold removes the same fraction from every layer; a global one spends one budget
-across all layers. The target is the *attention sparsity* (``PruningPlan.attention_sparsity``):
-a Q/K or V/O channel is ``2 * hidden`` weights, a head ``hidden * (2 * qk_dim + 2 * v_dim)``.
-Ties in scores are broken by layer, then head (or group, Q/K before V/O), then channel.
+A local threshold removes the same fraction from every layer (of each layer's Q/K and of its
+V/O channels). A global one spends a budget across all layers; for the channel patterns it is,
+by default, one budget for the Q/K channels and another for the V/O channels, each group losing
+the target share of its own weights (``budget="separate"``, the authors' code); ``budget="joint"``
+puts both groups into one budget, a different method kept as a named option. The target is the
+*attention sparsity* (``PruningPlan.attention_sparsity``): a Q/K or V/O channel is
+``2 * hidden`` weights, a head ``hidden * (2 * qk_dim + 2 * v_dim)``. Ties in scores are broken
+by layer, then head (or group, Q/K before V/O), then channel.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
 
 import numpy as np
 import pandas as pd
@@ -35,6 +40,7 @@ from prunekit.models.anatomy import AttentionShape
 
 PATTERNS = ("same-channel", "per-head", "entire-head")
 THRESHOLDS = ("global", "local")
+BUDGETS = ("separate", "joint")  # how a global threshold spends its budget on Q/K and V/O channels
 GROUPS = ("qk", "vo")  # also the tie order between a layer's Q/K and V/O units
 _EPS = 1e-9  # float slack when comparing sparsities and rounding halves
 
@@ -178,12 +184,14 @@ def _check_choice(name: str, value, valid: Sequence[str]) -> None:
 
 
 def _check_sparsity(sparsity) -> float:
+    """A fraction in [0, 1]; whether the pattern can reach it is the ceiling's question, so that
+    ``make_plan`` accepts exactly what ``max_sparsity`` reports (1.0 for global entire-head)."""
     try:
         value = float(sparsity)
     except (TypeError, ValueError):
-        raise ConfigurationError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
-    if not 0.0 <= value < 1.0:  # also rejects NaN
-        raise ConfigurationError(f"sparsity must be in [0, 1) (a fraction of attention weights), got {sparsity!r}")
+        raise ConfigurationError(f"sparsity must be a number in [0, 1], got {sparsity!r}") from None
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise ConfigurationError(f"sparsity must be in [0, 1] (a fraction of attention weights), got {sparsity!r}")
     return value
 
 
@@ -204,19 +212,36 @@ def _heads(name: str, pairs: Iterable, shapes: Sequence[AttentionShape]) -> froz
     return frozenset(out)
 
 
+def budget_applies(pattern: str, threshold: str) -> bool:
+    """Whether ``budget`` changes a plan: only a global threshold over channels does (see make_plan)."""
+    return pattern != "entire-head" and threshold == "global"
+
+
 def max_sparsity(base, pattern: str, threshold: str, *, force_keep: Iterable[Head] = (),
-                 force_remove: Iterable[Head] = ()) -> float:
+                 force_remove: Iterable[Head] = (), budget: str = "separate") -> float:
     """The largest attention sparsity ``make_plan`` accepts for this model (a model, a score table
-    or a sequence of AttentionShape), pattern and threshold (e.g. a slider's maximum)."""
+    or a sequence of AttentionShape), pattern, threshold and budget (e.g. a slider's maximum).
+    1.0 (global entire-head with nothing kept) is accepted too: it removes every head."""
     _check_choice("pattern", pattern, PATTERNS)
     _check_choice("threshold", threshold, THRESHOLDS)
+    _check_choice("budget", budget, BUDGETS)
     shapes = _shapes(base)
     keep, gone = _heads("force_keep", force_keep, shapes), _heads("force_remove", force_remove, shapes)
-    return _ceiling(shapes, pattern, threshold, keep, gone)[0]
+    return _ceiling(shapes, pattern, threshold, keep, gone, budget)[0]
 
 
-def _ceiling(shapes, pattern: str, threshold: str, keep: frozenset[Head],
-             gone: frozenset[Head]) -> tuple[float, str]:
+def _group_weights(shape: AttentionShape, groups: Sequence[str], heads: int) -> int:
+    """Weights of ``groups``' channels in ``heads`` heads of a layer (2 * hidden per channel)."""
+    return heads * 2 * shape.hidden * sum(_dim(shape, g) for g in groups)
+
+
+def _budget_groups(budget: str) -> tuple[tuple[str, ...], ...]:
+    """The channel groups that share one global budget: both, or each its own."""
+    return (GROUPS,) if budget == "joint" else tuple((g,) for g in GROUPS)
+
+
+def _ceiling(shapes, pattern: str, threshold: str, keep: frozenset[Head], gone: frozenset[Head],
+             budget: str) -> tuple[float, str]:
     """(maximum reachable sparsity, why it is not higher)."""
     dense = sum(s.weights for s in shapes)
     if pattern == "entire-head" and threshold == "global":
@@ -230,26 +255,52 @@ def _ceiling(shapes, pattern: str, threshold: str, keep: frozenset[Head],
         )
     else:
         # One Q/K channel (2 * hidden weights) and one V/O channel (2 * hidden) per remaining head.
-        left = sum(s.hidden * 4 * (s.heads - sum(layer == s.layer for layer, _ in gone)) for s in shapes)
+        alive = [s.heads - sum(layer == s.layer for layer, _ in gone) for s in shapes]
+        left = sum(s.hidden * 4 * n for s, n in zip(shapes, alive))
         why = "every head keeps at least one Q/K and one V/O channel"
+        if budget_applies(pattern, threshold) and budget == "separate" and dense:
+            # Each group must lose the target share of its own weights: the tighter group rules.
+            tops = {}
+            for g in GROUPS:
+                total = sum(_group_weights(s, (g,), s.heads) for s in shapes)
+                tops[g] = 1.0 - sum(s.hidden * 2 * n for s, n in zip(shapes, alive)) / total
+            group = min(GROUPS, key=tops.get)
+            if tops[group] < 1.0 - left / dense - _EPS:
+                return tops[group], (f"{why}, and with separate budgets each group loses the target share "
+                                     f"of its own weights (Q/K at most {tops['qk']:.2%}, V/O at most "
+                                     f"{tops['vo']:.2%})")
     return (1.0 - left / dense if dense else 0.0), why
 
 
 # --- make_plan --------------------------------------------------------------------------------
 def make_plan(scores: ScoreTable, pattern: str, threshold: str, sparsity: float, *,
               base: Sequence[AttentionShape] | None = None, force_keep: Iterable[Head] = (),
-              force_remove: Iterable[Head] = ()) -> PruningPlan:
+              force_remove: Iterable[Head] = (), budget: str = "separate") -> PruningPlan:
     """The plan that removes the lowest-scored units of ``pattern`` to reach ``sparsity``.
 
     scores: one scorer's ``ScoreTable`` (``scoring.score``), which carries the model shape; a bare
     long frame needs ``base``. pattern: "same-channel", "per-head" or "entire-head";
     threshold: "global" or "local"; sparsity: target fraction of attention weights removed, in
-    [0, 1). The plan reaches the closest sparsity the pattern's granularity allows (see
-    ``plan.attention_sparsity()``). ``force_remove`` heads go first and count towards the target;
-    ``force_keep`` heads are never removed (entire-head only).
+    [0, 1] (1 only where ``max_sparsity`` allows it). The plan reaches the closest sparsity the
+    pattern's granularity allows (see ``plan.attention_sparsity()``). ``force_remove`` heads go
+    first and count towards the target; ``force_keep`` heads are never removed (entire-head only).
+
+    budget ("separate" or "joint") says how a global threshold over channels (per-head,
+    same-channel) spends its budget. "separate" (the default, the authors' code): the Q/K
+    channels and the V/O channels each lose ``sparsity`` of their own weights, each group ranked
+    on its own. "joint": one budget over both groups, so a scorer whose Q/K scores run lower than
+    its V/O scores removes mostly Q/K channels (global Fisher on the demo: 78 % of Q/K, 22 % of
+    V/O at 50 %). ``budget`` does not apply, and the plan records ``budget=None``, for
+
+    * entire-head: a head carries its Q/K and its V/O channels together, so there is only one
+      ranking (head scores, all layers together) and one budget; with ``qk_dim == v_dim`` in
+      every layer removing heads removes the same share of Q/K and V/O weights anyway;
+    * a local threshold: it already removes the target share of each layer's Q/K channels and,
+      separately, of its V/O channels.
     """
     _check_choice("pattern", pattern, PATTERNS)
     _check_choice("threshold", threshold, THRESHOLDS)
+    _check_choice("budget", budget, BUDGETS)
     target = _check_sparsity(sparsity)
     table = _read_scores(scores, base)
     shapes = table.shapes
@@ -268,7 +319,7 @@ def make_plan(scores: ScoreTable, pattern: str, threshold: str, sparsity: float,
                     f"force_remove removes all {s.heads} heads of layer {s.layer}, but a local "
                     "threshold keeps at least one head per layer (use threshold 'global')"
                 )
-    ceiling, why = _ceiling(shapes, pattern, threshold, keep, gone)
+    ceiling, why = _ceiling(shapes, pattern, threshold, keep, gone, budget)
     if target > ceiling + _EPS:
         raise PlanError(
             f"{pattern} / {threshold} can remove at most {ceiling:.2%} of the attention weights of "
@@ -278,11 +329,11 @@ def make_plan(scores: ScoreTable, pattern: str, threshold: str, sparsity: float,
     if pattern == "entire-head":
         layers = _entire_head(table, threshold, target, alive, keep)
     elif pattern == "per-head":
-        layers = _per_head(table, threshold, target, alive)
+        layers = _per_head(table, threshold, target, alive, budget)
     else:
-        layers = _same_channel(table, threshold, target, alive)
-    plan = PruningPlan(tuple(layers), shapes, scorer=table.scorer, pattern=pattern,
-                       threshold=threshold, target_sparsity=target)
+        layers = _same_channel(table, threshold, target, alive, budget)
+    plan = PruningPlan(tuple(layers), shapes, scorer=table.scorer, pattern=pattern, threshold=threshold,
+                       target_sparsity=target, budget=budget if budget_applies(pattern, threshold) else None)
     return plan.validate()
 
 
@@ -300,11 +351,12 @@ def _local_fraction(shape: AttentionShape, alive: int, target: float) -> float:
     return max(0.0, target * shape.heads - (shape.heads - alive)) / alive if alive else 0.0
 
 
-def _global_budget(shapes, target: float, alive, sizes: Iterable[int]) -> float:
-    """Weights the ranked units may remove: the target less the force-removed heads, plus half the
-    smallest unit, so that with equal units the count taken is the nearest to the target."""
-    dense = sum(s.weights for s in shapes)
-    forced = sum((s.heads - len(a)) * _head_weights(s) for s, a in zip(shapes, alive))
+def _global_budget(shapes, target: float, alive, sizes: Iterable[int], groups: Sequence[str] = GROUPS) -> float:
+    """Weights the ranked units of ``groups`` may remove: the target share of those groups'
+    weights less what the force-removed heads take of them, plus half the smallest unit, so that
+    with equal units the count taken is the nearest to the target."""
+    dense = sum(_group_weights(s, groups, s.heads) for s in shapes)
+    forced = sum(_group_weights(s, groups, s.heads - len(a)) for s, a in zip(shapes, alive))
     return target * dense - forced + min(sizes, default=0) / 2 + _EPS * dense
 
 
@@ -339,7 +391,7 @@ def _entire_head(table: _Scores, threshold: str, target: float, alive, keep) -> 
     return [_whole_heads(s, [h for h in hs if (s.layer, h) not in removed]) for s, hs in zip(shapes, alive)]
 
 
-def _per_head(table: _Scores, threshold: str, target: float, alive) -> list[LayerPlan]:
+def _per_head(table: _Scores, threshold: str, target: float, alive, budget: str) -> list[LayerPlan]:
     shapes = table.shapes
     # (layer, group) -> (remaining heads, dim): each head's channels, lowest score first
     # (a stable sort, so ties go to the lower channel).
@@ -349,7 +401,7 @@ def _per_head(table: _Scores, threshold: str, target: float, alive) -> list[Laye
         cut = {(s.layer, g): _local_count(s, len(hs), target, _dim(s, g)) for s, hs in zip(shapes, alive)
                for g in GROUPS}
     else:
-        cut = _greedy_moves(table, target, alive)
+        cut = _per_head_global(table, target, alive, budget)
     # Row i of order[l, g] is head alive[l][i]; it keeps all but its cut[l, g] lowest channels.
     return [_layer_plan(hs, order[l, "qk"][:, cut[l, "qk"]:], order[l, "vo"][:, cut[l, "vo"]:])
             for l, hs in enumerate(alive)]
@@ -360,21 +412,37 @@ def _local_count(shape: AttentionShape, alive: int, target: float, dim: int) -> 
     return max(0, min(_round(_local_fraction(shape, alive, target) * dim), dim - 1))
 
 
-def _greedy_moves(table: _Scores, target: float, alive) -> dict[tuple[int, str], int]:
+Move = tuple[int, str]  # (layer, group): one more channel removed from each remaining head
+
+
+def _per_head_global(table: _Scores, target: float, alive, budget: str) -> dict[Move, int]:
     """Global per-head allocation: channels k[(layer, group)] removed from each remaining head.
 
-    A move in (l, g) removes one more channel from each of the layer's R heads; its cost per
-    channel is the mean over heads of their (k+1)-th smallest score. Marginal costs never decrease
-    in k, so always taking the cheapest move that fits the budget is optimal (docs/methods.md).
+    A move in (l, g) removes one more channel from each of the layer's R_l heads (R_l * 2 * hidden
+    weights); removing k costs the sum over heads of their k smallest scores. Each budget (one per
+    group, or one for both) takes the most weight that fits it at the least cost: greedily when
+    all its moves have one size, exactly (``_exact_moves``) when head counts differ.
     """
     shapes = table.shapes
     ranked = {(s.layer, g): np.sort(table.channels(g)[s.layer][hs], axis=1)  # (R, dim), ascending
               for s, hs in zip(shapes, alive) for g in GROUPS}
-    cut = dict.fromkeys(ranked, 0)
     size = {(s.layer, g): len(hs) * 2 * s.hidden for s, hs in zip(shapes, alive) for g in GROUPS}
-    movable = [key for key, r in ranked.items() if r.shape[0] and r.shape[1] > 1]
-    budget = _global_budget(shapes, target, alive, (size[key] for key in movable))
-    heap = [(ranked[l, g][:, 0].mean(), l, GROUPS.index(g)) for l, g in movable]
+    cut = dict.fromkeys(ranked, 0)
+    for groups in _budget_groups(budget):
+        keys = [key for key, r in ranked.items() if key[1] in groups and r.shape[0] and r.shape[1] > 1]
+        room = _global_budget(shapes, target, alive, (size[key] for key in keys), groups)
+        solve = _greedy_moves if len({size[key] for key in keys}) <= 1 else _exact_moves
+        cut |= solve(ranked, size, keys, room)
+    return cut
+
+
+def _greedy_moves(ranked: dict[Move, np.ndarray], size: dict[Move, int], keys: Sequence[Move],
+                  budget: float) -> dict[Move, int]:
+    """Moves of ``keys`` that fit ``budget``, cheapest per channel first (the mean over heads of
+    their (k+1)-th smallest score). Marginal costs never decrease in k, so with moves of one
+    size this is optimal (docs/methods.md); with unequal sizes it is not (``_exact_moves``)."""
+    cut = dict.fromkeys(keys, 0)
+    heap = [(ranked[l, g][:, 0].mean(), l, GROUPS.index(g)) for l, g in keys]
     heapq.heapify(heap)
     used = 0.0
     while heap:
@@ -389,7 +457,42 @@ def _greedy_moves(table: _Scores, target: float, alive) -> dict[tuple[int, str],
     return cut
 
 
-def _same_channel(table: _Scores, threshold: str, target: float, alive) -> list[LayerPlan]:
+def _exact_moves(ranked: dict[Move, np.ndarray], size: dict[Move, int], keys: Sequence[Move],
+                 budget: float) -> dict[Move, int]:
+    """The allocation that removes the most weight within ``budget`` and, among those, the least
+    score: a dynamic programme over the removed weight in units of the moves' common divisor
+    (2 * hidden for AST: at most one unit per channel, 18,432 for AST-base), one stage per
+    (layer, group) choosing its k in 0..dim-1. Ties go to the smaller k of the later stage."""
+    unit = reduce(math.gcd, (size[key] for key in keys), 0)
+    if not keys or budget < unit:
+        return dict.fromkeys(keys, 0)
+    cap = int(min(budget // unit, sum((ranked[k].shape[1] - 1) * size[k] // unit for k in keys)))
+    best = np.full(cap + 1, np.inf)  # best[w]: least score removing exactly w units
+    best[0] = 0.0
+    choices = []  # per stage: (cap + 1,) the k that reaches best[w]
+    for key in keys:
+        step = size[key] // unit
+        cost = np.concatenate([[0.0], np.cumsum(ranked[key].sum(0))])  # cost[k]: k smallest per head
+        new, pick = best.copy(), np.zeros(cap + 1, dtype=np.int64)
+        for k in range(1, ranked[key].shape[1]):
+            shift = k * step
+            if shift > cap:
+                break
+            candidate = best[:cap + 1 - shift] + cost[k]
+            better = candidate < new[shift:]
+            new[shift:][better] = candidate[better]
+            pick[shift:][better] = k
+        best = new
+        choices.append(pick)
+    w = int(np.flatnonzero(np.isfinite(best))[-1])  # the most weight that fits
+    cut = {}
+    for key, pick in zip(reversed(keys), reversed(choices)):
+        cut[key] = int(pick[w])
+        w -= cut[key] * (size[key] // unit)
+    return cut
+
+
+def _same_channel(table: _Scores, threshold: str, target: float, alive, budget: str) -> list[LayerPlan]:
     shapes = table.shapes
     combine = np.mean if _over_heads(table.scorer) == "mean" else np.sum
     # (layer, group) -> (dim,) unit score of each channel over the remaining heads.
@@ -402,14 +505,17 @@ def _same_channel(table: _Scores, threshold: str, target: float, alive) -> list[
             removed[l, g].update(np.argsort(u, kind="stable")[:n].tolist())  # ties: lower channel goes
     else:
         size = {(l, g): len(alive[l]) * 2 * shapes[l].hidden for l, g in unit}
-        units = sorted((u[c], l, GROUPS.index(g), c) for (l, g), u in unit.items() for c in range(len(u)))
-        budget = _global_budget(shapes, target, alive, (size[key] for key, u in unit.items() if len(u) > 1))
-        used = 0.0
-        for _, l, gi, c in units:
-            key = (l, GROUPS[gi])
-            if len(removed[key]) < len(unit[key]) - 1 and used + size[key] <= budget:
-                removed[key].add(c)
-                used += size[key]
+        for groups in _budget_groups(budget):
+            mine = {key: u for key, u in unit.items() if key[1] in groups}
+            units = sorted((u[c], l, GROUPS.index(g), c) for (l, g), u in mine.items() for c in range(len(u)))
+            room = _global_budget(shapes, target, alive, (size[key] for key, u in mine.items() if len(u) > 1),
+                                  groups)
+            used = 0.0
+            for _, l, gi, c in units:
+                key = (l, GROUPS[gi])
+                if len(removed[key]) < len(unit[key]) - 1 and used + size[key] <= room:
+                    removed[key].add(c)
+                    used += size[key]
     layers = []
     for s, hs in zip(shapes, alive):
         if not hs:

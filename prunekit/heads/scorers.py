@@ -7,7 +7,8 @@ is in ``docs/methods.md`` (section 1):
 
 * ``magnitude``: L1 norm of each unit's weights (L2 with ``norm="l2"``); pair and head scores are
   means of the matrices' norms, as in the paper's code;
-* ``fisher`` (the paper's): squared gradient of the batch-mean loss, averaged over batches, + 1e-6;
+* ``fisher`` (the paper's): squared gradient of the batch-mean loss, averaged over whole batches
+  (a partial last batch is left out, as in the authors' code), + 1e-6;
 * ``fisher-sample``: squared gradient of each clip's loss, averaged over clips, + 1e-6;
 * ``fisher-gate``: squared per-clip gradient of a multiplicative gate on each unit, summed;
 * ``taylor``: |sum over the unit of weight x gradient|;
@@ -176,9 +177,16 @@ def _unflat(values: Sequence[torch.Tensor], like: list[dict]) -> list[dict[str, 
     return [{m: next(it) for m in layer} for layer in like]
 
 
-def _batch_gradient_sums(model, data, batch_size, progress, *, square: bool):
+def _batch_gradient_sums(model, data, batch_size, progress, *, square: bool, whole_batches: bool = False):
     """Per attention weight, the sum over batches of the gradient of the batch-mean loss
-    (squared first when ``square``); returns (the work copy's weights, the sums, the batch count)."""
+    (squared first when ``square``); returns (the work copy's weights, the sums, the batch count).
+
+    ``whole_batches`` leaves out the clips of a partial last batch, as the authors' code does
+    (B = floor(N / batch_size) batches); data smaller than one batch is one batch of N clips.
+    """
+    if whole_batches and len(data.features) > batch_size:
+        n = len(data.features) // batch_size * batch_size
+        data = ScoringData(data.features[:n], data.targets[:n], data.name)
     work, weights = _work_copy(model)
     params = _flat(weights)
     acc = [torch.zeros_like(p) for p in params]
@@ -192,8 +200,11 @@ def _batch_gradient_sums(model, data, batch_size, progress, *, square: bool):
 
 
 def _batch_fisher(model, data, batch_size, progress) -> list[dict[str, torch.Tensor]]:
-    """F(w) = mean over batches of (d mean-batch-loss / dw)^2 + 1e-6 (the paper's Fisher)."""
-    weights, acc, batches = _batch_gradient_sums(model, data, batch_size, progress, square=True)
+    """F(w) = mean over batches of (d mean-batch-loss / dw)^2 + 1e-6 (the paper's Fisher), over
+    whole batches only: a partial last batch would enter the mean with a full batch's weight while
+    its squared mean gradient is larger (fewer clips average out less noise), so it is dropped."""
+    weights, acc, batches = _batch_gradient_sums(model, data, batch_size, progress, square=True,
+                                                 whole_batches=True)
     return _unflat([a / batches + FISHER_EPS for a in acc], weights)
 
 

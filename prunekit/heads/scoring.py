@@ -31,7 +31,8 @@ from prunekit.store import atomic_write_bytes, cache_dir, content_key
 __all__ = ["SCORERS", "SCORES_VERSION", "ScoreTable", "ScoringData", "model_fingerprint", "needs_data", "score",
            "score_split", "scorer_names", "scoring_data"]
 
-SCORES_VERSION = 1  # bump when a scorer's maths changes, so old cached scores are not reused
+SCORES_VERSION = 2  # bump when a scorer's maths changes, so old cached scores are not reused
+# (2: Fisher averages over whole batches only)
 
 
 def scorer_names() -> tuple[str, ...]:

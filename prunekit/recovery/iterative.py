@@ -2,7 +2,9 @@
 
 docs/methods.md section 1: each step of the geometric schedule removes 10 % of what remains
 (attention sparsity 1 - 0.9^k after step k); scores are recomputed on the current model at every
-step; LoRA recovery follows every step. Sparsity targets are relative to the model the run starts
+step; LoRA recovery follows every step that removed something (a step whose target rounds to
+what the model already has, e.g. local entire-head on a 6-head model, is recorded but neither
+evaluated again nor recovered, so no sparsity is recovered twice). Sparsity targets are relative to the model the run starts
 from (the original), although each step's plan indexes the units of the current model:
 ``compose`` maps a step's plan back to the original's indices, so the run always knows which
 original heads and channels are left. Removed units are physically gone and never come back.
@@ -23,7 +25,7 @@ from prunekit.errors import ConfigurationError, PlanError
 from prunekit.evaluation.cost import cost
 from prunekit.evaluation.metrics import classification_metrics, predict_logits
 from prunekit.heads.plan import LayerPlan, PruningPlan
-from prunekit.heads.planner import PATTERNS, THRESHOLDS, make_plan, max_sparsity
+from prunekit.heads.planner import BUDGETS, PATTERNS, THRESHOLDS, make_plan, max_sparsity
 from prunekit.heads.scoring import SCORERS, ScoringData, needs_data, score
 from prunekit.heads.surgery import apply_plan, kept_structure
 from prunekit.models import anatomy
@@ -57,6 +59,7 @@ class IterativeConfig:
     scorer: str = "fisher"
     pattern: str = "per-head"
     threshold: str = "global"
+    budget: str = "separate"  # Q/K and V/O budgets of a global channel threshold (planner.make_plan)
     schedule: tuple[float, ...] = geometric_schedule(10)
     recovery: RecoveryConfig | None = RecoveryConfig()
     score_split: str = "validation"  # the gradient scorers read this split (the paper: validation)
@@ -70,7 +73,7 @@ class IterativeConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", tuple(float(s) for s in self.schedule))
         for name, value, valid in (("scorer", self.scorer, SCORERS), ("pattern", self.pattern, PATTERNS),
-                                   ("threshold", self.threshold, THRESHOLDS)):
+                                   ("threshold", self.threshold, THRESHOLDS), ("budget", self.budget, BUDGETS)):
             if value not in valid:
                 raise ConfigurationError(f"Unknown {name} {value!r}; choose one of {', '.join(valid)}")
         s = self.schedule
@@ -129,18 +132,19 @@ def compose(first: PruningPlan, then: PruningPlan) -> PruningPlan:
         vo = [[outer.vo[h][c] for c in kept] for h, kept in zip(inner.heads, inner.vo)]
         layers.append(LayerPlan(heads, qk, vo))
     return PruningPlan(tuple(layers), first.base, scorer=then.scorer, pattern=then.pattern,
-                       threshold=then.threshold, target_sparsity=then.target_sparsity).validate()
+                       threshold=then.threshold, target_sparsity=then.target_sparsity,
+                       budget=then.budget).validate()
 
 
 def step_sparsity(done: PruningPlan, target: float, scores: pd.DataFrame, pattern: str,
-                  threshold: str) -> float:
+                  threshold: str, budget: str = "separate") -> float:
     """The sparsity, relative to the current model (what ``make_plan`` takes), that brings the
     original to ``target``; clipped to [0, the pattern's ceiling on the current model]."""
     kept = done.kept_weights()
     if kept == 0:
         return 0.0
     relative = 1.0 - (1.0 - target) * done.dense_weights() / kept
-    return min(max(relative, 0.0), max_sparsity(scores, pattern, threshold))
+    return min(max(relative, 0.0), max_sparsity(scores, pattern, threshold, budget=budget))
 
 
 def kept_units(plan: PruningPlan) -> list[dict]:
@@ -220,7 +224,7 @@ def _first_state(model: nn.Module, data: _RunData, report: StageProgress) -> Ite
     record = {"step": 0, "target_sparsity": 0.0, "attention_sparsity": 0.0,
               "accuracy_before": quality["accuracy"], "loss_before": quality["loss"],
               "accuracy_after": quality["accuracy"], "loss_after": quality["loss"],
-              "val_loss_before": np.nan, "val_loss_after": np.nan,
+              "val_loss_before": np.nan, "val_loss_after": np.nan, "recovered": False,
               **_cost(model, data, report), "score_seconds": 0.0, "recovery_seconds": 0.0,
               "eval_seconds": time.perf_counter() - start}
     record["seconds"] = time.perf_counter() - start
@@ -231,6 +235,8 @@ def _step(state: IterativeState, step: int, data: _RunData, report: StageProgres
     start = time.perf_counter()
     target = data.config.schedule[step - 1]
     pruned, overall = _prune(state, step, target, data, report)
+    if overall.kept_weights() == state.plan.kept_weights():
+        return _unchanged(state, step, target, overall, time.perf_counter() - start)
     scored = time.perf_counter()
     before = _evaluate(pruned, data, report)
     evaluated = time.perf_counter()
@@ -243,10 +249,24 @@ def _step(state: IterativeState, step: int, data: _RunData, report: StageProgres
               "accuracy_before": before["accuracy"], "loss_before": before["loss"],
               "accuracy_after": after["accuracy"], "loss_after": after["loss"],
               "val_loss_before": val_before, "val_loss_after": val_after,
-              **_cost(model, data, report), **seconds}
+              "recovered": data.config.recovery is not None, **_cost(model, data, report), **seconds}
     record["seconds"] = time.perf_counter() - start
     structure = tuple({"step": step, **row} for row in kept_units(overall))
     return IterativeState(model, overall, state.steps + (record,), state.structure + structure)
+
+
+def _unchanged(state: IterativeState, step: int, target: float, overall: PruningPlan,
+               seconds: float) -> IterativeState:
+    """A step whose plan removes nothing: the model stays as it is, so its record repeats the last
+    step's accuracy and cost, and it is not recovered (a recovery would only train the same
+    sparsity longer, which the other steps do not get)."""
+    last = state.steps[-1]
+    record = {**last, "step": step, "target_sparsity": target, "accuracy_before": last["accuracy_after"],
+              "loss_before": last["loss_after"], "val_loss_before": np.nan, "val_loss_after": np.nan,
+              "recovered": False, "score_seconds": seconds, "recovery_seconds": 0.0, "eval_seconds": 0.0,
+              "seconds": seconds}
+    structure = tuple({"step": step, **row} for row in kept_units(overall))
+    return IterativeState(state.model, overall, state.steps + (record,), state.structure + structure)
 
 
 def _prune(state: IterativeState, step: int, target: float, data: _RunData,
@@ -258,7 +278,8 @@ def _prune(state: IterativeState, step: int, target: float, data: _RunData,
     scores = score(state.model, cfg.scorer, data.scoring, batch_size=cfg.batch_size,
                    seed=_seed(cfg.seed, step), progress=lambda done, total: report("scoring", done, total))
     plan = make_plan(scores, cfg.pattern, cfg.threshold,
-                     step_sparsity(state.plan, target, scores, cfg.pattern, cfg.threshold))
+                     step_sparsity(state.plan, target, scores, cfg.pattern, cfg.threshold, cfg.budget),
+                     budget=cfg.budget)
     overall = compose(state.plan, dataclasses.replace(plan, target_sparsity=target))
     return apply_plan(state.model, plan), overall
 

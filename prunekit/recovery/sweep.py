@@ -356,10 +356,11 @@ def interpolated_table(results: pd.DataFrame, points: Sequence[float] = TABLE_PO
                        column: str = "accuracy_after") -> pd.DataFrame:
     """Per pattern x threshold x scorer (mean over seeds): ``column`` in % at each attention
     sparsity in ``points``, linearly interpolated between the steps' reached sparsities (NaN past
-    the last step), and at step 0 (``dense``). A sparsity reached twice counts its later step."""
+    the last step), and at step 0 (``dense``). A sparsity reached twice counts its first step (the
+    first arrival; a later step at the same sparsity removed nothing and was not recovered)."""
     rows = []
     for key, run in results.groupby(list(CONFIG_COLUMNS), sort=False):
-        curve = run.sort_values("step").groupby("attention_sparsity")[column].last()  # ascending sparsity
+        curve = run.sort_values("step").groupby("attention_sparsity")[column].first()  # ascending sparsity
         values = np.interp(points, curve.index.to_numpy(), curve.to_numpy(), right=np.nan)
         dense = run.loc[run["step"] == 0, column]
         rows.append({**dict(zip(CONFIG_COLUMNS, key)), "dense": dense.iloc[0] if len(dense) else np.nan,

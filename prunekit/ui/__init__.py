@@ -136,11 +136,12 @@ def bar_into(widget, text: str):
 
 
 def sparsity_slider(base, pattern: str, threshold: str, *, key: str, container=st, force_keep=(),
-                    force_remove=(), help: str | None = None) -> float | None:
+                    force_remove=(), budget: str = "separate", help: str | None = None) -> float | None:
     """An attention-sparsity slider whose maximum is what ``pattern``/``threshold`` can reach on
     ``base`` (a model or a ScoreTable) with the forced heads, so every position is a plan that can
     be made. None, after saying why, when nothing can be removed at all."""
-    ceiling = max_sparsity(base, pattern, threshold, force_keep=force_keep, force_remove=force_remove)
+    ceiling = max_sparsity(base, pattern, threshold, force_keep=force_keep, force_remove=force_remove,
+                           budget=budget)
     top = math.floor(ceiling * 100 + 1e-9) / 100  # a slider step is 1 %: never past the ceiling
     if top <= 0:
         container.info(f"{pattern} / {threshold} cannot remove anything from this model.")
