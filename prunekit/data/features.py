@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save
 from transformers import ASTFeatureExtractor
 
 from prunekit.data import audio
-from prunekit.data.datasets import Clip
+from prunekit.data.clips import Clip
 from prunekit.progress import Progress
 from prunekit.store import atomic_write_bytes, cache_dir, content_key
 

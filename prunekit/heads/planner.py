@@ -38,6 +38,11 @@ from prunekit.heads.scores import COLUMNS, ScoreTable
 from prunekit.models import anatomy
 from prunekit.models.anatomy import AttentionShape
 
+__all__ = [
+    "BUDGETS", "GROUPS", "PATTERNS", "THRESHOLDS", "budget_applies", "make_plan", "max_sparsity",
+    "plan_from_heads", "plan_from_units",
+]
+
 PATTERNS = ("same-channel", "per-head", "entire-head")
 THRESHOLDS = ("global", "local")
 BUDGETS = ("separate", "joint")  # how a global threshold spends its budget on Q/K and V/O channels
