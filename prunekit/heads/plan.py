@@ -1,9 +1,9 @@
 """A pruning plan is data: which heads and channels of every attention layer survive.
 
 ``PruningPlan`` is frozen and JSON-serialisable, so the UI can preview, diff and save it before
-``surgery.apply_plan`` (the only function that changes weights) executes it. Indices are those of
-the model the plan applies to (its ``base`` shape): original indices for a dense model, current
-indices for an already-pruned one.
+``surgery.apply_plan`` executes it (on a copy; ``anatomy.shrink_attention`` cuts the weights).
+Indices are those of the model the plan applies to (its ``base`` shape): original indices for a
+dense model, current indices for an already-pruned one.
 
 Per layer the plan keeps heads ``heads`` (sorted) and, for the i-th kept head, Q/K channels
 ``qk[i]`` (rows of W_q and W_k) and V/O channels ``vo[i]`` (rows of W_v, columns of W_o). Row
