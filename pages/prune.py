@@ -66,7 +66,13 @@ def _apply_click(event, pattern: str) -> None:
     action = st.session_state.get("prune_click", "remove")
     keep.discard(picked)
     remove.discard(picked)
-    if action == "keep" and pattern == "entire-head":
+    if action == "keep" and pattern != "entire-head":
+        # Shown after the rerun: under a channel pattern every head of a layer loses the same
+        # number of channels, so no single head can be kept whole.
+        st.session_state["prune_notice"] = (
+            f"Layer {picked[0]} head {picked[1]} was not pinned: 'keep' works with the entire-head pattern "
+            f"only; under {pattern} every head of a layer loses the same number of channels.")
+    elif action == "keep":
         keep.add(picked)
     elif action == "remove":
         remove.add(picked)
@@ -173,6 +179,9 @@ def render() -> None:
         return
     st.radio("Clicking a head on the map", ["remove", "keep", "clear"], horizontal=True, key="prune_click",
              help="force a head out of (or into) the plan; keep works with the entire-head pattern")
+    notice = st.session_state.pop("prune_notice", None)
+    if notice:
+        st.info(notice)
     keep, remove = _forced()
     if keep or remove:
         st.caption(f"Forced: keep {sorted(keep) or '-'}, remove {sorted(remove) or '-'}")

@@ -338,7 +338,8 @@ def make_plan(scores: ScoreTable, pattern: str, threshold: str, sparsity: float,
     else:
         layers = _same_channel(table, threshold, target, alive, budget)
     plan = PruningPlan(tuple(layers), shapes, scorer=table.scorer, pattern=pattern, threshold=threshold,
-                       target_sparsity=target, budget=budget if budget_applies(pattern, threshold) else None)
+                       target_sparsity=target, budget=budget if budget_applies(pattern, threshold) else None,
+                       force_keep=tuple(keep), force_remove=tuple(gone))
     return plan.validate()
 
 
