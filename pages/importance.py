@@ -19,12 +19,16 @@ def render() -> None:
     scorer = left.selectbox("Scorer", names, index=names.index("magnitude"), key="imp_scorer",
                             help="magnitude needs no data; fisher is the paper's method (reads validation clips)")
     view = right.selectbox("Matrix", list(figures.VIEWS), key="imp_view",
-                           help="W_q, W_k, W_v, W_o separately, the QK and VO pairs that are pruned together, "
-                                "or the whole head")
+                           help="W_q, W_k, W_v, W_o: the query, key, value and output weights of a head, "
+                                "scored apart. QK pair: a row of W_q with the same row of W_k (they are cut "
+                                "together, since q.k sums over them). VO pair: a row of W_v with the column of "
+                                "W_o it feeds. Whole head: all four.")
     table = scores_or_report(source, scorer)
     if table is None:
         return
-    event = st.plotly_chart(figures.head_map(table, view), on_select="rerun", selection_mode="points",
+    scale = st.radio("Colour scale", list(figures.SCALES), horizontal=True, key="imp_scale",
+                     help="; ".join(f"{name}: {what}" for name, what in figures.SCALES.items()))
+    event = st.plotly_chart(figures.head_map(table, view, scale=scale), on_select="rerun", selection_mode="points",
                             key="imp_map")
     grid = figures.head_grid(table, "head", "pair")
     layers = list(grid.index)

@@ -53,7 +53,7 @@ def _browse(loaded, variant, dataset, split) -> None:
     if dense is None:
         return
     clips = (changes.prediction_changes(dense, variant.evaluation) if variant and variant.split == split
-             else dense.predictions.rename(columns={"predicted": "dense"})[["path", "label", "dense"]])
+             else dense.predictions.rename(columns={"predicted": "original"})[["path", "label", "original"]])
     c1, c2 = st.columns(2)
     label = c1.selectbox("Class", ["all", *sorted(clips["label"].unique())], key="listen_class")
     only_diff = c2.checkbox("Only clips where the original and the pruned model disagree", key="listen_diff",
@@ -65,7 +65,8 @@ def _browse(loaded, variant, dataset, split) -> None:
     if shown.empty:
         st.info("No clips match.")
         return
-    table = shown.assign(file=shown["path"].map(lambda p: Path(p).name)).drop(columns=["path"])
+    table = (shown.assign(file=shown["path"].map(lambda p: Path(p).name)).drop(columns=["path"])
+             .rename(columns={"dense": "original", "dense_correct": "original right", "pruned_correct": "pruned right"}))
     st.dataframe(table, hide_index=True, key="listen_table", height=220)
     names = list(table["file"])
     pick = st.selectbox("Clip", names, key="listen_clip")

@@ -152,12 +152,12 @@ def _history(source, dataset, loaded) -> None:
     if not done:
         return
     st.subheader("This session's variants")
-    rows = [{"variant": v.name, "split": v.split, "attention sparsity": v.plan.attention_sparsity(),
-             "accuracy": v.accuracy,
-             "change (points)": 100 * (v.accuracy - dense_evaluation(source, dataset, v.split).accuracy),
-             "parameters (M)": v.cost.loc["pruned", "parameters"] / 1e6,
-             "MACs (M)": v.cost.loc["pruned", "macs_per_clip"] / 1e6,
-             "latency b1 (ms)": v.cost.loc["pruned", "latency_b1_ms"]} for v in done]
+    rows = [{"Variant": v.name, "Split": v.split, "Attention removed": f"{v.plan.attention_sparsity():.1%}",
+             "Accuracy": f"{v.accuracy:.1%}",
+             "Change vs original": f"{100 * (v.accuracy - dense_evaluation(source, dataset, v.split).accuracy):+.1f} points",
+             "Parameters": f"{v.cost.loc['pruned', 'parameters'] / 1e6:.2f} M",
+             "MACs per clip": f"{v.cost.loc['pruned', 'macs_per_clip'] / 1e6:.0f} M",
+             "Speed (batch 32)": ratio_from(v.cost.loc["pruned"], 32).describe()} for v in done]
     st.dataframe(rows, hide_index=True, key="prune_history")
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
     pick = st.selectbox("Download a variant", names, key="prune_download_pick")

@@ -262,7 +262,7 @@ def test_listen_page_browses_plays_and_compares(real_cache):
     assert "log-mel" in specs[0] and "Original" in specs[1] and "Pruned" in specs[1]
     at.checkbox(key="listen_diff").check().run()
     shown = at.dataframe[0].value
-    assert len(shown) > 0 and (shown["dense"] != shown["pruned"]).all()
+    assert len(shown) > 0 and (shown["original"] != shown["pruned"]).all()
     at.selectbox(key="listen_class").set_value("yes").run()
     assert not at.exception, at.exception
 
@@ -321,3 +321,19 @@ def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_swe
     assert "accuracy against attention sparsity" in specs[0] and "removed" in specs[1]
     table = at.dataframe[0].value
     assert list(table["scorer"]) == ["magnitude"] and list(table["pattern"]) == ["entire-head"]
+
+
+def test_score_maps_offer_log_and_per_layer_scales():
+    at = _app("importance")
+    assert at.radio(key="imp_scale").options == ["linear", "log", "per layer"]
+    linear = at.get("plotly_chart")[0].proto.spec
+    at.radio(key="imp_scale").set_value("per layer").run()
+    assert not at.exception, at.exception
+    per_layer = at.get("plotly_chart")[0].proto.spec
+    assert "share of layer max" in per_layer and "share of layer max" not in linear
+
+
+def test_overview_has_a_glossary():
+    at = _app()
+    glossary = [e for e in at.expander if e.label == "Words used in this app"]
+    assert glossary and "1 = most important" in glossary[0].markdown[0].value
