@@ -14,6 +14,7 @@ from filelock import FileLock
 from test_cli import run_cli
 
 from prunekit.__main__ import main
+from prunekit.errors import SweepError
 from prunekit.recovery.iterative import IterativeConfig
 from prunekit.recovery.lora import RecoveryConfig
 from prunekit.recovery.sweep import (
@@ -86,9 +87,9 @@ def test_a_folder_holding_another_sweep_is_refused(config, tmp_path):
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "sweep.json").write_text(json.dumps(dataclasses.replace(config, seeds=(1,)).to_dict()))
-    with pytest.raises(ValueError, match=r"holds another sweep.*'seeds': \(\[1\], \[0\]\)"):
+    with pytest.raises(SweepError, match=r"holds another sweep.*'seeds': \(\[1\], \[0\]\)"):
         run_sweep(config, out)
-    with FileLock(f"{out}.lock"), pytest.raises(ValueError, match="Another sweep is running"):
+    with FileLock(f"{out}.lock"), pytest.raises(SweepError, match="Another sweep is running"):
         run_sweep(config, out)  # e.g. the app's button pressed twice
 
 
@@ -161,5 +162,5 @@ def test_a_sweep_started_in_the_background_reports_its_failure(tmp_path):
         time.sleep(0.5)
     status = sweep_status(tmp_path / "bad")
     assert status["state"] in ("failed", "stopped") and "no/such/model" in (status["error"] or "")
-    with pytest.raises(ValueError, match="stopped at once"):  # bad arguments: argparse exits first
+    with pytest.raises(SweepError, match="stopped at once"):  # bad arguments: argparse exits first
         start_sweep(tmp_path / "bad-args", ["--steps", "many"])
