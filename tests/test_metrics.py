@@ -117,3 +117,25 @@ def test_compare_cost_stores_the_ratio_to_the_first_model(tiny_model):
     assert (first.median, first.low, first.high, first.rounds) == (1.0, 1.0, 1.0, 4)  # itself, exactly
     second = ratio_from(table.loc["b"], 1)
     assert second.low <= second.median <= second.high and second.rounds == 4
+
+
+def test_an_evaluation_can_be_cached_on_disk_and_a_damaged_file_is_recomputed(
+        tiny_model_dir, tiny_speech_commands, monkeypatch, tmp_path):
+    from prunekit.evaluation import metrics
+    from prunekit.models import load_model
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
+    loaded, data = load_model(tiny_model_dir), read_speech_commands(tiny_speech_commands)
+    first = evaluate(*loaded, data, "test", cache=True)
+    (path,) = (tmp_path / "evaluations").glob("*.safetensors")
+    calls = []
+    real = metrics.predict_logits
+    monkeypatch.setattr(metrics, "predict_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = evaluate(*loaded, data, "test", cache=True)
+    assert calls == [] and again.predictions.equals(first.predictions)  # read back, model not run
+    path.write_bytes(b"not safetensors")
+    assert evaluate(*loaded, data, "test", cache=True).predictions.equals(first.predictions) and calls == [1]
+    with torch.no_grad():  # other weights are another key
+        next(loaded.model.parameters()).add_(1.0)
+    evaluate(*loaded, data, "test", cache=True)
+    assert calls == [1, 1] and len(list((tmp_path / "evaluations").glob("*.safetensors"))) == 2

@@ -195,7 +195,7 @@ def dense_evaluation(source: str, dataset: AudioDataset, split: str) -> Evaluati
         model, extractor, labels = cached_model(source)
         widget, progress = bar(f"Evaluating the unpruned model on the {split} split:")
         try:  # an empty split, unknown labels or unreadable files are DatasetErrors: reported
-            shared[key] = evaluate(model, extractor, labels, dataset, split, progress=progress)
+            shared[key] = evaluate(model, extractor, labels, dataset, split, progress=progress, cache=True)
         except REPORTED as exc:
             st.error(f"Could not evaluate the model on this dataset: {exc}")
             return None
