@@ -180,8 +180,14 @@ def test_golden_path_pick_scorer_move_sparsity_apply_read_metrics(real_cache, de
     assert variant.plan == plan
     accuracy = evaluate(variant.model, extractor, labels, data, "test").accuracy
     assert metrics["Pruned accuracy"] == f"{accuracy:.1%}"
-    assert metrics["Original accuracy"] == f"{evaluate(model, extractor, labels, data, 'test').accuracy:.1%}"
-    assert len(at.get("download_button")) == 1 and len(at.dataframe) >= 1
+    original = evaluate(model, extractor, labels, data, "test").accuracy
+    assert metrics["Original accuracy"] == f"{original:.1%}"
+    assert len(at.get("download_button")) == 2  # the history table (CSV) and the variant (zip)
+    table = [d.value for d in at.dataframe if "Variant" in d.value.columns][0]
+    assert list(table["Variant"]) == ["original", variant.name]
+    assert table["Accuracy (%)"].tolist() == pytest.approx([100 * original, 100 * accuracy])
+    chart = [c.proto.spec for c in at.get("plotly_chart") if "pruned variants" in c.proto.spec]
+    assert chart and variant.name in chart[0]
     assert _weights_fingerprint(base) == fingerprint
 
 

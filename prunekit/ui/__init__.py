@@ -252,6 +252,12 @@ def remember(variant: Variant, source: str) -> None:
     history().append(Applied(variant, source, data_source() or ""))
 
 
+def forget(variants: list[Variant]) -> None:
+    """Drop these variants (the very objects) from the session's history."""
+    gone = {id(v) for v in variants}
+    st.session_state["_prunekit_history"] = [a for a in history() if id(a.variant) not in gone]
+
+
 def current_variants(source: str) -> list[Variant]:
     """Variants of ``source`` on the current dataset, newest first."""
     return [a.variant for a in reversed(history()) if a.source == source and a.data == data_source()]
