@@ -31,8 +31,8 @@ def _pick_variant(source):
     return done[names.index(st.selectbox("Pruned variant", names, key="listen_variant"))]
 
 
-def _answers(loaded, variant, wave, *, show_windows: bool = False) -> None:
-    """Spectrogram and the top-5 of each model for one 16 kHz waveform."""
+def _answers(loaded, variant, wave, *, show_windows: bool = False, truth: str | None = None) -> None:
+    """Spectrogram and the top-5 of each model for one 16 kHz waveform (``truth``: its label)."""
     st.plotly_chart(figures.spectrogram(windows.log_mel(wave, loaded.feature_extractor)), key=f"listen_spec_{show_windows}")
     models = {"Original": loaded.model} | ({f"Pruned ({variant.name})": variant.model} if variant else {})
     long = len(wave) > windows.window_samples(loaded.feature_extractor)
@@ -41,6 +41,9 @@ def _answers(loaded, variant, wave, *, show_windows: bool = False) -> None:
                for name, m in models.items()}
     if widget is not None:
         widget.empty()
+    if truth is not None:
+        said = "; ".join(f"{name} hears **{r.top(1)['label'].iloc[0]}**" for name, r in results.items())
+        st.markdown(f"True label: **{truth}**. {said}.")
     st.plotly_chart(figures.top_bars({name: r.top(5) for name, r in results.items()}), key=f"listen_top_{show_windows}")
     if long and show_windows:
         st.caption(f"Longer than the model's {windows.window_samples(loaded.feature_extractor) / audio.TARGET_SR:.2f} s window: "
@@ -65,14 +68,18 @@ def _browse(loaded, variant, dataset, split) -> None:
     if shown.empty:
         st.info("No clips match.")
         return
-    table = (shown.assign(file=shown["path"].map(lambda p: Path(p).name)).drop(columns=["path"])
-             .rename(columns={"dense": "original", "dense_correct": "original right", "pruned_correct": "pruned right"}))
+    # Clips are named by label and a short index within it ("yes #3"), the file kept for reference.
+    numbers = shown.groupby("label").cumcount() + 1
+    table = (shown.assign(clip=shown["label"] + " #" + numbers.astype(str), file=shown["path"].map(lambda p: Path(p).name))
+             .drop(columns=["path"]).rename(columns={"dense": "original", "dense_correct": "original right",
+                                                    "pruned_correct": "pruned right"}))
+    table = table[["clip", *[c for c in table.columns if c != "clip"]]]
     st.dataframe(table, hide_index=True, key="listen_table", height=220)
-    names = list(table["file"])
+    names = list(table["clip"])
     pick = st.selectbox("Clip", names, key="listen_clip")
-    path = shown["path"].iloc[names.index(pick)]
-    st.audio(str(path))
-    _answers(loaded, variant, audio.load_waveform(path))
+    row = shown.iloc[names.index(pick)]
+    st.audio(str(row["path"]))
+    _answers(loaded, variant, audio.load_waveform(row["path"]), truth=row["label"])
 
 
 def _upload(loaded, variant) -> None:
