@@ -58,6 +58,8 @@ def _browse(loaded, variant, dataset, split) -> None:
     clips = (changes.prediction_changes(dense, variant.evaluation) if variant and variant.split == split
              else dense.predictions.rename(columns={"predicted": "original"})[["path", "label", "original"]])
     c1, c2 = st.columns(2)
+    # A clip's name is its label and its index within the label ("yes #3"): stable under the filters.
+    clips = clips.assign(clip=clips["label"] + " #" + (clips.groupby("label").cumcount() + 1).astype(str))
     label = c1.selectbox("Class", ["all", *sorted(clips["label"].unique())], key="listen_class")
     only_diff = c2.checkbox("Only clips where the original and the pruned model disagree", key="listen_diff",
                             disabled="differ" not in clips)
@@ -68,9 +70,7 @@ def _browse(loaded, variant, dataset, split) -> None:
     if shown.empty:
         st.info("No clips match.")
         return
-    # Clips are named by label and a short index within it ("yes #3"), the file kept for reference.
-    numbers = shown.groupby("label").cumcount() + 1
-    table = (shown.assign(clip=shown["label"] + " #" + numbers.astype(str), file=shown["path"].map(lambda p: Path(p).name))
+    table = (shown.assign(file=shown["path"].map(lambda p: Path(p).name))
              .drop(columns=["path"]).rename(columns={"dense": "original", "dense_correct": "original right",
                                                     "pruned_correct": "pruned right"}))
     table = table[["clip", *[c for c in table.columns if c != "clip"]]]
