@@ -6,10 +6,12 @@ import streamlit as st
 
 from prunekit.data import audio
 from prunekit.errors import AudioError
-from prunekit.evaluation import changes, windows
+from prunekit.evaluation import attention, changes, windows
+from prunekit.models import anatomy
 from prunekit.report import figures
 from prunekit.ui import (
     bar,
+    clip_attention_maps,
     current_variants,
     dataset_or_report,
     dense_evaluation,
@@ -45,6 +47,18 @@ def _answers(loaded, variant, wave, *, show_windows: bool = False, truth: str | 
         said = "; ".join(f"{name} hears **{r.top(1)['label'].iloc[0]}**" for name, r in results.items())
         st.markdown(f"True label: **{truth}**. {said}.")
     st.plotly_chart(figures.top_bars({name: r.top(5) for name, r in results.items()}), key=f"listen_top_{show_windows}")
+    if st.toggle("Where each model listens (attention rollout)", key=f"listen_rollout_{show_windows}",
+                 help="attention followed through every layer from the summary token back to the input patches "
+                      "(Abnar & Zuidema, 2020); for a long recording, its first window"):
+        grid = anatomy.patch_grid(loaded.model)
+        frames, mels = anatomy.input_shape(loaded.model)
+        maps = {}
+        for name, m in models.items():
+            weights = clip_attention_maps(f"{model_source()}:{name}", m, loaded.feature_extractor, wave)
+            if weights is not None:
+                maps[name] = attention.paint(attention.rollout_map(weights, grid), grid, frames, mels)
+        st.plotly_chart(figures.attention_maps(maps, title="Attention rollout: which parts of the input reach the decision"),
+                        key=f"listen_rollout_map_{show_windows}")
     if long and show_windows:
         st.caption(f"Longer than the model's {windows.window_samples(loaded.feature_extractor) / audio.TARGET_SR:.2f} s window: "
                    "classified in half-overlapping windows; a class scores its best window.")

@@ -346,3 +346,22 @@ def test_overview_has_a_glossary():
     at = _app()
     glossary = [e for e in at.expander if e.label == "Words used in this app"]
     assert glossary and "1 = most important" in glossary[0].markdown[0].value
+
+
+def test_listen_shows_where_the_model_listens_on_an_upload():
+    at = _app("listen")
+    at.file_uploader(key="listen_upload").set_value(("tone.wav", _wav_bytes(1.0, 16000, 1), "audio/wav")).run()
+    at.toggle(key="listen_rollout_True").set_value(True).run()
+    assert not at.exception, at.exception
+    spec = [c.proto.spec for c in at.get("plotly_chart") if "Attention rollout" in c.proto.spec]
+    assert spec and "Original" in spec[0]
+
+
+@pytest.mark.slow
+def test_head_importance_shows_what_a_head_attends_to(real_cache):
+    at = _app("importance", demo_data=True)
+    at.toggle(key="imp_attention").set_value(True).run()
+    assert not at.exception, at.exception
+    layer, head = at.selectbox(key="imp_layer").value, at.selectbox(key="imp_head").value
+    assert any(f"CLS attention of layer {layer} head {head}" in c.proto.spec for c in at.get("plotly_chart"))
+    assert len(at.get("audio")) == 1

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from prunekit.data.audio import features
 from prunekit.data.datasets import SPLITS, AudioDataset, demo_generated, open_dataset
 from prunekit.errors import PrunekitError
+from prunekit.evaluation.attention import clip_attention
 from prunekit.evaluation.cost import count_macs
 from prunekit.evaluation.metrics import Evaluation, evaluate
+from prunekit.evaluation.windows import window_samples
 from prunekit.heads.pipeline import Variant
 from prunekit.heads.planner import max_sparsity
 from prunekit.heads.scoring import ScoreTable, needs_data, score_split
@@ -26,9 +29,9 @@ from prunekit.models import anatomy
 from prunekit.models.loading import LoadedModel, load_model
 
 __all__ = [
-    "DATA_KINDS", "DEFAULT_CLIPS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
-    "cached_dataset", "cached_model", "current_variants", "data_source", "dataset_or_report",
-    "dense_evaluation", "dense_macs", "eval_split", "history", "load_or_report", "model_facts",
+    "ATTENTION_CACHE", "DATA_KINDS", "DEFAULT_CLIPS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
+    "cached_dataset", "cached_model", "clip_attention_maps", "current_variants", "data_source", "dataset_or_report",
+    "dense_evaluation", "dense_macs", "eval_split", "forget", "history", "load_or_report", "model_facts",
     "model_source", "remember", "score_clips", "scores_or_report", "sidebar", "sparsity_slider",
 ]
 
@@ -231,6 +234,28 @@ def scores_or_report(source: str, scorer: str) -> ScoreTable | None:
         widget.empty()
     seen[key] = table
     return table
+
+
+# --- attention of one clip ------------------------------------------------------------------
+ATTENTION_CACHE = 8  # clips x models whose attention a session keeps (each a few MB for AST-base)
+
+
+def clip_attention_maps(name: str, model, extractor, wave) -> list | None:
+    """Every layer's attention weights for the first model window of ``wave`` (16 kHz mono),
+    computed once per (model name, clip) and kept in the session (at most ``ATTENTION_CACHE``);
+    None after showing why it failed."""
+    store = st.session_state.setdefault("_prunekit_attention", {})
+    key = (name, hash(wave.tobytes()))
+    if key not in store:
+        try:
+            with st.spinner("Computing attention for this clip…"):
+                store[key] = clip_attention(model, features([wave[: window_samples(extractor)]], extractor)[0])
+        except REPORTED as exc:
+            st.error(f"Could not compute the attention: {exc}")
+            return None
+        while len(store) > ATTENTION_CACHE:
+            store.pop(next(iter(store)))
+    return store[key]
 
 
 # --- the session's applied variants ----------------------------------------------------------
