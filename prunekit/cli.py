@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from prunekit.data.datasets import SPLITS
-from prunekit.errors import OutputExistsError, PrunekitError
+from prunekit.errors import PrunekitError
 
 __all__ = ["build_parser", "main"]
 
@@ -242,12 +242,11 @@ def cmd_prune(args: argparse.Namespace) -> None:
     from prunekit.evaluation.metrics import evaluate
     from prunekit.heads.pipeline import prune_and_evaluate
     from prunekit.heads.planner import budget_applies, make_plan
-    from prunekit.heads.surgery import save_pruned
+    from prunekit.heads.surgery import check_output, save_pruned
     from prunekit.models import load_model
 
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise OutputExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    check_output(out, overwrite=args.overwrite)  # before the work, not after it
     loaded = load_model(args.model)
     data = _open_data(args.data)  # read once: the scorer and the evaluation share it
     plan = make_plan(_scores(args, loaded, data), args.pattern, args.threshold, args.sparsity, budget=args.budget)
