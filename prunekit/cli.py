@@ -46,6 +46,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    """A number in [0, 1] (a sparsity), checked before any model is loaded or scored."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
 def _count_or_all(text: str) -> int | None:
     """A clip count >= 1, or "all" (None)."""
     return None if text == "all" else _positive(text)
@@ -228,7 +239,7 @@ def add_prune(sub) -> None:
     p.add_argument("--pattern", default="per-head", choices=PATTERNS)
     p.add_argument("--threshold", default="global", choices=THRESHOLDS)
     p.add_argument("--budget", default="separate", choices=BUDGETS, help=BUDGET_HELP)
-    p.add_argument("--sparsity", type=float, default=0.5, help="target attention sparsity in [0, 1]")
+    p.add_argument("--sparsity", type=_fraction, default=0.5, help="target attention sparsity in [0, 1]")
     p.add_argument("--out", required=True, help="folder for the pruned model (save_pretrained layout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
     p.add_argument("--split", default="test", choices=SPLITS, help="evaluation split")
