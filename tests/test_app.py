@@ -365,3 +365,18 @@ def test_head_importance_shows_what_a_head_attends_to(real_cache):
     layer, head = at.selectbox(key="imp_layer").value, at.selectbox(key="imp_head").value
     assert any(f"CLS attention of layer {layer} head {head}" in c.proto.spec for c in at.get("plotly_chart"))
     assert len(at.get("audio")) == 1
+
+
+def test_experiments_page_reports_a_sweep_that_fails_at_start(tiny_sweep_args, tmp_path):
+    """The dataset folder holds no class folders: the sweep fails while loading, and the page
+    says so instead of "Started."."""
+    empty = tmp_path / "no-classes"
+    empty.mkdir()
+    at = _app("experiments", **(tiny_sweep_args | {"data_kind": "Folder per class", "data_ref": str(empty)}))
+    at.text_input(key="exp_name").set_value("fails-at-start")
+    at.number_input(key="exp_steps").set_value(1)
+    next(b for b in at.button if b.label == "Start the sweep").click().run()
+    assert not at.exception, at.exception
+    assert not any("Started" in s.value for s in at.success)
+    assert any("failed at start: DatasetError" in e.value and "no-classes has no class folders" in e.value
+               for e in at.error), [e.value for e in at.error]
