@@ -15,12 +15,15 @@ from prunekit.ui import (
     dense_evaluation,
     dense_macs,
     eval_split,
+    history,
     load_or_report,
     model_facts,
     model_source,
     remember,
     scores_or_report,
+    max_variants,
     sparsity_slider,
+    with_model,
 )
 
 st.title("Prune")
@@ -153,11 +156,14 @@ def _history(source, dataset, loaded) -> None:
              "MACs (M)": v.cost.loc["pruned", "macs_per_clip"] / 1e6,
              "latency b1 (ms)": v.cost.loc["pruned", "latency_b1_ms"]} for v in done]
     st.dataframe(rows, hide_index=True, key="prune_history")
+    if len(history()) > max_variants():
+        st.caption(f"The {max_variants()} newest variants of this session are kept in memory; older ones "
+                   "are on disk under cache/sessions/ and are read back when you download or listen to them.")
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
     pick = st.selectbox("Download a variant", names, key="prune_download_pick")
     chosen = done[names.index(pick)]
     st.download_button("Download as a zip (save_pretrained folder + plan.json)",
-                       lambda: pipeline.variant_zip(chosen, loaded.feature_extractor, loaded.labels),
+                       lambda: pipeline.variant_zip(with_model(chosen), loaded.feature_extractor, loaded.labels),
                        file_name=f"{chosen.name.replace(' ', '-').replace('%', '')}.zip", mime="application/zip",
                        key="prune_download")
 
