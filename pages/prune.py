@@ -17,11 +17,11 @@ from prunekit.ui import (
     eval_split,
     history,
     load_or_report,
+    max_variants,
     model_facts,
     model_source,
     remember,
     scores_or_report,
-    max_variants,
     sparsity_slider,
     with_model,
 )
