@@ -14,6 +14,7 @@ from prunekit.ui import (
     load_or_report,
     model_source,
     scores_or_report,
+    with_model,
 )
 
 st.title("Head importance")
@@ -43,6 +44,7 @@ def _attends_to(source, loaded, layer: int, head: int) -> None:
         return
     maps["original"] = attention.paint(attention.cls_map(weights, grid, layer, head), grid, frames, mels)
     variant = next(iter(current_variants(source)), None)
+    variant = with_model(variant) if variant is not None else None  # an older one's model may be on disk
     if variant is not None:
         kept = variant.plan.layers[layer].heads
         if head in kept:

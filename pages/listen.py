@@ -18,6 +18,7 @@ from prunekit.ui import (
     eval_split,
     load_or_report,
     model_source,
+    with_model,
 )
 
 st.title("Listen")
@@ -30,7 +31,7 @@ def _pick_variant(source):
         st.info("No pruned variant yet: apply a plan on the Prune page to compare. Showing the original model only.")
         return None
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
-    return done[names.index(st.selectbox("Pruned variant", names, key="listen_variant"))]
+    return with_model(done[names.index(st.selectbox("Pruned variant", names, key="listen_variant"))])
 
 
 def _answers(loaded, variant, wave, *, show_windows: bool = False, truth: str | None = None) -> None:

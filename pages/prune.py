@@ -18,12 +18,15 @@ from prunekit.ui import (
     dense_macs,
     eval_split,
     forget,
+    history,
     load_or_report,
+    max_variants,
     model_facts,
     model_source,
     remember,
     scores_or_report,
     sparsity_slider,
+    with_model,
 )
 
 st.title("Prune")
@@ -186,11 +189,14 @@ def _history(source, dataset, loaded) -> None:
         st.rerun()
     c2.download_button("Download this table (CSV)", table.to_csv(index=False).encode(), file_name="variants.csv",
                        mime="text/csv", key="prune_history_csv")
+    if len(history()) > max_variants():
+        st.caption(f"The {max_variants()} newest variants of this session are kept in memory; older ones "
+                   "are on disk under cache/sessions/ and are read back when you download or listen to them.")
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
     pick = st.selectbox("Download a variant", names, key="prune_download_pick")
     chosen = done[names.index(pick)]
     st.download_button("Download as a zip (save_pretrained folder + plan.json)",
-                       lambda: pipeline.variant_zip(chosen, loaded.feature_extractor, loaded.labels),
+                       lambda: pipeline.variant_zip(with_model(chosen), loaded.feature_extractor, loaded.labels),
                        file_name=f"{chosen.name.replace(' ', '-').replace('%', '')}.zip", mime="application/zip",
                        key="prune_download")
 

@@ -380,3 +380,42 @@ def test_experiments_page_reports_a_sweep_that_fails_at_start(tiny_sweep_args, t
     assert not any("Started" in s.value for s in at.success)
     assert any("failed at start: DatasetError" in e.value and "no-classes has no class folders" in e.value
                for e in at.error), [e.value for e in at.error]
+
+
+def _apply_three_variants():
+    """An app script: three applied variants of a tiny model in one session (no dataset needed)."""
+    import streamlit as st
+    import torch
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    from prunekit.heads.pipeline import Variant
+    from prunekit.heads.plan import LayerPlan, PruningPlan
+    from prunekit.heads.surgery import apply_plan
+    from prunekit.ui import current_variants, history, remember, with_model
+
+    torch.manual_seed(0)
+    model = ASTForAudioClassification(ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                intermediate_size=37, num_mel_bins=16, max_length=24,
+                                                num_labels=3)).eval()
+    dense = PruningPlan.dense(model)
+    if not history():
+        for keep in (1, 2, 3):  # variant i keeps heads 0..keep-1 of layer 0
+            plan = PruningPlan((LayerPlan.full(keep, 8, 8), *dense.layers[1:]), dense.base)
+            remember(Variant(f"keep {keep}", plan, apply_plan(model, plan), "test", None, None), "demo")
+    oldest = current_variants("demo")[-1]
+    st.session_state["parked"] = [a.folder is not None for a in history()]
+    st.session_state["reloaded_heads"] = with_model(oldest).model.config.prunekit_structure[0]["heads"]
+    st.session_state["oldest_in_memory"] = oldest.model is not None
+
+
+def test_the_history_keeps_at_most_n_models_in_memory_and_reads_older_ones_back(monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_MAX_VARIANTS", "2")
+    at = AppTest.from_function(_apply_three_variants, default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert at.session_state["parked"] == [True, False, False]  # only the oldest went to disk
+    assert at.session_state["oldest_in_memory"] is False
+    assert at.session_state["reloaded_heads"] == 1  # ... and comes back as the model it was
+    from prunekit.store import cache_dir
+
+    saved = list((cache_dir() / "sessions").glob("*/variant-0/config.json"))
+    assert len(saved) == 1
