@@ -78,6 +78,11 @@ def _first(value, default):
     return default if value is None else value
 
 
+def attention_heads(attn: nn.Module) -> int:
+    """Heads of one attention block (dense or pruned; 0 for an emptied layer)."""
+    return _first(getattr(attn, "num_heads", None), attn.num_attention_heads)
+
+
 def attention_parameters(model: nn.Module) -> int:
     """Parameters (weights and biases) of every q/k/v/o projection."""
     total = 0
@@ -266,9 +271,15 @@ class PrunedASTForAudioClassification(ASTForAudioClassification):
         structure = config_structure(config)
         if structure is None:
             raise ModelError(f"A pruned model needs config.{STRUCTURE_FIELD}; this config has none.")
-        for block, layer_structure in zip(layers(self), structure):
-            block.attention = PrunedASTAttention(config, layer_structure)
+        install_structure(self, structure)
         self.post_init()  # initialises only the new modules; the rest is flagged as done
+
+
+def install_structure(model: nn.Module, structure: list[LayerStructure]) -> None:
+    """Give every layer of a freshly built ``model`` a (randomly initialised) PrunedASTAttention
+    of ``structure``, in place; ``from_pretrained`` then loads the weights into them."""
+    for block, layer_structure in zip(layers(model), structure):
+        block.attention = PrunedASTAttention(model.config, layer_structure)
 
 
 def structure_of(model: nn.Module) -> list[LayerStructure]:
@@ -328,5 +339,6 @@ def make_pruned(model: nn.Module, structure: list[LayerStructure]) -> PrunedASTF
     if actual != list(structure):
         raise ModelError(f"The modules have structure {actual}, not {list(structure)}")
     setattr(model.config, STRUCTURE_FIELD, [s.to_dict() for s in structure])
-    model.__class__ = PrunedASTForAudioClassification  # adds no state: only __init__ differs
+    if type(model) is ASTForAudioClassification:  # a token-pruned model's class rebuilds heads too
+        model.__class__ = PrunedASTForAudioClassification  # adds no state: only __init__ differs
     return model

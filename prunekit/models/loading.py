@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, AutoConfig
 
 from prunekit.errors import ModelLoadError
-from prunekit.models import anatomy
+from prunekit.models import token_pruned
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_model"
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
@@ -63,8 +63,8 @@ def _load_local(path: Path) -> LoadedModel:
         raise ModelLoadError(f"Could not read the config in {path}: {exc}") from exc
     _check_model_type(config, str(path))
     try:
-        # A pruned model (config.prunekit_structure) rebuilds its smaller layers from the config.
-        model = anatomy.model_class_for(config).from_pretrained(path)
+        # A pruned model (config.prunekit_structure, config.prunekit_tokens) rebuilds from the config.
+        model = token_pruned.model_class_for(config).from_pretrained(path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"Could not load the weights in {path}: {exc}") from exc
     return LoadedModel(model.eval(), _feature_extractor(path, config), _labels(config))
@@ -101,7 +101,7 @@ def _load_hub(repo_id: str) -> LoadedModel:
 def _from_hub(repo_id: str, *, local_files_only: bool) -> LoadedModel:
     config = AutoConfig.from_pretrained(repo_id, local_files_only=local_files_only)
     _check_model_type(config, repo_id)
-    model = anatomy.model_class_for(config).from_pretrained(repo_id, local_files_only=local_files_only)
+    model = token_pruned.model_class_for(config).from_pretrained(repo_id, local_files_only=local_files_only)
     try:
         extractor = ASTFeatureExtractor.from_pretrained(repo_id, local_files_only=local_files_only)
     except OSError:
