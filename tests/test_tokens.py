@@ -295,3 +295,126 @@ def test_topk_selectors_take_a_scheduled_keep_rate(model):
     assert run.kept[0].shape == (3, 8)
     with pytest.raises(ConfigurationError, match="Keep rate 0"):
         topk_selectors(pruning, keep=0)
+
+
+# --- patch importance ------------------------------------------------------------------------
+def test_patch_statistics_are_the_mean_and_std_under_each_conv_window(model):
+    from prunekit.tokens.patches import patch_statistics
+
+    x = _x(batch=2)
+    stats = patch_statistics(model, x)
+    assert stats["intensity"].shape == (2, N_PATCHES)
+    # patch (frequency row 1, time column 3): mel bins 10-25, frames 30-45 (patch 16, strides 10)
+    window = x[1, 30:46, 10:26]
+    torch.testing.assert_close(stats["intensity"][1, 1 * 5 + 3], window.mean())
+    torch.testing.assert_close(stats["variation"][1, 1 * 5 + 3], window.std())
+
+
+def test_cluster_ranks_are_ordered_by_value():
+    from prunekit.tokens.patches import cluster_ranks
+
+    values = torch.tensor([[0.0, 10.0, 20.1, 5.0], [19.9, 0.1, 30.0, 5.2], [10.1, 30.2, 40.0, 40.1]])
+    clusters = cluster_ranks(values, clusters=5)
+    order = values.flatten().argsort()
+    assert (clusters.ranks.flatten()[order].diff() >= 0).all()  # rank never falls as the value grows
+    assert clusters.table["low"].is_monotonic_increasing and clusters.table["share"].sum() == pytest.approx(1)
+    assert clusters.ranks[2, 3].item() == 4 and clusters.ranks[0, 0].item() == 0
+
+
+def _brute_force_kendall(scores, ranks) -> float:
+    concordant = discordant = pairs = 0
+    for s, r in zip(scores.tolist(), ranks.tolist()):
+        for i in range(len(s)):
+            for j in range(i + 1, len(s)):
+                pairs += 1
+                if (s[i] - s[j]) * (r[i] - r[j]) >= 0:
+                    concordant += 1
+                else:
+                    discordant += 1
+    return (concordant - discordant) / pairs
+
+
+def test_the_authors_kendall_equals_a_pair_loop_and_counts_ties_as_concordant():
+    from prunekit.tokens.patches import authors_kendall
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (70, 9), generator=g).float()  # many ties, and more than one chunk of clips
+    ranks = torch.randint(0, 5, (70, 9), generator=g)
+    assert authors_kendall(scores, ranks) == pytest.approx(_brute_force_kendall(scores, ranks), abs=1e-12)
+    constant = torch.zeros(1, 6)
+    assert authors_kendall(constant, torch.arange(6).unsqueeze(0)) == 1.0  # all ties: "perfect" agreement
+
+
+def test_correlations_table_and_tau_b_beside_it(model):
+    from scipy.stats import kendalltau
+
+    from prunekit.tokens.patches import block_scores, cluster_ranks, correlations, patch_statistics
+
+    x = _x(batch=4)
+    ranks = {name: cluster_ranks(v, 3).ranks for name, v in patch_statistics(model, x).items()}
+    scores = block_scores(model, x)
+    table = correlations(scores, ranks)
+    assert len(table) == 3 * 2 and set(table["tokens"]) == {N_PATCHES}
+    row = table[(table.block == 1) & (table.statistic == "intensity")].iloc[0]
+    expected = [kendalltau(s, r).statistic for s, r in zip(scores.scores[1].numpy(), ranks["intensity"].numpy())]
+    assert row["tau_b"] == pytest.approx(float(torch.tensor(expected).nanmean()))
+    pruned_scores = block_scores(prune_tokens(model, 0.5, [0, 1]), x)
+    assert [pruned_scores.positions[i].shape[1] for i in range(3)] == [10, 5, 3]
+
+
+def test_cluster_drop_of_nothing_is_the_plain_accuracy_and_of_everything_runs(model):
+    from prunekit.tokens.patches import cluster_drop
+
+    x = _x(batch=5)
+    targets = _logits(model, x).argmax(-1)
+    ranks = torch.randint(0, 5, (5, N_PATCHES), generator=torch.Generator().manual_seed(0))
+    assert cluster_drop(model, x, targets, ranks, 1, []) == 1.0
+    assert 0 <= cluster_drop(model, x, targets, ranks, 1, range(5)) <= 1  # every patch gone: CLS alone
+    with pytest.raises(ConfigurationError, match="Block 7 is outside"):
+        cluster_drop(model, x, targets, ranks, 7, [0])
+
+
+# --- fine-tuning -----------------------------------------------------------------------------
+def test_keep_schedule_is_a_cosine_from_one_then_holds():
+    from prunekit.tokens.finetune import keep_schedule
+
+    assert keep_schedule(0, 10, 0.5) == 1.0
+    assert keep_schedule(5, 10, 0.5) == pytest.approx(0.75)
+    assert keep_schedule(10, 10, 0.5) == keep_schedule(99, 10, 0.5) == 0.5
+    values = [keep_schedule(s, 10, 0.5) for s in range(12)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+def test_finetuning_is_seeded_keeps_the_best_checkpoint_and_leaves_the_input_alone(model):
+    from prunekit.heads.scoring import ScoringData
+    from prunekit.tokens.finetune import TokenFinetuneConfig, finetune_tokens_on
+
+    g = torch.Generator().manual_seed(5)
+    train = ScoringData(torch.randn(24, 64, 32, generator=g), torch.randint(0, 3, (24,), generator=g))
+    val = ScoringData(torch.randn(8, 64, 32, generator=g), torch.randint(0, 3, (8,), generator=g))
+    pruned = prune_tokens(model, 0.5, [0, 1])
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    config = TokenFinetuneConfig(epochs=2, batch_size=8, lr=1e-3, validations_per_epoch=3)
+    calls = []
+    tuned, history = finetune_tokens_on(pruned, train, val, config=config, progress=lambda d, n: calls.append((d, n)))
+    again, again_history = finetune_tokens_on(pruned, train, val, config=config)
+    assert calls[-1] == (6, 6) and len(history) == 1 + 6
+    assert history["keep"].iloc[1] > history["keep"].iloc[-1] == 0.5  # shrinks over half the steps, then holds
+    assert history["kept"].sum() == 1
+    assert history.loc[history["kept"], "val_loss"].item() == history["val_loss"].min()
+    assert all(torch.equal(before[k], v) for k, v in pruned.state_dict().items())
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), again.state_dict().values()))
+    assert history.equals(again_history)
+    assert type(tuned) is TokenPrunedASTForAudioClassification
+    with torch.no_grad():
+        best_loss = torch.nn.functional.cross_entropy(tuned(val.features).logits, val.targets).item()
+    assert best_loss == pytest.approx(history["val_loss"].min(), abs=1e-5)
+
+
+def test_finetuning_needs_a_token_pruned_model(model):
+    from prunekit.heads.scoring import ScoringData
+    from prunekit.tokens.finetune import finetune_tokens_on
+
+    data = ScoringData(torch.randn(4, 64, 32), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ModelError, match="token-pruned"):
+        finetune_tokens_on(model, data, data)
