@@ -331,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=run.latency_repeats,
                    help="timed runs for the latency median")
     p.set_defaults(func=cmd_sweep)
+    __import__("prunekit.tokens.cli").tokens.cli.add_commands(sub)
     return parser
 
 

@@ -418,3 +418,64 @@ def test_finetuning_needs_a_token_pruned_model(model):
     data = ScoringData(torch.randn(4, 64, 32), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ModelError, match="token-pruned"):
         finetune_tokens_on(model, data, data)
+
+
+# --- command line ------------------------------------------------------------------------------
+@pytest.fixture
+def model_dir(tmp_path, model):
+    from transformers import ASTFeatureExtractor
+
+    out = tmp_path / "random-model"
+    model.save_pretrained(out)
+    ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_cli_tokens_one_shot_and_fine_tuned_saves_a_model_that_reloads(tmp_path, model_dir, tiny_speech_commands):
+    from test_cli import run_cli
+
+    out = run_cli("tokens", "--model", model_dir, "--data", tiny_speech_commands, "--keep", "0.5", "--blocks", "0,2",
+                  "--finetune-epochs", "1", "--batch-size", "4", "--out", tmp_path / "tp", cache=tmp_path / "c")
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith(("dense ", "token-pruned  "))]
+    assert len(lines) == 2 and all("accuracy" in line and "MACs/clip" in line for line in lines)
+    assert "keep 0.5 in blocks 0,2 by cls" in lines[1] and "fine-tuned 1 epoch(s)" in out.stdout
+    assert token_pruning_of(load_model(tmp_path / "tp").model) == TokenPruning(0.5, (0, 2))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--keep", "0"], "error: Keep rate 0.0 is outside (0, 1]"),
+    (["--keep", "0.5", "--blocks", "1,7"], "error: Drop block(s) [7] outside the model: it has 3 blocks"),
+    (["--keep", "0.5", "--blocks", ","], "error: No drop blocks given"),
+    (["--keep", "0.5", "--blocks", "1;2"], "error: --blocks takes block indices separated by commas"),
+])
+def test_cli_bad_token_options_exit_2_with_a_message(tmp_path, model_dir, capsys, args, message):
+    from prunekit.__main__ import main
+
+    assert main(["tokens", "--model", str(model_dir), "--data", str(tmp_path / "unused"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_unknown_rule_is_a_usage_error(model_dir, capsys):
+    from prunekit.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["tokens", "--model", str(model_dir), "--keep", "0.5", "--rule", "loud"])
+    assert exit_.value.code == 2 and "invalid choice: 'loud'" in capsys.readouterr().err
+
+
+def test_cli_patch_stats_prints_and_writes_the_table(tmp_path, model_dir, tiny_speech_commands, capsys):
+    import pandas as pd
+
+    from prunekit.__main__ import main
+
+    assert main(["patch-stats", "--model", str(model_dir), "--data", str(tiny_speech_commands), "--clusters", "2",
+                 "--out", str(tmp_path / "corr.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "intensity authors_kendall" in out and "paper, AST-base on Speech Commands v2" in out
+
+    table = pd.read_csv(tmp_path / "corr.csv")
+    assert len(table) == 3 * 2 and table["authors_kendall"].between(-1, 1).all()
+    assert len(pd.read_csv(tmp_path / "corr-clusters.csv")) == 2 * 2

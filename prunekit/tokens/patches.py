@@ -134,8 +134,10 @@ def block_scores(model: nn.Module, features: torch.Tensor, *, batch_size: int = 
 def authors_kendall(scores: torch.Tensor, ranks: torch.Tensor) -> float:
     """The authors' Kendall coefficient over clips: (concordant - discordant) / pairs, pooled,
     where a pair (i < j) of one clip is concordant when (s_i - s_j)(r_i - r_j) >= 0, so a tie in
-    either counts as concordant. scores, ranks: (N, n)."""
+    either counts as concordant. NaN when there is no pair. scores, ranks: (N, n)."""
     n = scores.shape[1]
+    if len(scores) == 0 or n < 2:
+        return float("nan")
     upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
     balance = 0
     for start in range(0, len(scores), 64):  # clips in chunks: the pair tensors are (chunk, n, n)
