@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from prunekit.data import audio
+from prunekit.errors import AudioError
 from prunekit.report import figures
 from prunekit.report import tokens as token_figures
 from prunekit.tokens.patches import PAPER_AST_SPEECH_COMMANDS
@@ -63,15 +64,35 @@ def _cost(source, dataset, split, settings):
         st.caption("Head-pruned variants applied on the Prune page appear here too, on the same axes.")
 
 
+def _wave(dataset, split):
+    """A 16 kHz waveform from the split or from the user (None while there is none), played."""
+    if st.radio("Clip from", ["the dataset", "your own audio"], horizontal=True, key="tok_source") == "the dataset":
+        clips = dataset.split(split)
+        label = st.selectbox("Class", sorted({c.label for c in clips}), key="tok_class")
+        names = [c.path.name for c in clips if c.label == label]
+        pick = st.selectbox("Clip", names, key="tok_clip")
+        path = next(c.path for c in clips if c.label == label and c.path.name == pick)
+        st.audio(str(path))
+        return audio.load_waveform(Path(path))
+    clip = (st.file_uploader("Upload a WAV, FLAC or OGG file", type=["wav", "flac", "ogg"], key="tok_upload")
+            or st.audio_input("Or record one", key="tok_record"))
+    if clip is None:
+        return None
+    try:
+        wave = audio.load_waveform(clip.getvalue(), name=getattr(clip, "name", None) or "the recording")
+    except AudioError as exc:
+        st.error(f"That file cannot be used: {exc}")
+        return None
+    st.audio(clip.getvalue())
+    st.caption("The model reads the first window of the recording (padded when shorter).")
+    return wave
+
+
 def _clip(loaded, dataset, split, settings):
-    clips = dataset.split(split)
-    labels = sorted({c.label for c in clips})
-    label = st.selectbox("Class", labels, key="tok_class")
-    names = [c.path.name for c in clips if c.label == label]
-    pick = st.selectbox("Clip", names, key="tok_clip")
-    path = next(c.path for c in clips if c.label == label and c.path.name == pick)
-    st.audio(str(path))
-    trace = glue.trace_clip(loaded, settings, audio.load_waveform(Path(path)))
+    wave = _wave(dataset, split)
+    if wave is None:
+        return
+    trace = glue.trace_clip(loaded, settings, wave)
     st.plotly_chart(token_figures.survivor_maps(trace.features, trace.grid, trace.kept), key="tok_survivors")
     st.caption("The model's input (normalised log-mel, frames across); each cell is where a 16 x 16 patch "
                "starts (patches overlap when the stride is smaller). Dimmed: dropped by that block.")

@@ -1,6 +1,7 @@
 """The Tokens page, headless (AppTest): settings, evaluation with the head variants' axes, a clip's
 surviving patches, the patch analysis, and bad settings as a message."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, tiny_config
@@ -74,3 +75,20 @@ def test_the_shared_base_model_is_not_modified(model_dir, tiny_speech_commands):
     at.button(key="tok_eval").click().run()
     model = cached_model(str(model_dir)).model
     assert type(model) is ASTForAudioClassification and not hasattr(model.config, "prunekit_tokens")
+
+
+def test_own_audio_waits_for_a_file_and_a_recording_is_traced(model_dir, tiny_speech_commands):
+    """AppTest has no setter for the uploader: the page must wait quietly, and the function it
+    calls with the uploaded waveform is checked directly."""
+    from prunekit.models import load_model
+    from prunekit.tokens.rules import TokenPruning
+    from prunekit.ui.tokens import trace_clip
+
+    at = _page(model_dir, tiny_speech_commands)
+    at.radio(key="tok_source").set_value("your own audio").run()
+    assert not at.exception, at.exception
+    assert not at.error and not any("after block" in c.proto.spec for c in at.get("plotly_chart"))
+    wave = (0.3 * np.sin(np.linspace(0, 2000, 24000))).astype(np.float32)  # 1.5 s: longer than the window
+    trace = trace_clip(load_model(model_dir), TokenPruning(0.7, (0, 1, 2)), wave)
+    assert [len(k) for k in trace.kept.values()] == [7, 5, 4] and trace.features.shape == (64, 32)
+    assert list(trace.top) == ["Original", "Token-pruned"] and len(trace.top["Original"]) == 3
