@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
+    from prunekit.tokens.cli import add_commands as add_token_commands  # tokens, patch-stats
+
+    add_token_commands(sub)
     return parser
 
 
