@@ -263,13 +263,18 @@ def _class_names(options: ManifestOptions) -> dict[str, str] | None:
     ids = frame[columns[0]]
     if ids.duplicated().any():
         twice = sorted(set(ids[ids.duplicated()]))
-        raise DatasetError(f"{len(twice)} ids appear twice in column '{columns[0]}' of {options.class_table.name}, "
+        raise DatasetError(f"{_n(len(twice), 'id')} {_verb(len(twice), 'is', 'are')} listed twice in column '{columns[0]}' of {options.class_table.name}, "
                            f"e.g. {twice[0]}.")
     return dict(zip(ids, frame[columns[1]], strict=True))
 
 
-def _plural(n: int, noun: str) -> str:
-    return noun if n == 1 else noun + "s"
+def _n(count: int, noun: str) -> str:
+    """'1 file', '12 files': a count in a message."""
+    return f"{count} {noun if count == 1 else noun + 's'}"
+
+
+def _verb(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
 
 
 def _example(rows: Sequence[_Row]) -> str:
@@ -309,27 +314,29 @@ def _parse(tables: Sequence[_Table], root: Path, options: ManifestOptions) -> li
                        os.path.normpath(os.path.join(root_text, place, file)), tuple(labels),
                        table.split if splits is None else splits[i])
             (nameless if not file else unlabelled if not labels else rows).append(row)
-    name = tables[0].path.name
+    name = " and ".join(t.path.name for t in tables)
     if nameless:
-        raise DatasetError(f"{len(nameless)} rows of {name} name no file in column '{options.file_column}', "
+        raise DatasetError(f"{_n(len(nameless), 'row')} of {name} {_verb(len(nameless), 'has', 'have')} no file in column '{options.file_column}', "
                            f"e.g. {nameless[0].table.name} line {nameless[0].line}.")
     if unlabelled:
-        raise DatasetError(f"{len(unlabelled)} rows of {name} have no label in "
+        raise DatasetError(f"{_n(len(unlabelled), 'row')} of {name} {_verb(len(unlabelled), 'has', 'have')} no label in "
                            f"{', '.join(repr(c) for c in options.label_columns)}, e.g. {_example(unlabelled)}.")
     if unknown:
         raise DatasetError(
-            f"{len(unknown)} labels named in {name} are not in the class table {options.class_table.name} "
-            f"({sum(unknown.values())} mentions), e.g. " + ", ".join(f"{k} ({n})" for k, n in unknown.most_common(3)))
+            f"{_n(len(unknown), 'label')} named in {name} {_verb(len(unknown), 'is', 'are')} not in the class table {options.class_table.name} "
+            f"({_n(sum(unknown.values()), 'mention')}), e.g. " + ", ".join(f"{k} ({n})" for k, n in unknown.most_common(3)))
     seen = Counter(row.path for row in rows)
     twice = [row for row in rows if seen[row.path] > 1]
     if twice:
         again = [row for row in twice if row.path == twice[0].path]
+        repeated = sum(1 for n in seen.values() if n > 1)
         raise DatasetError(
-            f"{sum(1 for n in seen.values() if n > 1)} files are named more than once in {name} "
+            f"{_n(repeated, 'file')} {_verb(repeated, 'is', 'are')} named more than once in {name} "
             f"({len(twice)} rows), e.g. {twice[0].file} (lines {', '.join(str(r.line) for r in again)}).")
     outside = [row for row in rows if not _inside(row.path, root_text)]
     if outside:
-        raise DatasetError(f"{len(outside)} {_plural(len(outside), 'file')} named in {name} lie outside the dataset folder {root_text}, "
+        raise DatasetError(f"{_n(len(outside), 'file')} named in {name} {_verb(len(outside), 'lies', 'lie')} "
+                           f"outside the dataset folder {root_text}, "
                            f"e.g. {_example(outside)}: paths must stay inside it.")
     rows = [row if row.split else replace(row, split=hash_split(os.path.relpath(row.path, root_text),
                                                                 options.validation, options.test))
@@ -362,8 +369,9 @@ def _column_splits(frame: pd.DataFrame, path: Path, column: str, options: Manife
                 for f in folds]
     bad = values[~values.str.lower().isin(SPLIT_NAMES)]
     if len(bad):
-        shown = ", ".join(f"{v!r} ({n} rows)" for v, n in bad.value_counts().head(5).items())
-        raise DatasetError(f"Column '{column}' of {path.name} holds {len(bad)} cells that are neither fold numbers "
+        shown = ", ".join(f"{v!r} ({_n(n, 'row')})" for v, n in bad.value_counts().head(5).items())
+        raise DatasetError(f"Column '{column}' of {path.name} holds {_n(len(bad), 'cell')} that "
+                           f"{_verb(len(bad), 'is', 'are')} neither fold numbers "
                            f"nor split names: {shown}; split names are {', '.join(SPLIT_NAMES)}.")
     return [SPLIT_NAMES[v] for v in values.str.lower()]
 
@@ -392,17 +400,17 @@ def _check_files(rows: Sequence[_Row], root: Path, name: str) -> None:
         elif stat.S_ISLNK(mode) and not os.path.exists(row.path):
             missing.append(row)
     if escaped:
-        raise DatasetError(f"{len(escaped)} {_plural(len(escaped), 'file')} named in {name} lead outside the dataset folder {root_text} "
+        raise DatasetError(f"{_n(len(escaped), 'file')} named in {name} {_verb(len(escaped), 'leads', 'lead')} outside the dataset folder {root_text} "
                            f"through a symlink, e.g. {_example(escaped)}: paths must stay inside it.")
     if missing:
         folder = os.path.dirname(missing[0].path)
-        raise DatasetError(f"{len(missing)} {_plural(len(missing), 'file')} named in {name} {'is' if len(missing) == 1 else 'are'} missing, e.g. {missing[0].file} "
+        raise DatasetError(f"{_n(len(missing), 'file')} named in {name} {_verb(len(missing), 'is', 'are')} missing, e.g. {missing[0].file} "
                            f"(looked in {folder}; {missing[0].table.name} line {missing[0].line}).")
 
 
 def _read(tables: Sequence[_Table], root: Path, options: ManifestOptions, *, name: str, layout: str) -> AudioDataset:
     rows = _parse(tables, root, options)
-    _check_files(rows, root, tables[0].path.name)
+    _check_files(rows, root, " and ".join(t.path.name for t in tables))
     if options.multilabel:
         clips = tuple(Clip.tagged(Path(r.path), r.labels, r.split) for r in rows)
     else:

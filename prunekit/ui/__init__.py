@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from prunekit.data.datasets import SPLITS, AudioDataset, demo_generated, open_dataset
+from prunekit.data.manifest import PRESETS
 from prunekit.errors import PrunekitError
 from prunekit.evaluation.cost import count_macs
 from prunekit.evaluation.metrics import Evaluation, evaluate
@@ -26,7 +27,7 @@ from prunekit.models import anatomy
 from prunekit.models.loading import LoadedModel, load_model
 
 __all__ = [
-    "DATA_KINDS", "DEFAULT_CLIPS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
+    "DATA_KINDS", "DEFAULT_CLIPS", "MANIFEST_PRESETS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
     "cached_dataset", "cached_model", "current_variants", "data_source", "dataset_or_report",
     "dense_evaluation", "dense_macs", "eval_split", "history", "load_or_report", "model_facts",
     "model_source", "remember", "score_clips", "scores_or_report", "sidebar", "sparsity_slider",
@@ -42,7 +43,9 @@ DATA_KINDS = {
     "Synthetic demo set": "",
     "Speech Commands v2 folder": "a folder with validation_list.txt, testing_list.txt and one folder per word",
     "Folder per class": "a folder with one sub-folder of audio files per class",
+    "CSV manifest": "a CSV naming audio files (relative to it) and their labels, e.g. meta/esc50.csv",
 }
+MANIFEST_PRESETS = ("detect from header", *PRESETS)
 REPORTED = PrunekitError  # what a page shows as a message; anything else is a bug and keeps its traceback
 
 
@@ -57,6 +60,10 @@ def sidebar() -> None:
         st.radio("Dataset", list(DATA_KINDS), key="data_kind")
         if st.session_state.get("data_kind", "Synthetic demo set") != "Synthetic demo set":
             st.text_input("Dataset folder", key="data_ref", placeholder=DATA_KINDS[st.session_state["data_kind"]])
+        if st.session_state.get("data_kind") == "CSV manifest":
+            st.selectbox("Manifest layout", MANIFEST_PRESETS, key="data_preset",
+                         help="which columns name the files, labels and splits; see the README's "
+                              "'Datasets with a manifest'")
         st.number_input("Clips for gradient scorers", min_value=8, max_value=20000, value=DEFAULT_CLIPS, step=100,
                         key="score_clips",
                         help="validation clips Fisher, Taylor and the other gradient scorers read "
@@ -73,14 +80,17 @@ def model_source() -> str | None:
 
 
 def data_source() -> str | None:
-    """'demo', 'speech-commands:<folder>' or 'folders:<folder>' (``open_dataset``'s specs); None
-    while no folder is typed."""
+    """'demo', 'speech-commands:<folder>', 'folders:<folder>', '<file>.csv' or '<preset>:<file>.csv'
+    (``open_dataset``'s specs); None while no folder is typed."""
     kind = st.session_state.get("data_kind", "Synthetic demo set")
     if kind == "Synthetic demo set":
         return "demo"
     ref = st.session_state.get("data_ref", "").strip()
     if not ref:
         return None
+    if kind == "CSV manifest":
+        preset = st.session_state.get("data_preset", MANIFEST_PRESETS[0])
+        return ref if preset == MANIFEST_PRESETS[0] else f"{preset}:{ref}"
     return ("speech-commands:" if kind == "Speech Commands v2 folder" else "folders:") + ref
 
 
