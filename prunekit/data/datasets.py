@@ -11,15 +11,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from prunekit.data.clips import AUDIO_SUFFIXES, SPLITS, Clip
+from prunekit.data.clips import AUDIO_SUFFIXES, SPLITS, AudioDataset, Clip, hash_split
 from prunekit.errors import DatasetError
 from prunekit.store import cache_dir
 
@@ -31,48 +28,6 @@ __all__ = [
 
 _SC_LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
 _IGNORED_DIRS = {"_background_noise_"}
-
-
-@dataclass(frozen=True)
-class AudioDataset:
-    """A set of labelled clips. ``labels`` are sorted; ``layout`` says how it was read.
-
-    ``multilabel`` is a property of the source, not of the clips that happen to be in it: a
-    tagging manifest stays multi-label (sigmoid outputs, mAP) even where every clip of a split
-    has one tag. A single-label dataset must have exactly one label per clip.
-    """
-
-    name: str
-    root: Path
-    layout: str
-    labels: tuple[str, ...]
-    clips: tuple[Clip, ...]
-    multilabel: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.multilabel:
-            several = [c for c in self.clips if len(c.labels) != 1]
-            if several:
-                raise DatasetError(
-                    f"{len(several)} clips of the single-label dataset {self.name} have {len(several[0].labels)} "
-                    f"labels, e.g. {several[0].path.name}: {list(several[0].labels)}; read it as multi-label"
-                )
-
-    def split(self, name: str) -> list[Clip]:
-        """The clips of one split (``train``, ``validation`` or ``test``); never empty."""
-        if name not in SPLITS:
-            raise DatasetError(f"Unknown split '{name}'; choose one of {', '.join(SPLITS)}.")
-        clips = [c for c in self.clips if c.split == name]
-        if not clips:
-            raise DatasetError(f"The {name} split of {self.root} is empty.")
-        return clips
-
-    def counts(self) -> pd.DataFrame:
-        """Clips per label and split: index label, columns the splits (a multi-label clip counts
-        once under each of its labels)."""
-        frame = pd.DataFrame([(label, c.split) for c in self.clips for label in c.labels], columns=["label", "split"])
-        table = frame.value_counts().unstack(fill_value=0)
-        return table.reindex(columns=list(SPLITS), fill_value=0)
 
 
 def _audio_files(folder: Path) -> list[Path]:
@@ -117,14 +72,6 @@ def read_speech_commands(root: str | Path, name: str | None = None) -> AudioData
             clips.append(Clip(path, folder.name, listed.get(f"{folder.name}/{path.name}", "train")))
     labels = tuple(sorted({c.label for c in clips}))
     return AudioDataset(name or root.name, root, "speech-commands", labels, tuple(clips))
-
-
-def hash_split(key: str, validation: float, test: float) -> str:
-    """The split of the file ``key`` (its path relative to the dataset root) by a hash of it: the
-    same file always lands in the same split, whatever else the dataset holds."""
-    digest = hashlib.sha1(key.encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    return "test" if u < test else "validation" if u < test + validation else "train"
 
 
 def read_class_folders(

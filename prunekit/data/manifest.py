@@ -28,8 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunekit.data.clips import SPLITS, Clip
-from prunekit.data.datasets import AudioDataset, hash_split
+from prunekit.data.clips import SPLITS, AudioDataset, Clip, hash_split
 from prunekit.errors import DatasetError
 
 __all__ = ["FILE_GUESSES", "LABEL_GUESSES", "PRESETS", "SPLIT_GUESSES", "ManifestOptions", "looks_like_kind",
@@ -295,7 +294,8 @@ def _parse(tables: Sequence[_Table], root: Path, options: ManifestOptions) -> li
         split_column = options.split_column if table.split is None else None
         _require(frame, table.path, [options.file_column, *options.label_columns, *fields,
                                      *([split_column] if split_column else [])])
-        records = frame.to_dict("records")
+        used = list(dict.fromkeys([options.file_column, *options.label_columns, *fields]))
+        records = [dict(zip(used, values, strict=True)) for values in zip(*(frame[c].tolist() for c in used))]
         splits = _column_splits(frame, table.path, split_column, options) if split_column else None
         for i, record in enumerate(records):
             file = record[options.file_column]
@@ -338,8 +338,8 @@ def _parse(tables: Sequence[_Table], root: Path, options: ManifestOptions) -> li
         raise DatasetError(f"{_n(len(outside), 'file')} named in {name} {_verb(len(outside), 'lies', 'lie')} "
                            f"outside the dataset folder {root_text}, "
                            f"e.g. {_example(outside)}: paths must stay inside it.")
-    rows = [row if row.split else replace(row, split=hash_split(os.path.relpath(row.path, root_text),
-                                                                options.validation, options.test))
+    inside = len(root_text.rstrip(os.sep)) + 1  # every path starts with the root and a separator now
+    rows = [row if row.split else replace(row, split=hash_split(row.path[inside:], options.validation, options.test))
             for row in rows]
     counts = Counter(row.split for row in rows)
     for split in SPLITS:
