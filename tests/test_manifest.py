@@ -15,7 +15,7 @@ from transformers import ASTFeatureExtractor
 
 from prunekit.data.datasets import hash_split, label_indices, label_targets, open_dataset
 from prunekit.data.manifest import read_any, read_manifest, read_preset
-from prunekit.errors import DatasetError
+from prunekit.errors import ConfigurationError, DatasetError
 from prunekit.evaluation.metrics import evaluate, multilabel_metrics
 from prunekit.heads.scoring import scoring_data
 
@@ -353,3 +353,17 @@ def test_cli_reports_map_on_a_multilabel_manifest(tmp_path, write_tone, tiny_mod
     assert float(printed.group(1)) == pytest.approx(ev.mean_average_precision, abs=5e-5)
     assert float(printed.group(2)) == pytest.approx(ev.summary["mAUC"][0], abs=5e-5)
     assert "accuracy" not in out.stdout and "lowest per-class AP" in out.stdout
+
+
+def test_single_label_paths_refuse_multilabel_data(fsd50k, tiny_model_dir):
+    from prunekit.evaluation.metrics import classification_metrics
+    from prunekit.heads.pipeline import prune_and_evaluate
+    from prunekit.heads.planner import plan_from_heads
+    from prunekit.models import load_model
+
+    with pytest.raises(ConfigurationError, match=r"class indices \(N,\), got targets of shape \(2, 3\)"):
+        classification_metrics(torch.zeros(2, 3), np.zeros((2, 3)), ["a", "b", "c"])
+    model, extractor, _ = load_model(tiny_model_dir)
+    plan = plan_from_heads(model, {0: [0, 1], 1: [0, 1, 2, 3]})
+    with pytest.raises(DatasetError, match=r"Pruning on the multi-label dataset FSD50K is not supported yet"):
+        prune_and_evaluate(model, extractor, ["Bark", "Dog", "Speech"], plan, open_dataset(fsd50k), "test")

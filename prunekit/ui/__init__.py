@@ -199,6 +199,10 @@ def dataset_or_report() -> AudioDataset | None:
 
 def dense_evaluation(source: str, dataset: AudioDataset, split: str) -> Evaluation | None:
     """The unpruned model's evaluation on ``split`` (computed once per process, with a bar)."""
+    if dataset.multilabel:  # the pages show accuracy; mAP on them is issue 16's next step
+        st.error(f"{dataset.name} is multi-label: the app's pages do not show mAP yet; evaluate it with "
+                 f"`python -m prunekit evaluate --data ...` instead.")
+        return None
     key = (source, data_source(), split)
     shared = _dense_evaluations()
     if key not in shared:
