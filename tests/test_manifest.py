@@ -367,3 +367,30 @@ def test_single_label_paths_refuse_multilabel_data(fsd50k, tiny_model_dir):
     plan = plan_from_heads(model, {0: [0, 1], 1: [0, 1, 2, 3]})
     with pytest.raises(DatasetError, match=r"Pruning on the multi-label dataset FSD50K is not supported yet"):
         prune_and_evaluate(model, extractor, ["Bark", "Dog", "Speech"], plan, open_dataset(fsd50k), "test")
+
+
+# --- the app -------------------------------------------------------------------------------------------
+def _overview(**state):
+    from conftest import REPO
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=600)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    layouts = at.selectbox(key="data_preset").options  # the sidebar runs in app.py, not on the page alone
+    at.switch_page("pages/overview.py").run()
+    assert not at.exception, at.exception
+    return at, layouts
+
+
+def test_app_reads_a_manifest_with_a_preset(esc50):
+    at, layouts = _overview(data_kind="CSV manifest", data_ref=str(esc50), data_preset="esc50")
+    assert not at.error, [e.value for e in at.error]
+    assert any(m.label == "Accuracy on the test split of ESC-50 (esc50.csv)" for m in at.metric)
+    assert layouts == ["detect from header", "esc50", "urbansound8k", "fsd50k", "audioset"]
+
+
+def test_app_says_multilabel_pages_are_not_there_yet(fsd50k):
+    at, _ = _overview(data_kind="CSV manifest", data_ref=str(fsd50k), data_preset="detect from header")
+    assert any("FSD50K is multi-label: the app's pages do not show mAP yet" in e.value for e in at.error)
