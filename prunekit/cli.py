@@ -86,7 +86,11 @@ def _open_data(spec: str):
 def _model_options(p: argparse.ArgumentParser, data_help: str = "'demo' or a dataset folder") -> None:
     p.add_argument("--model", default="demo", help="'demo', a local folder or a Hugging Face hub id")
     p.add_argument("--data", default="demo",
-                   help=data_help + " (a folder's layout is detected; force it with speech-commands:DIR or folders:DIR)")
+                   help=data_help + " (a folder's layout is detected; force it with speech-commands:DIR or folders:DIR); "
+                                    "or a CSV manifest naming audio files and labels")
+    p.add_argument("--preset", metavar="NAME",
+                   help="read --data as this manifest layout: esc50, urbansound8k, fsd50k or audioset "
+                        "(default: detected from the manifest's header)")
 
 
 def _scoring_options(p: argparse.ArgumentParser) -> None:
@@ -196,9 +200,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     s = result.summary.iloc[0]
     print(f"model   {args.model}")
     print(f"data    {data.name} [{args.split}], {int(s['clips'])} clips")
-    print(f"accuracy {s['accuracy']:.4f}   loss {s['loss']:.4f}")
-    worst = result.per_class.sort_values("accuracy").head(5)
-    print("lowest per-class accuracy: " + ", ".join(f"{r.label} {r.accuracy:.2f}" for r in worst.itertuples()))
+    if data.multilabel:  # tagging: mAP is the headline, as in the paper's AudioSet table
+        print(f"mAP {s['mAP']:.4f}   mAUC {s['mAUC']:.4f}   loss {s['loss']:.4f} (binary cross-entropy)")
+        worst = result.per_class.dropna(subset=["ap"]).sort_values("ap").head(5)
+        print("lowest per-class AP: " + ", ".join(f"{r.label} {r.ap:.2f}" for r in worst.itertuples()))
+    else:
+        print(f"accuracy {s['accuracy']:.4f}   loss {s['loss']:.4f}")
+        worst = result.per_class.sort_values("accuracy").head(5)
+        print("lowest per-class accuracy: " + ", ".join(f"{r.label} {r.accuracy:.2f}" for r in worst.itertuples()))
     print(f"parameters {int(row['parameters']):,} (attention {int(row['attention_parameters']):,}), "
           f"MACs/clip {row['macs_per_clip'] / 1e6:.1f} M, latency b1 {row['latency_b1_ms']:.2f} ms, "
           f"b32 {row['latency_b32_ms']:.1f} ms")
@@ -401,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "preset", None):  # every command passes the one spec on (the sweep records it)
+        args.data = f"{args.preset}:{args.data}"
     try:
         args.func(args)
     except PrunekitError as exc:  # bad input: a message, not a traceback; a bug keeps its traceback

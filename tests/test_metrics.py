@@ -36,11 +36,12 @@ def test_mean_average_precision_by_hand():
     # class 0: scores .9 (+) .8 (-) .7 (+) -> AP = (1/1 + 2/3) / 2; class 1: perfect -> 1; class 2: no positive
     logits = torch.logit(torch.tensor([[0.9, 0.2, 0.5], [0.8, 0.1, 0.5], [0.7, 0.9, 0.5]]))
     targets = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0]])
-    frame = multilabel_metrics(logits, targets, LABELS).set_index("label")
+    ev = multilabel_metrics(logits, targets, LABELS)
+    frame = ev.per_class.set_index("label")
     assert frame.loc["a", "ap"] == pytest.approx((1 + 2 / 3) / 2)
     assert frame.loc["b", "ap"] == pytest.approx(1.0)
     assert np.isnan(frame.loc["c", "ap"])
-    assert frame.loc["mAP", "ap"] == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+    assert ev.mean_average_precision == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
 
 
 def test_label_alignment_names_unknown_labels(tiny_speech_commands):

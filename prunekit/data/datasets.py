@@ -1,60 +1,33 @@
-"""Labelled audio clips with train/validation/test splits, from three layouts.
+"""Labelled audio clips with train/validation/test splits, from three layouts and CSV manifests.
 
 - Speech Commands v2: ``<root>/<label>/<speaker>_nohash_<n>.wav`` plus ``validation_list.txt``
   and ``testing_list.txt``; everything else is training; ``_background_noise_`` is excluded.
 - Folder per class: ``<root>/<label>/*.{wav,flac,ogg}``, split deterministically by file.
 - The synthetic demo set: espeak-ng speech written in the Speech Commands layout (``synth``),
   generated into the cache the first time it is needed.
+- A CSV manifest naming the files and their labels (ESC-50, UrbanSound8K, FSD50K, AudioSet or
+  your own): read by ``prunekit.data.manifest``; ``open_dataset`` dispatches to it.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from prunekit.data.clips import AUDIO_SUFFIXES, SPLITS, Clip
+from prunekit.data.clips import AUDIO_SUFFIXES, SPLITS, AudioDataset, Clip, hash_split
 from prunekit.errors import DatasetError
 from prunekit.store import cache_dir
 
 __all__ = [
     "AUDIO_SUFFIXES", "DATA_KINDS", "DEMO_DATA_VERSION", "SPLITS", "AudioDataset", "Clip", "demo_dataset",
-    "demo_generated", "demo_root", "is_speech_commands", "label_indices", "open_dataset",
+    "demo_generated", "demo_root", "hash_split", "is_speech_commands", "label_indices", "label_targets", "open_dataset",
     "read_class_folders", "read_speech_commands",
 ]
 
 _SC_LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
 _IGNORED_DIRS = {"_background_noise_"}
-
-
-@dataclass(frozen=True)
-class AudioDataset:
-    """A set of labelled clips. ``labels`` are sorted; ``layout`` says how it was read."""
-
-    name: str
-    root: Path
-    layout: str
-    labels: tuple[str, ...]
-    clips: tuple[Clip, ...]
-
-    def split(self, name: str) -> list[Clip]:
-        """The clips of one split (``train``, ``validation`` or ``test``); never empty."""
-        if name not in SPLITS:
-            raise DatasetError(f"Unknown split '{name}'; choose one of {', '.join(SPLITS)}.")
-        clips = [c for c in self.clips if c.split == name]
-        if not clips:
-            raise DatasetError(f"The {name} split of {self.root} is empty.")
-        return clips
-
-    def counts(self) -> pd.DataFrame:
-        """Clips per label and split: index label, columns the splits."""
-        frame = pd.DataFrame([(c.label, c.split) for c in self.clips], columns=["label", "split"])
-        table = frame.value_counts().unstack(fill_value=0)
-        return table.reindex(columns=list(SPLITS), fill_value=0)
 
 
 def _audio_files(folder: Path) -> list[Path]:
@@ -112,10 +85,7 @@ def read_class_folders(
     clips = []
     for folder in _label_dirs(root):
         for path in _audio_files(folder):
-            digest = hashlib.sha1(f"{folder.name}/{path.name}".encode()).digest()
-            u = int.from_bytes(digest[:8], "big") / 2**64
-            split = "test" if u < test else "validation" if u < test + validation else "train"
-            clips.append(Clip(path, folder.name, split))
+            clips.append(Clip(path, folder.name, hash_split(f"{folder.name}/{path.name}", validation, test)))
     labels = tuple(sorted({c.label for c in clips}))
     return AudioDataset(name or root.name, root, "class-folders", labels, tuple(clips))
 
@@ -168,8 +138,12 @@ def open_dataset(spec: str | Path, progress: Callable[[int, int], None] | None =
     * ``"speech-commands:<folder>"`` or ``"folders:<folder>"``: that layout, no guessing;
     * ``<folder>``: Speech Commands when it has both split lists, folder-per-class otherwise.
       A folder with only one of the two lists is refused: reading it as folder-per-class
-      would silently lose its speaker split.
+      would silently lose its speaker split;
+    * ``<file>.csv``: a manifest, its preset detected from the header (``manifest.read_any``);
+    * ``<preset>:<file>.csv`` (``esc50``, ``urbansound8k``, ``fsd50k``, ``audioset``): that preset.
     """
+    from prunekit.data import manifest
+
     text = str(spec).strip()
     if text == "demo":
         return demo_dataset(progress=progress)
@@ -177,9 +151,13 @@ def open_dataset(spec: str | Path, progress: Callable[[int, int], None] | None =
     if sep and kind in DATA_KINDS[1:]:
         root = Path(folder).expanduser()
         return read_speech_commands(root) if kind == "speech-commands" else read_class_folders(root)
+    if sep and not Path(text).expanduser().exists() and manifest.looks_like_kind(kind):
+        return manifest.read_preset(kind, Path(folder).expanduser())  # an unknown preset is refused there
     if not text:
         raise DatasetError("No dataset given: use 'demo' or a dataset folder.")
     root = Path(text).expanduser()
+    if root.suffix.lower() == ".csv":
+        return manifest.read_any(root)
     lists = [name for name in _SC_LISTS.values() if (root / name).is_file()]
     if len(lists) == 1:
         missing = next(name for name in _SC_LISTS.values() if name not in lists)
@@ -190,13 +168,37 @@ def open_dataset(spec: str | Path, progress: Callable[[int, int], None] | None =
     return read_speech_commands(root) if lists else read_class_folders(root)
 
 
-def label_indices(clips: Sequence[Clip], model_labels: Sequence[str]) -> np.ndarray:
-    """The model's class index for each clip's label; every label must be one the model knows."""
+def _model_index(clips: Sequence[Clip], model_labels: Sequence[str]) -> dict[str, int]:
+    """Each model class's index; every label of ``clips`` must be one the model knows."""
     index = {name: i for i, name in enumerate(model_labels)}
-    unknown = sorted({c.label for c in clips} - index.keys())
+    unknown = sorted({label for c in clips for label in c.labels} - index.keys())
     if unknown:
         raise DatasetError(
-            f"The model has no class for the dataset label(s) {unknown}; "
+            f"The model has no class for the dataset label(s) {unknown[:40]}; "
             f"its classes are {list(model_labels)[:40]}."
         )
+    return index
+
+
+def label_indices(clips: Sequence[Clip], model_labels: Sequence[str]) -> np.ndarray:
+    """The model's class index for each clip's label (N,); every label must be one the model
+    knows. Multi-label clips are refused: one index per clip would drop their other labels."""
+    several = [c for c in clips if len(c.labels) != 1]
+    if several:
+        raise DatasetError(
+            f"{len(several)} of {len(clips)} clips have several labels (e.g. {several[0].path.name}: "
+            f"{list(several[0].labels)}): class indices hold one label per clip; use label_targets "
+            f"for multi-label data."
+        )
+    index = _model_index(clips, model_labels)
     return np.array([index[c.label] for c in clips], dtype=np.int64)
+
+
+def label_targets(clips: Sequence[Clip], model_labels: Sequence[str]) -> np.ndarray:
+    """Multi-label targets (N, C) float32 in {0, 1}: row n has a 1 in the column of each of clip
+    n's labels, columns in ``model_labels`` order (what BCE and mAP read)."""
+    index = _model_index(clips, model_labels)
+    targets = np.zeros((len(clips), len(model_labels)), dtype=np.float32)
+    for n, clip in enumerate(clips):
+        targets[n, [index[label] for label in clip.labels]] = 1.0
+    return targets

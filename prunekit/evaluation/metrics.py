@@ -1,5 +1,6 @@
 """Evaluate a model on a dataset split: accuracy, per-class accuracy, confusion matrix, loss and
-per-clip predictions for single-label data; mAP for multi-label data; all as pandas frames.
+per-clip predictions for single-label data; mAP, per-class AP and mAUC for multi-label data (the
+paper's AudioSet headline); all as pandas frames. ``evaluate`` picks by ``AudioDataset.multilabel``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,23 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save
-from sklearn.metrics import average_precision_score, confusion_matrix
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
-from prunekit.data.datasets import AudioDataset, Clip, label_indices
+from prunekit.data.datasets import AudioDataset, Clip, label_indices, label_targets
 from prunekit.data.features import clip_features, clips_key
+from prunekit.errors import ConfigurationError
 from prunekit.models import anatomy
 from prunekit.progress import Progress, halves
 from prunekit.store import atomic_write_bytes, cache_dir, content_key
 
-__all__ = ["classification_metrics", "evaluate", "Evaluation", "multilabel_metrics", "predict_logits"]
+__all__ = [
+    "Evaluation",
+    "MultilabelEvaluation",
+    "classification_metrics",
+    "evaluate",
+    "multilabel_metrics",
+    "predict_logits",
+]
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,22 @@ class Evaluation:
     @property
     def accuracy(self) -> float:
         return float(self.summary["accuracy"].iloc[0])
+
+
+@dataclass(frozen=True)
+class MultilabelEvaluation:
+    """Multi-label results. ``summary`` has one row: clips, mAP, mAUC, loss (binary cross-entropy);
+    ``per_class`` one row per model class: label, positives, ap, auc (NaN where undefined);
+    ``predictions`` one row per clip: path, labels (true, joined by " | "), top (the most probable
+    class), probability (its sigmoid), loss."""
+
+    summary: pd.DataFrame
+    per_class: pd.DataFrame
+    predictions: pd.DataFrame
+
+    @property
+    def mean_average_precision(self) -> float:
+        return float(self.summary["mAP"].iloc[0])
 
 
 @torch.no_grad()
@@ -61,6 +86,9 @@ def classification_metrics(
 
     logits: (N, C); targets: (N,) class indices into ``labels`` (the model's class names).
     """
+    if np.ndim(targets) != 1:
+        raise ConfigurationError(f"classification_metrics takes class indices (N,), got targets of shape "
+                                 f"{np.shape(targets)}; multi-label targets are measured by multilabel_metrics")
     logits = logits.float()
     targets_t = torch.as_tensor(targets, dtype=torch.long)
     losses = torch.nn.functional.cross_entropy(logits, targets_t, reduction="none")
@@ -100,25 +128,45 @@ def classification_metrics(
     return Evaluation(summary, per_class, confusion, predictions)
 
 
-def multilabel_metrics(logits: torch.Tensor, targets: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
-    """Average precision per class and their mean (mAP) for multi-label data.
+def multilabel_metrics(
+    logits: torch.Tensor, targets: np.ndarray, labels: Sequence[str], clips: Sequence[Clip] | None = None
+) -> MultilabelEvaluation:
+    """Average precision and ROC AUC per class, their means (mAP, mAUC) and the BCE loss.
 
-    logits: (N, C); targets: (N, C) in {0, 1}. Classes with no positive clip are left out of
-    the mean (their AP is undefined). Returns rows label, positives, ap and a final row "mAP".
+    logits: (N, C); targets: (N, C) in {0, 1}, columns in ``labels`` order. AP is undefined for a
+    class without a positive clip, AUC also for one without a negative: such classes are NaN and
+    left out of the means (the AudioSet convention), so a small split is not scored on classes
+    it cannot rank.
     """
-    scores = torch.sigmoid(logits.float()).numpy()
-    targets = np.asarray(targets)
+    logits = logits.float()
+    targets = np.asarray(targets, dtype=np.float32)
+    if targets.shape != tuple(logits.shape):
+        raise ConfigurationError(f"multilabel_metrics needs targets shaped like the logits {tuple(logits.shape)}, "
+                                 f"got {targets.shape}")
+    scores = torch.sigmoid(logits).numpy()  # (N, C)
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.from_numpy(targets), reduction="none").mean(1)  # (N,): per clip, mean over classes
     rows = []
     for k, name in enumerate(labels):
         positives = int(targets[:, k].sum())
-        ap = average_precision_score(targets[:, k], scores[:, k]) if positives else np.nan
-        rows.append({"label": name, "positives": positives, "ap": ap})
-    frame = pd.DataFrame(rows)
-    mean_ap = frame["ap"].mean(skipna=True)
-    return pd.concat(
-        [frame, pd.DataFrame([{"label": "mAP", "positives": int(targets.sum()), "ap": mean_ap}])],
-        ignore_index=True,
-    )
+        rows.append({
+            "label": name,
+            "positives": positives,
+            "ap": average_precision_score(targets[:, k], scores[:, k]) if positives else np.nan,
+            "auc": roc_auc_score(targets[:, k], scores[:, k]) if 0 < positives < len(targets) else np.nan,
+        })
+    per_class = pd.DataFrame(rows)
+    summary = pd.DataFrame({"clips": [len(targets)], "mAP": [per_class["ap"].mean(skipna=True)],
+                            "mAUC": [per_class["auc"].mean(skipna=True)], "loss": [losses.mean().item()]})
+    top = scores.argmax(1)
+    predictions = pd.DataFrame({
+        "path": [str(c.path) for c in clips] if clips is not None else range(len(targets)),
+        "labels": [" | ".join(labels[k] for k in np.flatnonzero(row)) for row in targets],
+        "top": [labels[k] for k in top],
+        "probability": scores[np.arange(len(top)), top],
+        "loss": losses.numpy(),
+    })
+    return MultilabelEvaluation(summary, per_class, predictions)
 
 
 def evaluate(
@@ -131,12 +179,17 @@ def evaluate(
     batch_size: int = 32,
     progress: Progress | None = None,
     cache: bool = False,
-) -> Evaluation:
-    """Featurise ``split`` of ``dataset`` (cached) and score ``model`` on it. With ``cache`` the
-    logits are kept on disk, keyed by the model's weights and the clips' files, so the same
-    evaluation after a restart (the app's Overview) is read back instead of recomputed."""
+) -> Evaluation | MultilabelEvaluation:
+    """Featurise ``split`` of ``dataset`` (cached) and score ``model`` on it: an ``Evaluation``
+    (accuracy) for single-label data, a ``MultilabelEvaluation`` (mAP) for multi-label data.
+    With ``cache`` the logits are kept on disk, keyed by the model's weights and the clips'
+    files, so the same evaluation after a restart (the app's Overview) is read back instead of
+    recomputed."""
     clips = dataset.split(split)
-    targets = label_indices(clips, model_labels)
+    if dataset.multilabel:
+        targets, measure = label_targets(clips, model_labels), multilabel_metrics
+    else:
+        targets, measure = label_indices(clips, model_labels), classification_metrics
     path = None
     if cache:
         key = content_key("logits", anatomy.fingerprint(model), clips_key(clips, feature_extractor))
@@ -145,13 +198,13 @@ def evaluate(
         if logits is not None:
             if progress is not None:
                 progress(len(clips), len(clips))
-            return classification_metrics(logits, targets, list(model_labels), clips)
+            return measure(logits, targets, list(model_labels), clips)
     first, second = halves(progress)  # featurising fills the first half of the bar, the model the rest
     feats = clip_features(clips, feature_extractor, progress=first)
     logits = predict_logits(model, feats, batch_size=batch_size, progress=second)
     if path is not None:
         atomic_write_bytes(path, save({"logits": logits.contiguous()}))
-    return classification_metrics(logits, targets, list(model_labels), clips)
+    return measure(logits, targets, list(model_labels), clips)
 
 
 def _read_logits(path, clips: int, classes: int) -> torch.Tensor | None:

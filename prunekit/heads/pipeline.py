@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from prunekit.data.datasets import AudioDataset
+from prunekit.errors import DatasetError
 from prunekit.evaluation.cost import compare_cost
 from prunekit.evaluation.metrics import Evaluation, evaluate
 from prunekit.evaluation.paired import PairedComparison, compare_evaluations
@@ -63,6 +64,9 @@ def prune_and_evaluate(
     """Surgery on a copy of ``model``, evaluation of the result on ``split`` of ``dataset``, and
     parameters, MACs and latency of dense and pruned (timed interleaved). ``dense``: ``model``'s
     evaluation on the same split, to compare the two clip by clip (``Variant.comparison``)."""
+    if dataset.multilabel:  # the variant, its paired comparison and the pages speak accuracy
+        raise DatasetError(f"Pruning on the multi-label dataset {dataset.name} is not supported yet: "
+                           f"evaluate it (mAP) and score it (BCE), but prune on single-label data for now.")
     pruned = apply_plan(model, plan)
     evaluation = evaluate(pruned, extractor, labels, dataset, split, progress=progress)
     comparison = None if dense is None else compare_evaluations(dense, evaluation)

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from prunekit.data.datasets import label_indices
+from prunekit.data.datasets import label_indices, label_targets
 from prunekit.data.features import clip_features
 from prunekit.errors import ConfigurationError
 from prunekit.heads.scorers import SCORERS, ScorerOptions
@@ -53,14 +53,15 @@ def _scorer(name: str):
 def scoring_data(dataset, feature_extractor, labels: Sequence[str], split: str = "validation",
                  clips: int = 1000, seed: int = 0, progress: Progress | None = None) -> ScoringData:
     """Up to ``clips`` clips of ``split`` (a seeded random subset when there are more), featurised
-    with the model's extractor (cached on disk)."""
+    with the model's extractor (cached on disk). Targets are class indices (N,), or for a
+    multi-label dataset {0, 1} rows (N, C), which make the gradient scorers use BCE."""
     if clips < 1:
         raise ConfigurationError(f"Need at least 1 clip to score with, got clips={clips}")
     pool = dataset.split(split)  # never empty: DatasetError names the split when it would be
     if len(pool) > clips:
         pick = np.sort(np.random.default_rng(seed).choice(len(pool), clips, replace=False))
         pool = [pool[i] for i in pick]
-    targets = torch.as_tensor(label_indices(pool, labels))
+    targets = torch.as_tensor(label_targets(pool, labels) if dataset.multilabel else label_indices(pool, labels))
     features = clip_features(pool, feature_extractor, progress=progress)
     return ScoringData(features, targets, name=f"{dataset.name}:{split}:{len(pool)}")
 

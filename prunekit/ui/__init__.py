@@ -27,6 +27,7 @@ import streamlit as st
 
 from prunekit.data.audio import features
 from prunekit.data.datasets import SPLITS, AudioDataset, demo_generated, open_dataset
+from prunekit.data.manifest import PRESETS
 from prunekit.errors import ConfigurationError, PrunekitError
 from prunekit.evaluation.attention import clip_attention
 from prunekit.evaluation.cost import count_macs
@@ -41,7 +42,7 @@ from prunekit.models.loading import LoadedModel, load_model
 from prunekit.store import cache_dir
 
 __all__ = [
-    "ATTENTION_CACHE", "DATA_KINDS", "DEFAULT_CLIPS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
+    "ATTENTION_CACHE", "DATA_KINDS", "DEFAULT_CLIPS", "MANIFEST_PRESETS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
     "cached_dataset", "cached_model", "clip_attention_maps", "current_variants", "data_source", "dataset_or_report",
     "dense_evaluation", "dense_macs", "eval_split", "forget", "history", "load_or_report", "max_variants",
     "model_facts", "model_source", "remember", "session_folder", "score_clips", "scores_or_report", "sidebar",
@@ -58,7 +59,9 @@ DATA_KINDS = {
     "Synthetic demo set": "",
     "Speech Commands v2 folder": "a folder with validation_list.txt, testing_list.txt and one folder per word",
     "Folder per class": "a folder with one sub-folder of audio files per class",
+    "CSV manifest": "a CSV naming audio files (relative to it) and their labels, e.g. meta/esc50.csv",
 }
+MANIFEST_PRESETS = ("detect from header", *PRESETS)
 REPORTED = PrunekitError  # what a page shows as a message; anything else is a bug and keeps its traceback
 
 
@@ -73,6 +76,10 @@ def sidebar() -> None:
         st.radio("Dataset", list(DATA_KINDS), key="data_kind")
         if st.session_state.get("data_kind", "Synthetic demo set") != "Synthetic demo set":
             st.text_input("Dataset folder", key="data_ref", placeholder=DATA_KINDS[st.session_state["data_kind"]])
+        if st.session_state.get("data_kind") == "CSV manifest":
+            st.selectbox("Manifest layout", MANIFEST_PRESETS, key="data_preset",
+                         help="which columns name the files, labels and splits; see the README's "
+                              "'Datasets with a manifest'")
         st.number_input("Clips for gradient scorers", min_value=8, max_value=20000, value=DEFAULT_CLIPS, step=100,
                         key="score_clips",
                         help="validation clips Fisher, Taylor and the other gradient scorers read "
@@ -89,14 +96,17 @@ def model_source() -> str | None:
 
 
 def data_source() -> str | None:
-    """'demo', 'speech-commands:<folder>' or 'folders:<folder>' (``open_dataset``'s specs); None
-    while no folder is typed."""
+    """'demo', 'speech-commands:<folder>', 'folders:<folder>', '<file>.csv' or '<preset>:<file>.csv'
+    (``open_dataset``'s specs); None while no folder is typed."""
     kind = st.session_state.get("data_kind", "Synthetic demo set")
     if kind == "Synthetic demo set":
         return "demo"
     ref = st.session_state.get("data_ref", "").strip()
     if not ref:
         return None
+    if kind == "CSV manifest":
+        preset = st.session_state.get("data_preset", MANIFEST_PRESETS[0])
+        return ref if preset == MANIFEST_PRESETS[0] else f"{preset}:{ref}"
     return ("speech-commands:" if kind == "Speech Commands v2 folder" else "folders:") + ref
 
 
@@ -205,6 +215,10 @@ def dataset_or_report() -> AudioDataset | None:
 
 def dense_evaluation(source: str, dataset: AudioDataset, split: str) -> Evaluation | None:
     """The unpruned model's evaluation on ``split`` (computed once per process, with a bar)."""
+    if dataset.multilabel:  # the pages show accuracy; mAP on them is issue 16's next step
+        st.error(f"{dataset.name} is multi-label: the app's pages do not show mAP yet; evaluate it with "
+                 f"`python -m prunekit evaluate --data ...` instead.")
+        return None
     key = (source, data_source(), split)
     shared = _dense_evaluations()
     if key not in shared:
