@@ -6,13 +6,15 @@ from prunekit.ui import sidebar
 
 st.set_page_config(page_title="prunekit", layout="wide")
 sidebar()
-page = st.navigation([
-    st.Page("pages/overview.py", title="Overview", default=True),
-    st.Page("pages/importance.py", title="Head importance"),
-    st.Page("pages/compare.py", title="Compare scorers"),
-    st.Page("pages/prune.py", title="Prune"),
-    st.Page("pages/listen.py", title="Listen"),
-    st.Page("pages/tokens.py", title="Tokens"),
-    st.Page("pages/experiments.py", title="Experiments"),
-])
+page = st.navigation(
+    [
+        st.Page("pages/overview.py", title="Overview", default=True),
+        st.Page("pages/importance.py", title="Head importance"),
+        st.Page("pages/compare.py", title="Compare scorers"),
+        st.Page("pages/prune.py", title="Prune"),
+        st.Page("pages/listen.py", title="Listen"),
+        st.Page("pages/tokens.py", title="Tokens"),
+        st.Page("pages/experiments.py", title="Experiments"),
+    ]
+)
 page.run()

@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
 from prunekit.ui.driver import browser_page, serve_app
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def startup(cache: Path) -> dict:
@@ -72,9 +72,12 @@ def reruns() -> dict:
     imp.run()
     views = ["W_q", "W_k", "W_v", "W_o", "QK pair", "VO pair", "Whole head"] * 2
     heatmap = [_timed(lambda v=v: imp.selectbox(key="imp_view").set_value(v).run()) for v in views[:10]]
-    return {"prune_slider_median_s": round(statistics.median(slider), 3), "prune_slider_max_s": round(max(slider), 3),
-            "importance_view_median_s": round(statistics.median(heatmap), 3),
-            "importance_view_max_s": round(max(heatmap), 3)}
+    return {
+        "prune_slider_median_s": round(statistics.median(slider), 3),
+        "prune_slider_max_s": round(max(slider), 3),
+        "importance_view_median_s": round(statistics.median(heatmap), 3),
+        "importance_view_max_s": round(max(heatmap), 3),
+    }
 
 
 def apply_and_evaluate() -> dict:

@@ -51,7 +51,7 @@ def main() -> None:
 
     clips = data.split("test")
     feats, feat_s = timed(lambda: clip_features(clips, extractor, use_cache=False))
-    logits, fwd_s = timed(lambda: metrics.predict_logits(model, feats, batch_size=32))
+    _logits, fwd_s = timed(lambda: metrics.predict_logits(model, feats, batch_size=32))
     results["features_clips_per_s"] = round(len(clips) / feat_s, 1)
     results["forward_clips_per_s_b32"] = round(len(clips) / fwd_s, 1)
     results["evaluate_end_to_end_clips_per_s"] = round(len(clips) / (feat_s + fwd_s), 1)
@@ -59,7 +59,9 @@ def main() -> None:
     result = metrics.evaluate(model, extractor, labels, data, "test")
     results["demo_test_accuracy"] = round(result.accuracy, 4)
     results["demo_test_clips"] = len(clips)
-    results["demo_validation_accuracy"] = round(metrics.evaluate(model, extractor, labels, data, "validation").accuracy, 4)
+    results["demo_validation_accuracy"] = round(
+        metrics.evaluate(model, extractor, labels, data, "validation").accuracy, 4
+    )
 
     row = cost.cost(model, repeats=30).iloc[0]
     results.update({k: (float(v) if "latency" in k else int(v)) for k, v in row.items()})

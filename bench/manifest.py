@@ -44,7 +44,8 @@ def write_layout(root: Path, rows: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     mids = [f"/m/c{k:04d}" for k in range(CLASSES)]
     (root / "class_labels_indices.csv").write_text(
-        "index,mid,display_name\n" + "".join(f'{k},{m},"Class {k}, a sound"\n' for k, m in enumerate(mids)))
+        "index,mid,display_name\n" + "".join(f'{k},{m},"Class {k}, a sound"\n' for k, m in enumerate(mids))
+    )
     audio = root / "audio"
     audio.mkdir(parents=True)
     sources = []
@@ -53,10 +54,15 @@ def write_layout(root: Path, rows: int, seed: int = 0) -> Path:
         sf.write(path, (0.1 * rng.standard_normal(1600)).astype(np.float32), 16000, subtype="PCM_16")
         sources.append(path)
     evaluation = rows * 4 // 100
-    for name, ids in (("balanced_train_segments.csv", range(evaluation, rows)), ("eval_segments.csv", range(evaluation))):
-        lines = ["# Segments csv created by bench/manifest.py",
-                 f"# num_ytids={len(ids)}, num_segs={len(ids)}, num_unique_labels={CLASSES}",
-                 "# YTID, start_seconds, end_seconds, positive_labels"]
+    for name, ids in (
+        ("balanced_train_segments.csv", range(evaluation, rows)),
+        ("eval_segments.csv", range(evaluation)),
+    ):
+        lines = [
+            "# Segments csv created by bench/manifest.py",
+            f"# num_ytids={len(ids)}, num_segs={len(ids)}, num_unique_labels={CLASSES}",
+            "# YTID, start_seconds, end_seconds, positive_labels",
+        ]
         for i in ids:
             ytid = f"y{i:010d}"
             labels = ",".join(mids[k] for k in rng.choice(CLASSES, rng.integers(1, 5), replace=False))
@@ -85,13 +91,22 @@ def main() -> None:
         root = Path(tmp)
         start = time.perf_counter()
         train = write_layout(root, args.rows)
-        print(f"wrote an AudioSet-style layout of {args.rows:,} segments in {time.perf_counter() - start:.1f} s")
+        print(
+            f"wrote an AudioSet-style layout of {args.rows:,} segments in {time.perf_counter() - start:.1f} s"
+        )
         # The preset's own tables and options, timed stage by stage (private functions: this is a
         # measurement of the reader's parts, not an API).
         tables = [manifest._Table(train), manifest._Table(root / "eval_segments.csv", "test")]
         options = manifest.ManifestOptions(
-            "YTID", ("positive_labels",), label_separator=",", file_suffix=".wav", audio_folder="audio",
-            class_table=root / "class_labels_indices.csv", class_columns=("mid", "display_name"), test=0.0)
+            "YTID",
+            ("positive_labels",),
+            label_separator=",",
+            file_suffix=".wav",
+            audio_folder="audio",
+            class_table=root / "class_labels_indices.csv",
+            class_columns=("mid", "display_name"),
+            test=0.0,
+        )
         rows = manifest._parse(tables, root, options)
         assert len(rows) == args.rows
         parse = median_seconds(lambda: manifest._parse(tables, root, options), args.repeats)
@@ -100,21 +115,32 @@ def main() -> None:
         data = open_dataset(f"audioset:{train}")
     splits = Counter(c.split for c in data.clips)
     result = {
-        "rows": args.rows, "classes": CLASSES, "repeats": args.repeats,
+        "rows": args.rows,
+        "classes": CLASSES,
+        "repeats": args.repeats,
         "labels_per_row": round(sum(len(c.labels) for c in data.clips) / len(data.clips), 3),
         "splits": {s: splits[s] for s in ("train", "validation", "test")},
-        "parse_validate_seconds": round(parse, 3), "parse_validate_rows_per_s": round(args.rows / parse),
-        "file_checks_seconds": round(check, 3), "file_checks_rows_per_s": round(args.rows / check),
-        "open_dataset_seconds": round(whole, 3), "open_dataset_rows_per_s": round(args.rows / whole),
+        "parse_validate_seconds": round(parse, 3),
+        "parse_validate_rows_per_s": round(args.rows / parse),
+        "file_checks_seconds": round(check, 3),
+        "file_checks_rows_per_s": round(args.rows / check),
+        "open_dataset_seconds": round(whole, 3),
+        "open_dataset_rows_per_s": round(args.rows / whole),
         "files": f"every row its own hard link to one of {SOURCES} real 0.1 s WAVs; warm page cache",
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"parse + validate {parse:.2f} s ({result['parse_validate_rows_per_s']:,} rows/s), file checks {check:.2f} s "
-          f"({result['file_checks_rows_per_s']:,} rows/s), open_dataset {whole:.2f} s "
-          f"({result['open_dataset_rows_per_s']:,} rows/s)")
+    print(
+        f"parse + validate {parse:.2f} s ({result['parse_validate_rows_per_s']:,} rows/s), file checks {check:.2f} s "
+        f"({result['file_checks_rows_per_s']:,} rows/s), open_dataset {whole:.2f} s "
+        f"({result['open_dataset_rows_per_s']:,} rows/s)"
+    )
     print(f"written to {out}")
 
 

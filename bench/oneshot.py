@@ -25,8 +25,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-
 from prunekit.data.datasets import demo_dataset
 from prunekit.evaluation import metrics
 from prunekit.evaluation.paired import compare_evaluations
@@ -35,6 +33,7 @@ from prunekit.heads.scoring import score, scoring_data
 from prunekit.heads.surgery import apply_plan
 from prunekit.models import load_model
 
+REPO = Path(__file__).resolve().parent.parent
 SCORERS = ("fisher", "fisher-sample", "fisher-gate", "taylor", "magnitude", "random")
 PATTERNS = ("entire-head", "per-head", "same-channel")
 SPARSITIES = (0.3, 0.5)
@@ -45,7 +44,7 @@ def _configurations():
     """(pattern, threshold, budget); budget "-" where it does not apply."""
     for pattern in PATTERNS:
         for threshold in ("global", "local"):
-            for budget in (("separate", "joint") if budget_applies(pattern, threshold) else ("-",)):
+            for budget in ("separate", "joint") if budget_applies(pattern, threshold) else ("-",):
                 yield pattern, threshold, budget
 
 
@@ -65,32 +64,68 @@ def _comparisons(evaluations: dict, targets) -> pd.DataFrame:
     pairs = []
     for pattern, threshold, budget in _configurations():
         for target in targets:
-            pairs.append(("fisher vs magnitude", ("magnitude", pattern, threshold, budget, target),
-                          ("fisher", pattern, threshold, budget, target)))
+            pairs.append(
+                (
+                    "fisher vs magnitude",
+                    ("magnitude", pattern, threshold, budget, target),
+                    ("fisher", pattern, threshold, budget, target),
+                )
+            )
             if budget == "separate":
                 for scorer in ("fisher", "magnitude"):
-                    pairs.append(("separate vs joint", (scorer, pattern, threshold, "joint", target),
-                                  (scorer, pattern, threshold, "separate", target)))
+                    pairs.append(
+                        (
+                            "separate vs joint",
+                            (scorer, pattern, threshold, "joint", target),
+                            (scorer, pattern, threshold, "separate", target),
+                        )
+                    )
     for target in targets:
         for threshold, budget in (("global", "separate"), ("local", "-")):
-            pairs.append(("entire-head vs per-head", ("fisher", "per-head", threshold, budget, target),
-                          ("fisher", "entire-head", threshold, "-", target)))
+            pairs.append(
+                (
+                    "entire-head vs per-head",
+                    ("fisher", "per-head", threshold, budget, target),
+                    ("fisher", "entire-head", threshold, "-", target),
+                )
+            )
         for pattern in PATTERNS:
             budget = "separate" if budget_applies(pattern, "global") else "-"
-            pairs.append(("magnitude global vs local", ("magnitude", pattern, "local", "-", target),
-                          ("magnitude", pattern, "global", budget, target)))
+            pairs.append(
+                (
+                    "magnitude global vs local",
+                    ("magnitude", pattern, "local", "-", target),
+                    ("magnitude", pattern, "global", budget, target),
+                )
+            )
     rows = []
     for question, reference, candidate in pairs:
         if reference not in evaluations or candidate not in evaluations:
             continue
-        result = compare_evaluations(evaluations[reference], evaluations[candidate], names=("reference", "candidate"))
-        rows.append({"question": question, **{f"reference_{k}": v for k, v in zip(
-                         ("scorer", "pattern", "threshold", "budget", "target"), reference)},
-                     **{f"candidate_{k}": v for k, v in zip(("scorer", "pattern", "threshold", "budget"), candidate)},
-                     "reference_accuracy": result.accuracy[0], "candidate_accuracy": result.accuracy[1],
-                     "difference": result.difference, "ci_low": result.ci[0], "ci_high": result.ci[1],
-                     "only_reference": result.only_reference, "only_candidate": result.only_candidate,
-                     "mcnemar_p": result.p_value})
+        result = compare_evaluations(
+            evaluations[reference], evaluations[candidate], names=("reference", "candidate")
+        )
+        rows.append(
+            {
+                "question": question,
+                **{
+                    f"reference_{k}": v
+                    for k, v in zip(("scorer", "pattern", "threshold", "budget", "target"), reference)
+                },
+                **{
+                    f"candidate_{k}": v
+                    for k, v in zip(("scorer", "pattern", "threshold", "budget"), candidate)
+                },
+                "reference_accuracy": result.accuracy[0],
+                "candidate_accuracy": result.accuracy[1],
+                "difference": result.difference,
+                "ci_low": result.ci[0],
+                "ci_high": result.ci[1],
+                "only_reference": result.only_reference,
+                "only_candidate": result.only_candidate,
+                "mcnemar_p": result.p_value,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -114,32 +149,56 @@ def main() -> None:
             scores = score(model, scorer, data, seed=seed)
             for pattern, threshold, budget in _configurations():
                 for target in args.targets:
-                    plan = make_plan(scores, pattern, threshold, target,
-                                     budget="separate" if budget == "-" else budget)
+                    plan = make_plan(
+                        scores, pattern, threshold, target, budget="separate" if budget == "-" else budget
+                    )
                     result = metrics.evaluate(apply_plan(model, plan), extractor, labels, dataset, "test")
                     if scorer != "random":
                         evaluations[scorer, pattern, threshold, budget, target] = result
-                    rows.append({"scorer": scorer, "seed": seed, "pattern": pattern, "threshold": threshold,
-                                 "budget": budget, "target": target, "sparsity": round(plan.attention_sparsity(), 4),
-                                 **_group_removed(plan), "accuracy": result.accuracy, "dense_accuracy": dense})
+                    rows.append(
+                        {
+                            "scorer": scorer,
+                            "seed": seed,
+                            "pattern": pattern,
+                            "threshold": threshold,
+                            "budget": budget,
+                            "target": target,
+                            "sparsity": round(plan.attention_sparsity(), 4),
+                            **_group_removed(plan),
+                            "accuracy": result.accuracy,
+                            "dense_accuracy": dense,
+                        }
+                    )
         print(f"{scorer} done ({time.perf_counter() - started:.0f} s)", flush=True)
     frame = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out / "oneshot.csv", index=False)
     paired = _comparisons(evaluations, args.targets)
     paired.to_csv(args.out / "oneshot_paired.csv", index=False)
-    table = (frame.pivot_table(index=["pattern", "threshold", "budget", "target"], columns="scorer",
-                               values="accuracy", aggfunc="mean")[list(args.scorers)].mul(100).round(1))
+    table = (
+        frame.pivot_table(
+            index=["pattern", "threshold", "budget", "target"],
+            columns="scorer",
+            values="accuracy",
+            aggfunc="mean",
+        )[list(args.scorers)]
+        .mul(100)
+        .round(1)
+    )
     print(f"dense test accuracy {100 * dense:.1f} %; one-shot accuracy (%) by scorer:")
     print(table.to_string())
     print("paired comparisons (candidate minus reference, points; McNemar exact p):")
     for r in paired.itertuples():
-        print(f"{r.question}: {r.candidate_scorer} {r.candidate_pattern} {r.candidate_threshold} "
-              f"{r.candidate_budget} vs {r.reference_scorer} {r.reference_pattern} {r.reference_threshold} "
-              f"{r.reference_budget} at {r.reference_target:.0%}: {100 * r.difference:+.1f} "
-              f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}], p = {r.mcnemar_p:.2g}")
-    print(f"written to {args.out / 'oneshot.csv'} and {args.out / 'oneshot_paired.csv'} "
-          f"({time.perf_counter() - started:.0f} s)")
+        print(
+            f"{r.question}: {r.candidate_scorer} {r.candidate_pattern} {r.candidate_threshold} "
+            f"{r.candidate_budget} vs {r.reference_scorer} {r.reference_pattern} {r.reference_threshold} "
+            f"{r.reference_budget} at {r.reference_target:.0%}: {100 * r.difference:+.1f} "
+            f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}], p = {r.mcnemar_p:.2g}"
+        )
+    print(
+        f"written to {args.out / 'oneshot.csv'} and {args.out / 'oneshot_paired.csv'} "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

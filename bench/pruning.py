@@ -29,14 +29,13 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-
 from prunekit.evaluation import cost
 from prunekit.heads.planner import make_plan
 from prunekit.heads.scoring import ScoringData, score, scoring_data
 from prunekit.heads.surgery import apply_plan
 from prunekit.models import anatomy
 
+REPO = Path(__file__).resolve().parent.parent
 PATTERNS = ("entire-head", "per-head", "same-channel")
 
 
@@ -54,16 +53,19 @@ def plain_forward_backward(model, data: ScoringData, batch_size: int) -> float:
     work.load_state_dict(model.state_dict())
     start = time.perf_counter()
     for i in range(0, len(data.features), batch_size):
-        logits = work(data.features[i:i + batch_size]).logits
-        torch.nn.functional.cross_entropy(logits, data.targets[i:i + batch_size]).backward()
+        logits = work(data.features[i : i + batch_size]).logits
+        torch.nn.functional.cross_entropy(logits, data.targets[i : i + batch_size]).backward()
         work.zero_grad(set_to_none=True)
     return time.perf_counter() - start
 
 
 def scoring_cost(model, data: ScoringData, batch_size: int = 32, repeats: int = 3) -> dict:
     plain = [plain_forward_backward(model, data, batch_size) for _ in range(repeats)]
-    out = {"clips": len(data.features), "batch_size": batch_size,
-           "plain_forward_backward_s": round(statistics.median(plain), 3)}
+    out = {
+        "clips": len(data.features),
+        "batch_size": batch_size,
+        "plain_forward_backward_s": round(statistics.median(plain), 3),
+    }
     for scorer in ("fisher", "fisher-sample", "fisher-gate", "taylor"):
         times = []
         for _ in range(repeats):
@@ -84,12 +86,21 @@ def speed(model, scores, batches: tuple[int, ...], repeats: dict[int, int]) -> l
         variants[pattern], meta[pattern] = apply_plan(model, plan), f"{plan.attention_sparsity():.3f}"
     table = cost.compare_cost(variants, batches=())
     for b in batches:  # each batch size with its own number of rounds
-        table[f"latency_b{b}_ms"] = cost.latencies_ms(list(variants.values()), b, repeats=repeats[b], warmup=2)
+        table[f"latency_b{b}_ms"] = cost.latencies_ms(
+            list(variants.values()), b, repeats=repeats[b], warmup=2
+        )
     rows = []
     for name, row in table.iterrows():
-        rows.append({"variant": name, "attention_sparsity": meta[name], "parameters": int(row["parameters"]),
-                     "macs_per_clip": int(row["macs_per_clip"]), "heads": anatomy.describe(variants[name])["heads"],
-                     **{f"latency_b{b}_ms": round(float(row[f"latency_b{b}_ms"]), 2) for b in batches}})
+        rows.append(
+            {
+                "variant": name,
+                "attention_sparsity": meta[name],
+                "parameters": int(row["parameters"]),
+                "macs_per_clip": int(row["macs_per_clip"]),
+                "heads": anatomy.describe(variants[name])["heads"],
+                **{f"latency_b{b}_ms": round(float(row[f"latency_b{b}_ms"]), 2) for b in batches},
+            }
+        )
         print(f"  {name:13s} {rows[-1]}", flush=True)
     dense = rows[0]
     for row in rows:
@@ -121,8 +132,10 @@ def main() -> None:
     from prunekit.data.datasets import demo_dataset
     from prunekit.models import load_model
 
-    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, 2 threads",
-                     "torch": torch.__version__}
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, 2 threads",
+        "torch": torch.__version__,
+    }
     model, extractor, labels = load_model("demo")
     data = scoring_data(demo_dataset(), extractor, labels, "validation", clips=args.clips)
 
@@ -137,11 +150,14 @@ def main() -> None:
     if not args.quick:
         print("2. speed: AST-base-sized model, 1024 frames, magnitude scores, 50 % global", flush=True)
         base = ast_base()
-        results["speed_ast_base"] = speed(base, score(base, "magnitude", cache=False), batches=(1,), repeats={1: 5})
+        results["speed_ast_base"] = speed(
+            base, score(base, "magnitude", cache=False), batches=(1,), repeats={1: 5}
+        )
         del base
         print("3. memory: fisher on the AST-base-sized model, batch 4 x 1024 frames", flush=True)
-        child = subprocess.run([sys.executable, __file__, "--memory-child"], capture_output=True, text=True,
-                               check=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--memory-child"], capture_output=True, text=True, check=True
+        )
         results["fisher_memory_ast_base"] = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"  {results['fisher_memory_ast_base']}", flush=True)
 

@@ -53,14 +53,30 @@ def _write(name: str, frame: pd.DataFrame, extra: dict | None = None) -> None:
 def oneshot(model, val, test) -> None:
     """Validation and test accuracy and MACs per clip for every rule x keep rate, no fine-tuning."""
     dense_macs = count_macs(model)
-    rows = [{"rule": "dense", "seed": 0, "keep": 1.0, "macs": dense_macs, "val_accuracy": _accuracy(model, val),
-             "test_accuracy": _accuracy(model, test)}]
+    rows = [
+        {
+            "rule": "dense",
+            "seed": 0,
+            "keep": 1.0,
+            "macs": dense_macs,
+            "val_accuracy": _accuracy(model, val),
+            "test_accuracy": _accuracy(model, test),
+        }
+    ]
     for rule in RULES:
-        for seed in ((0, 1, 2) if rule == "random" else (0,)):
+        for seed in (0, 1, 2) if rule == "random" else (0,):
             for keep in KEEPS:
                 pruned = prune_tokens(model, keep, rule=rule, seed=seed)
-                rows.append({"rule": rule, "seed": seed, "keep": keep, "macs": count_macs(pruned),
-                             "val_accuracy": _accuracy(pruned, val), "test_accuracy": _accuracy(pruned, test)})
+                rows.append(
+                    {
+                        "rule": rule,
+                        "seed": seed,
+                        "keep": keep,
+                        "macs": count_macs(pruned),
+                        "val_accuracy": _accuracy(pruned, val),
+                        "test_accuracy": _accuracy(pruned, test),
+                    }
+                )
     frame = pd.DataFrame(rows)
     frame["mac_saving"] = 1 - frame["macs"] / dense_macs
     _write("oneshot", frame)
@@ -79,9 +95,16 @@ def latency(model) -> None:
         frame[f"{col}_saving"] = 1 - frame[col] / frame[col].iloc[0]
     overhead = {}
     for batch, repeats in ((1, 200), (32, 30)):
-        cls_ms, random_ms = latencies_ms([prune_tokens(model, 0.5, rule="cls"),
-                                          prune_tokens(model, 0.5, rule="random")], batch, repeats=repeats)
-        overhead[f"b{batch}"] = {"cls_ms": cls_ms, "random_ms": random_ms, "cls_over_random": cls_ms / random_ms - 1}
+        cls_ms, random_ms = latencies_ms(
+            [prune_tokens(model, 0.5, rule="cls"), prune_tokens(model, 0.5, rule="random")],
+            batch,
+            repeats=repeats,
+        )
+        overhead[f"b{batch}"] = {
+            "cls_ms": cls_ms,
+            "random_ms": random_ms,
+            "cls_over_random": cls_ms / random_ms - 1,
+        }
     print(json.dumps(overhead, indent=2))
     _write("latency", frame, {"scoring_overhead_keep_0.5": overhead, "threads": torch.get_num_threads()})
 
@@ -91,8 +114,9 @@ def patch_analysis(model, val, test) -> None:
     (test) at the first default drop block."""
     stats = patches.patch_statistics(model, val.features)
     clusters = {name: patches.cluster_ranks(v) for name, v in stats.items()}
-    table = patches.correlations(patches.block_scores(model, val.features),
-                                 {name: c.ranks for name, c in clusters.items()})
+    table = patches.correlations(
+        patches.block_scores(model, val.features), {name: c.ranks for name, c in clusters.items()}
+    )
     _write("patch_correlation", table)
     _write("patch_clusters", pd.concat([c.table.assign(statistic=n) for n, c in clusters.items()]))
     # The test clips' intensity ranked by the validation clusters' edges (the same 5 bins).
@@ -102,8 +126,16 @@ def patch_analysis(model, val, test) -> None:
     rows = [{"block": 1, "dropped": "none", "test_accuracy": _accuracy(model, test)}]
     for name, drop in (("two lowest", (0, 1)), ("two highest", (3, 4))):
         share = float(torch.isin(test_ranks, torch.tensor(drop)).float().mean())
-        rows.append({"block": 1, "dropped": name, "patch_share_dropped": share,
-                     "test_accuracy": patches.cluster_drop(model, test.features, test.targets, test_ranks, 1, drop)})
+        rows.append(
+            {
+                "block": 1,
+                "dropped": name,
+                "patch_share_dropped": share,
+                "test_accuracy": patches.cluster_drop(
+                    model, test.features, test.targets, test_ranks, 1, drop
+                ),
+            }
+        )
     _write("cluster_drop", pd.DataFrame(rows))
 
 
@@ -117,12 +149,26 @@ def stack(model, extractor, labels, dataset, val, test) -> None:
     dense_macs = count_macs(model)
     scores = score(model, "fisher", scoring_data(dataset, extractor, labels, "validation", clips=1000))
     heads = apply_plan(model, make_plan(scores, "per-head", "global", 0.5))
-    rows = [{"variant": "heads 50%", "keep": 1.0, "macs": count_macs(heads), "val_accuracy": _accuracy(heads, val),
-             "test_accuracy": _accuracy(heads, test)}]
+    rows = [
+        {
+            "variant": "heads 50%",
+            "keep": 1.0,
+            "macs": count_macs(heads),
+            "val_accuracy": _accuracy(heads, val),
+            "test_accuracy": _accuracy(heads, test),
+        }
+    ]
     for keep in KEEPS:
         stacked = prune_tokens(heads, keep)
-        rows.append({"variant": "heads 50% + tokens", "keep": keep, "macs": count_macs(stacked),
-                     "val_accuracy": _accuracy(stacked, val), "test_accuracy": _accuracy(stacked, test)})
+        rows.append(
+            {
+                "variant": "heads 50% + tokens",
+                "keep": keep,
+                "macs": count_macs(stacked),
+                "val_accuracy": _accuracy(stacked, val),
+                "test_accuracy": _accuracy(stacked, test),
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["mac_saving"] = 1 - frame["macs"] / dense_macs
     _write("stack", frame)
@@ -139,11 +185,26 @@ def finetune(model, extractor, labels, dataset, val, test, keeps=(0.5,), train_c
         tuned, history = finetune_tokens_on(prune_tokens(model, keep), train, val, config=config)
         seconds = time.perf_counter() - start
         history.to_csv(OUT / f"finetune_history_keep{keep}.csv", index=False)
-        rows.append({"keep": keep, "epochs": epochs, "train_clips": train_clips, "seconds": seconds,
-                     "macs": count_macs(tuned), "val_accuracy": _accuracy(tuned, val),
-                     "test_accuracy": _accuracy(tuned, test)})
-    _write("finetune", pd.DataFrame(rows), {"config": TokenFinetuneConfig(epochs=epochs, train_clips=train_clips,
-                                                                           validations_per_epoch=2).__dict__})
+        rows.append(
+            {
+                "keep": keep,
+                "epochs": epochs,
+                "train_clips": train_clips,
+                "seconds": seconds,
+                "macs": count_macs(tuned),
+                "val_accuracy": _accuracy(tuned, val),
+                "test_accuracy": _accuracy(tuned, test),
+            }
+        )
+    _write(
+        "finetune",
+        pd.DataFrame(rows),
+        {
+            "config": TokenFinetuneConfig(
+                epochs=epochs, train_clips=train_clips, validations_per_epoch=2
+            ).__dict__
+        },
+    )
 
 
 def main(parts: list[str]) -> None:
@@ -153,17 +214,24 @@ def main(parts: list[str]) -> None:
     dataset = demo_dataset()
     val = split_data(dataset, extractor, labels, "validation", None)
     test = split_data(dataset, extractor, labels, "test", None)
-    dense = classification_metrics(predict_logits(model, test.features), test.targets.numpy(), labels).accuracy
+    dense = classification_metrics(
+        predict_logits(model, test.features), test.targets.numpy(), labels
+    ).accuracy
     print(f"dense test accuracy {dense:.4f} on {len(test.features)} clips", flush=True)
-    jobs = {"oneshot": lambda: oneshot(model, val, test), "latency": lambda: latency(model),
-            "patches": lambda: patch_analysis(model, val, test),
-            "stack": lambda: stack(model, extractor, labels, dataset, val, test),
-            "finetune": lambda: finetune(model, extractor, labels, dataset, val, test)}
+    jobs = {
+        "oneshot": lambda: oneshot(model, val, test),
+        "latency": lambda: latency(model),
+        "patches": lambda: patch_analysis(model, val, test),
+        "stack": lambda: stack(model, extractor, labels, dataset, val, test),
+        "finetune": lambda: finetune(model, extractor, labels, dataset, val, test),
+    }
     for part in parts or list(jobs):
         t = time.perf_counter()
         jobs[part]()
-        print(f"{part} done in {time.perf_counter() - t:.0f} s (total {time.perf_counter() - started:.0f} s)",
-              flush=True)
+        print(
+            f"{part} done in {time.perf_counter() - t:.0f} s (total {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

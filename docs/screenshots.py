@@ -1,6 +1,6 @@
 """Re-make the README's screenshots: the browser test saves one PNG per page into docs/.
 
-    .venv/bin/python docs/screenshots.py        # needs chromium (scripts/ensure-chromium)
+.venv/bin/python docs/screenshots.py        # needs chromium (scripts/ensure-chromium)
 """
 
 import os

@@ -12,12 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
 from prunekit.recovery import sweep
 from prunekit.report import figures
 from prunekit.ui.driver import browser_page
 
+REPO = Path(__file__).resolve().parent.parent
 FILES = (sweep.SWEEP_FILE, sweep.RESULTS_FILE, sweep.STRUCTURE_FILE, sweep.TABLE_FILE, sweep.TABLE_MARKDOWN)
 
 

@@ -12,8 +12,10 @@ from prunekit.store import cache_dir
 from prunekit.ui import REPORTED, data_source, model_source
 
 st.title("Experiments")
-st.caption("Iterative pruning with LoRA recovery over scorers x patterns x thresholds. A sweep runs in its "
-           "own process: leave this page, come back, and it is still going.")
+st.caption(
+    "Iterative pruning with LoRA recovery over scorers x patterns x thresholds. A sweep runs in its "
+    "own process: leave this page, come back, and it is still going."
+)
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "docs" / "sweep-demo"  # the demo grid whose results the README quotes
@@ -32,9 +34,11 @@ def _progress(folder: Path) -> None:
     elif state == "finished":
         st.success(f"Finished: {status['configs_total']} configurations, {status['steps_total']} steps.")
     elif state != "absent":
-        st.warning(f"The sweep {state} after {status['steps_done']} of {status['steps_total']} steps"
-                   + (f" ({status['error']})" if status.get("error") else "")
-                   + ". Start it again with the same settings to continue from its last finished step.")
+        st.warning(
+            f"The sweep {state} after {status['steps_done']} of {status['steps_total']} steps"
+            + (f" ({status['error']})" if status.get("error") else "")
+            + ". Start it again with the same settings to continue from its last finished step."
+        )
 
 
 @st.fragment(run_every=3)
@@ -46,8 +50,11 @@ def _live(folder: Path) -> None:
     stage = status["stage"]
     if status["stage_total"]:
         stage += f" {status['stage_done']} / {status['stage_total']}"
-    st.progress(status["fraction"], text=f"Running: {status['steps_done']} of {status['steps_total']} steps; "
-                                         f"{status['current'] or ''} step {status['step']}: {stage}")
+    st.progress(
+        status["fraction"],
+        text=f"Running: {status['steps_done']} of {status['steps_total']} steps; "
+        f"{status['current'] or ''} step {status['step']}: {stage}",
+    )
     if st.button("Stop the sweep", key=f"exp_stop_{folder.name}"):
         sweep.stop_sweep(folder)
 
@@ -58,7 +65,9 @@ def _results(folder: Path) -> None:
         st.info("No finished step yet.")
         return
     st.plotly_chart(figures.sweep_curves(results), key="exp_curves")
-    st.markdown("**Accuracy after recovery (%) at each attention sparsity** (linear interpolation between steps)")
+    st.markdown(
+        "**Accuracy after recovery (%) at each attention sparsity** (linear interpolation between steps)"
+    )
     st.dataframe(sweep.interpolated_table(results).round(2), hide_index=True, key="exp_table")
     if not structure.empty:
         st.markdown("**What each scorer removed, layer by layer**")
@@ -73,17 +82,33 @@ def _results(folder: Path) -> None:
         st.plotly_chart(figures.sweep_structure_maps(chosen, step), key="exp_structure")
     with st.expander("Every step"):
         st.dataframe(results, hide_index=True)
-    st.download_button("Download results.csv", lambda: results.to_csv(index=False).encode(),
-                       file_name="results.csv", mime="text/csv", key="exp_download")
+    st.download_button(
+        "Download results.csv",
+        lambda: results.to_csv(index=False).encode(),
+        file_name="results.csv",
+        mime="text/csv",
+        key="exp_download",
+    )
 
 
 def _start_form() -> None:
     with st.form("exp_start"):
-        name = st.text_input("Name", value="my-sweep", key="exp_name", help="letters, digits, - and _; results go to cache/sweeps/NAME")
+        name = st.text_input(
+            "Name",
+            value="my-sweep",
+            key="exp_name",
+            help="letters, digits, - and _; results go to cache/sweeps/NAME",
+        )
         c1, c2, c3 = st.columns(3)
-        scorers = c1.multiselect("Scorers", scoring.scorer_names(), default=["fisher", "magnitude"], key="exp_scorers")
-        patterns = c2.multiselect("Patterns", planner.PATTERNS, default=["per-head", "entire-head"], key="exp_patterns")
-        thresholds = c3.multiselect("Thresholds", planner.THRESHOLDS, default=["global", "local"], key="exp_thresholds")
+        scorers = c1.multiselect(
+            "Scorers", scoring.scorer_names(), default=["fisher", "magnitude"], key="exp_scorers"
+        )
+        patterns = c2.multiselect(
+            "Patterns", planner.PATTERNS, default=["per-head", "entire-head"], key="exp_patterns"
+        )
+        thresholds = c3.multiselect(
+            "Thresholds", planner.THRESHOLDS, default=["global", "local"], key="exp_thresholds"
+        )
         c1, c2, c3 = st.columns(3)
         steps = c1.number_input("Steps (10 % of what remains each)", 1, 30, 10, key="exp_steps")
         clips = c2.number_input("Training clips per recovery", 32, 100_000, 3000, step=500, key="exp_clips")
@@ -98,8 +123,24 @@ def _start_form() -> None:
         st.error("Pick at least one scorer, one pattern and one threshold.")
         return
     data = data_source() or "demo"
-    args = ["--model", model_source() or "demo", "--data", data.partition(":")[2] or data, "--scorers", *scorers, "--patterns", *patterns,
-            "--thresholds", *thresholds, "--steps", str(steps), "--train-clips", str(clips), "--epochs", str(epochs)]
+    args = [
+        "--model",
+        model_source() or "demo",
+        "--data",
+        data.partition(":")[2] or data,
+        "--scorers",
+        *scorers,
+        "--patterns",
+        *patterns,
+        "--thresholds",
+        *thresholds,
+        "--steps",
+        str(steps),
+        "--train-clips",
+        str(clips),
+        "--epochs",
+        str(epochs),
+    ]
     try:
         sweep.start_sweep(cache_dir() / "sweeps" / name, args)
     except REPORTED as exc:
@@ -112,13 +153,17 @@ def _start_form() -> None:
 def render() -> None:
     results_tab, start_tab = st.tabs(["Results", "Start a sweep"])
     with start_tab:
-        st.caption("Uses the model and the dataset chosen in the sidebar. Running the same name "
-                   "again with the same settings continues a stopped sweep.")
+        st.caption(
+            "Uses the model and the dataset chosen in the sidebar. Running the same name "
+            "again with the same settings continues a stopped sweep."
+        )
         _start_form()
     with results_tab:
         folders = _folders()
         if not folders:
-            st.info("No sweep yet: start one in the next tab, or run `python -m prunekit sweep --out cache/sweeps/NAME`.")
+            st.info(
+                "No sweep yet: start one in the next tab, or run `python -m prunekit sweep --out cache/sweeps/NAME`."
+            )
             return
         names = list(folders)
         current = st.session_state.get("exp_folder")

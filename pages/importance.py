@@ -24,9 +24,11 @@ st.caption("How much each attention head, and each of its channels, matters to t
 def _attends_to(source, loaded, layer: int, head: int) -> None:
     """The chosen head's CLS attention on one validation clip, original and (if any) pruned."""
     st.subheader(f"What layer {layer} head {head} attends to")
-    st.caption("On one clip: the attention this head's summary token (CLS) pays to each patch of the "
-               "spectrogram, brighter = more. It shows what the head gathers for the classifier, and why "
-               "a scorer may rate it high or low.")
+    st.caption(
+        "On one clip: the attention this head's summary token (CLS) pays to each patch of the "
+        "spectrogram, brighter = more. It shows what the head gathers for the classifier, and why "
+        "a scorer may rate it high or low."
+    )
     dataset = dataset_or_report()
     if dataset is None:
         return
@@ -48,15 +50,23 @@ def _attends_to(source, loaded, layer: int, head: int) -> None:
     if variant is not None:
         kept = variant.plan.layers[layer].heads
         if head in kept:
-            pruned = clip_attention_maps(f"{source}:{variant.name}", variant.model, loaded.feature_extractor, wave)
+            pruned = clip_attention_maps(
+                f"{source}:{variant.name}", variant.model, loaded.feature_extractor, wave
+            )
             if pruned is not None:
-                values = attention.cls_map(pruned, grid, layer, kept.index(head))  # the head's index after pruning
+                values = attention.cls_map(
+                    pruned, grid, layer, kept.index(head)
+                )  # the head's index after pruning
                 maps[f"pruned ({variant.name})"] = attention.paint(values, grid, frames, mels)
         else:
             st.caption(f"The latest pruned variant ({variant.name}) removed this head.")
-    st.plotly_chart(figures.spectrogram(windows.log_mel(wave, loaded.feature_extractor)), key="imp_attention_spec")
-    st.plotly_chart(figures.attention_maps(maps, title=f"CLS attention of layer {layer} head {head}"),
-                    key="imp_attention_map")
+    st.plotly_chart(
+        figures.spectrogram(windows.log_mel(wave, loaded.feature_extractor)), key="imp_attention_spec"
+    )
+    st.plotly_chart(
+        figures.attention_maps(maps, title=f"CLS attention of layer {layer} head {head}"),
+        key="imp_attention_map",
+    )
 
 
 def render() -> None:
@@ -65,20 +75,35 @@ def render() -> None:
         return
     left, right = st.columns(2)
     names = scoring.scorer_names()
-    scorer = left.selectbox("Scorer", names, index=names.index("magnitude"), key="imp_scorer",
-                            help="magnitude needs no data; fisher is the paper's method (reads validation clips)")
-    view = right.selectbox("Matrix", list(figures.VIEWS), key="imp_view",
-                           help="W_q, W_k, W_v, W_o: the query, key, value and output weights of a head, "
-                                "scored apart. QK pair: a row of W_q with the same row of W_k (they are cut "
-                                "together, since q.k sums over them). VO pair: a row of W_v with the column of "
-                                "W_o it feeds. Whole head: all four.")
+    scorer = left.selectbox(
+        "Scorer",
+        names,
+        index=names.index("magnitude"),
+        key="imp_scorer",
+        help="magnitude needs no data; fisher is the paper's method (reads validation clips)",
+    )
+    view = right.selectbox(
+        "Matrix",
+        list(figures.VIEWS),
+        key="imp_view",
+        help="W_q, W_k, W_v, W_o: the query, key, value and output weights of a head, "
+        "scored apart. QK pair: a row of W_q with the same row of W_k (they are cut "
+        "together, since q.k sums over them). VO pair: a row of W_v with the column of "
+        "W_o it feeds. Whole head: all four.",
+    )
     table = scores_or_report(source, scorer)
     if table is None:
         return
-    scale = st.radio("Colour scale", list(figures.SCALES), horizontal=True, key="imp_scale",
-                     help="; ".join(f"{name}: {what}" for name, what in figures.SCALES.items()))
-    event = st.plotly_chart(figures.head_map(table, view, scale=scale), on_select="rerun", selection_mode="points",
-                            key="imp_map")
+    scale = st.radio(
+        "Colour scale",
+        list(figures.SCALES),
+        horizontal=True,
+        key="imp_scale",
+        help="; ".join(f"{name}: {what}" for name, what in figures.SCALES.items()),
+    )
+    event = st.plotly_chart(
+        figures.head_map(table, view, scale=scale), on_select="rerun", selection_mode="points", key="imp_map"
+    )
     grid = figures.head_grid(table, "head", "pair")
     layers = list(grid.index)
     picked = figures.picked_head(event)
@@ -97,8 +122,13 @@ def render() -> None:
     if st.toggle("Show what this head attends to on a clip", key="imp_attention"):
         _attends_to(source, load_or_report(source), layer, head)
     # A callable: the CSV is written when the button is pressed, not on every rerun.
-    st.download_button("Download the score table (CSV)", lambda: table.frame.to_csv(index=False).encode(),
-                       file_name=f"{scorer}-scores.csv", mime="text/csv", key="imp_download")
+    st.download_button(
+        "Download the score table (CSV)",
+        lambda: table.frame.to_csv(index=False).encode(),
+        file_name=f"{scorer}-scores.csv",
+        mime="text/csv",
+        key="imp_download",
+    )
 
 
 render()

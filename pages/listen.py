@@ -22,13 +22,17 @@ from prunekit.ui import (
 )
 
 st.title("Listen")
-st.caption("Hear a clip, see its spectrogram, and compare the top-5 answers of the original and a pruned model.")
+st.caption(
+    "Hear a clip, see its spectrogram, and compare the top-5 answers of the original and a pruned model."
+)
 
 
 def _pick_variant(source):
     done = current_variants(source)
     if not done:
-        st.info("No pruned variant yet: apply a plan on the Prune page to compare. Showing the original model only.")
+        st.info(
+            "No pruned variant yet: apply a plan on the Prune page to compare. Showing the original model only."
+        )
         return None
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
     return with_model(done[names.index(st.selectbox("Pruned variant", names, key="listen_variant"))])
@@ -36,21 +40,31 @@ def _pick_variant(source):
 
 def _answers(loaded, variant, wave, *, show_windows: bool = False, truth: str | None = None) -> None:
     """Spectrogram and the top-5 of each model for one 16 kHz waveform (``truth``: its label)."""
-    st.plotly_chart(figures.spectrogram(windows.log_mel(wave, loaded.feature_extractor)), key=f"listen_spec_{show_windows}")
+    st.plotly_chart(
+        figures.spectrogram(windows.log_mel(wave, loaded.feature_extractor)),
+        key=f"listen_spec_{show_windows}",
+    )
     models = {"Original": loaded.model} | ({f"Pruned ({variant.name})": variant.model} if variant else {})
     long = len(wave) > windows.window_samples(loaded.feature_extractor)
     widget, progress = bar("Classifying windows:") if long else (None, None)
-    results = {name: windows.classify(m, loaded.feature_extractor, loaded.labels, wave, progress=progress)
-               for name, m in models.items()}
+    results = {
+        name: windows.classify(m, loaded.feature_extractor, loaded.labels, wave, progress=progress)
+        for name, m in models.items()
+    }
     if widget is not None:
         widget.empty()
     if truth is not None:
         said = "; ".join(f"{name} hears **{r.top(1)['label'].iloc[0]}**" for name, r in results.items())
         st.markdown(f"True label: **{truth}**. {said}.")
-    st.plotly_chart(figures.top_bars({name: r.top(5) for name, r in results.items()}), key=f"listen_top_{show_windows}")
-    if st.toggle("Where each model listens (attention rollout)", key=f"listen_rollout_{show_windows}",
-                 help="attention followed through every layer from the summary token back to the input patches "
-                      "(Abnar & Zuidema, 2020); for a long recording, its first window"):
+    st.plotly_chart(
+        figures.top_bars({name: r.top(5) for name, r in results.items()}), key=f"listen_top_{show_windows}"
+    )
+    if st.toggle(
+        "Where each model listens (attention rollout)",
+        key=f"listen_rollout_{show_windows}",
+        help="attention followed through every layer from the summary token back to the input patches "
+        "(Abnar & Zuidema, 2020); for a long recording, its first window",
+    ):
         grid = anatomy.patch_grid(loaded.model)
         frames, mels = anatomy.input_shape(loaded.model)
         maps = {}
@@ -58,11 +72,17 @@ def _answers(loaded, variant, wave, *, show_windows: bool = False, truth: str | 
             weights = clip_attention_maps(f"{model_source()}:{name}", m, loaded.feature_extractor, wave)
             if weights is not None:
                 maps[name] = attention.paint(attention.rollout_map(weights, grid), grid, frames, mels)
-        st.plotly_chart(figures.attention_maps(maps, title="Attention rollout: which parts of the input reach the decision"),
-                        key=f"listen_rollout_map_{show_windows}")
+        st.plotly_chart(
+            figures.attention_maps(
+                maps, title="Attention rollout: which parts of the input reach the decision"
+            ),
+            key=f"listen_rollout_map_{show_windows}",
+        )
     if long and show_windows:
-        st.caption(f"Longer than the model's {windows.window_samples(loaded.feature_extractor) / audio.TARGET_SR:.2f} s window: "
-                   "classified in half-overlapping windows; a class scores its best window.")
+        st.caption(
+            f"Longer than the model's {windows.window_samples(loaded.feature_extractor) / audio.TARGET_SR:.2f} s window: "
+            "classified in half-overlapping windows; a class scores its best window."
+        )
         st.dataframe(results["Original"].windows, hide_index=True, key="listen_windows")
 
 
@@ -70,14 +90,20 @@ def _browse(loaded, variant, dataset, split) -> None:
     dense = dense_evaluation(model_source(), dataset, split)
     if dense is None:
         return
-    clips = (changes.prediction_changes(dense, variant.evaluation) if variant and variant.split == split
-             else dense.predictions.rename(columns={"predicted": "original"})[["path", "label", "original"]])
+    clips = (
+        changes.prediction_changes(dense, variant.evaluation)
+        if variant and variant.split == split
+        else dense.predictions.rename(columns={"predicted": "original"})[["path", "label", "original"]]
+    )
     c1, c2 = st.columns(2)
     # A clip's name is its label and its index within the label ("yes #3"): stable under the filters.
     clips = clips.assign(clip=clips["label"] + " #" + (clips.groupby("label").cumcount() + 1).astype(str))
     label = c1.selectbox("Class", ["all", *sorted(clips["label"].unique())], key="listen_class")
-    only_diff = c2.checkbox("Only clips where the original and the pruned model disagree", key="listen_diff",
-                            disabled="differ" not in clips)
+    only_diff = c2.checkbox(
+        "Only clips where the original and the pruned model disagree",
+        key="listen_diff",
+        disabled="differ" not in clips,
+    )
     shown = clips if label == "all" else clips[clips["label"] == label]
     if only_diff and "differ" in shown:
         shown = shown[shown["differ"]]
@@ -85,9 +111,13 @@ def _browse(loaded, variant, dataset, split) -> None:
     if shown.empty:
         st.info("No clips match.")
         return
-    table = (shown.assign(file=shown["path"].map(lambda p: Path(p).name))
-             .drop(columns=["path"]).rename(columns={"dense": "original", "dense_correct": "original right",
-                                                    "pruned_correct": "pruned right"}))
+    table = (
+        shown.assign(file=shown["path"].map(lambda p: Path(p).name))
+        .drop(columns=["path"])
+        .rename(
+            columns={"dense": "original", "dense_correct": "original right", "pruned_correct": "pruned right"}
+        )
+    )
     table = table[["clip", *[c for c in table.columns if c != "clip"]]]
     st.dataframe(table, hide_index=True, key="listen_table", height=220)
     names = list(table["clip"])
@@ -98,7 +128,9 @@ def _browse(loaded, variant, dataset, split) -> None:
 
 
 def _upload(loaded, variant) -> None:
-    uploaded = st.file_uploader("Upload a WAV, FLAC or OGG file", type=["wav", "flac", "ogg"], key="listen_upload")
+    uploaded = st.file_uploader(
+        "Upload a WAV, FLAC or OGG file", type=["wav", "flac", "ogg"], key="listen_upload"
+    )
     recorded = st.audio_input("Or record one", key="listen_record")
     clip = uploaded or recorded
     if clip is None:
@@ -110,8 +142,9 @@ def _upload(loaded, variant) -> None:
         st.error(f"That file cannot be used: {exc}")
         return
     if recording.cut:
-        st.warning(f"The recording is {recording.seconds:.0f} s long; classifying its first "
-                   f"{windows.MAX_SECONDS} s.")
+        st.warning(
+            f"The recording is {recording.seconds:.0f} s long; classifying its first {windows.MAX_SECONDS} s."
+        )
     st.audio(data)
     _answers(loaded, variant, recording.wave, show_windows=True)
 

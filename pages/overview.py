@@ -62,11 +62,16 @@ def render() -> None:
     cols[0].metric("Layers", facts["layers"])
     cols[1].metric("Heads per layer", max(facts["heads"]) if facts["heads"] else 0)
     cols[2].metric("Parameters", f"{facts['parameters'] / 1e6:.2f} M")
-    cols[3].metric("Attention share", f"{facts['attention_share']:.0%}",
-                   help="fraction of the parameters in W_q, W_k, W_v and W_o (the part prunekit cuts)")
+    cols[3].metric(
+        "Attention share",
+        f"{facts['attention_share']:.0%}",
+        help="fraction of the parameters in W_q, W_k, W_v and W_o (the part prunekit cuts)",
+    )
     cols[4].metric("MACs per clip", f"{dense_macs(source) / 1e6:.0f} M")
-    st.write(f"Input: {facts['input']}; {facts['classes']} classes; hidden size {facts['hidden_size']}; "
-             f"head dim {facts['head_dim']}.")
+    st.write(
+        f"Input: {facts['input']}; {facts['classes']} classes; hidden size {facts['hidden_size']}; "
+        f"head dim {facts['head_dim']}."
+    )
     st.markdown(GUIDE)
     with st.expander("Words used in this app"):
         st.markdown(GLOSSARY)
@@ -76,8 +81,11 @@ def render() -> None:
     split = eval_split()
     result = dense_evaluation(source, dataset, split)
     if result is not None:
-        st.metric(f"Accuracy on the {split} split of {dataset.name}", f"{result.accuracy:.1%}",
-                  help=f"{len(result.predictions)} clips")
+        st.metric(
+            f"Accuracy on the {split} split of {dataset.name}",
+            f"{result.accuracy:.1%}",
+            help=f"{len(result.predictions)} clips",
+        )
 
 
 render()

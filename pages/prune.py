@@ -30,14 +30,20 @@ from prunekit.ui import (
 )
 
 st.title("Prune")
-st.caption("Pick a pattern, a threshold and a sparsity; nothing changes until you press Apply, "
-           "and the original model is never touched.")
+st.caption(
+    "Pick a pattern, a threshold and a sparsity; nothing changes until you press Apply, "
+    "and the original model is never touched."
+)
 
-PATTERN_HELP = ("entire-head removes whole heads; per-head removes channels inside each head (QK and VO "
-                "separately); same-channel removes the same channel index from every head of a layer")
+PATTERN_HELP = (
+    "entire-head removes whole heads; per-head removes channels inside each head (QK and VO "
+    "separately); same-channel removes the same channel index from every head of a layer"
+)
 THRESHOLD_HELP = "global ranks all layers together; local removes the same share from every layer"
-BUDGET_HELP = ("global per-head and same-channel only: separate gives the Q/K and the V/O channels each the "
-               "target share of their own weights (the paper's method); joint ranks both in one budget")
+BUDGET_HELP = (
+    "global per-head and same-channel only: separate gives the Q/K and the V/O channels each the "
+    "target share of their own weights (the paper's method); joint ranks both in one budget"
+)
 
 
 def _forced() -> tuple[set, set]:
@@ -50,14 +56,31 @@ def _controls(model):
     c1, c2, c3, c4 = st.columns(4)
     names = scoring.scorer_names()
     scorer = c1.selectbox("Scorer", names, index=names.index("fisher"), key="prune_scorer")
-    pattern = c2.selectbox("Pattern", planner.PATTERNS, index=planner.PATTERNS.index("per-head"),
-                           key="prune_pattern", help=PATTERN_HELP)
+    pattern = c2.selectbox(
+        "Pattern",
+        planner.PATTERNS,
+        index=planner.PATTERNS.index("per-head"),
+        key="prune_pattern",
+        help=PATTERN_HELP,
+    )
     threshold = c3.selectbox("Threshold", planner.THRESHOLDS, key="prune_threshold", help=THRESHOLD_HELP)
-    budget = c4.selectbox("Q/K and V/O budgets", planner.BUDGETS, key="prune_budget", help=BUDGET_HELP,
-                          disabled=not planner.budget_applies(pattern, threshold))
+    budget = c4.selectbox(
+        "Q/K and V/O budgets",
+        planner.BUDGETS,
+        key="prune_budget",
+        help=BUDGET_HELP,
+        disabled=not planner.budget_applies(pattern, threshold),
+    )
     keep, remove = _forced()
-    sparsity = sparsity_slider(model, pattern, threshold, key="prune_sparsity", budget=budget,
-                               force_keep=keep if pattern == "entire-head" else (), force_remove=remove)
+    sparsity = sparsity_slider(
+        model,
+        pattern,
+        threshold,
+        key="prune_sparsity",
+        budget=budget,
+        force_keep=keep if pattern == "entire-head" else (),
+        force_remove=remove,
+    )
     return scorer, pattern, threshold, budget, sparsity
 
 
@@ -76,7 +99,8 @@ def _apply_click(event, pattern: str) -> None:
         # number of channels, so no single head can be kept whole.
         st.session_state["prune_notice"] = (
             f"Layer {picked[0]} head {picked[1]} was not pinned: 'keep' works with the entire-head pattern "
-            f"only; under {pattern} every head of a layer loses the same number of channels.")
+            f"only; under {pattern} every head of a layer loses the same number of channels."
+        )
     elif action == "keep":
         keep.add(picked)
     elif action == "remove":
@@ -90,8 +114,9 @@ def _plan_or_explain(scores, pattern, threshold, budget, sparsity):
     keep, remove = _forced()
     keep_now = keep if pattern == "entire-head" else set()
     try:
-        return planner.make_plan(scores, pattern, threshold, sparsity, force_keep=keep_now, force_remove=remove,
-                                 budget=budget)
+        return planner.make_plan(
+            scores, pattern, threshold, sparsity, force_keep=keep_now, force_remove=remove, budget=budget
+        )
     except PrunekitError as exc:
         st.warning(f"This plan cannot be made: {exc}. Change the pattern, the threshold or the forced heads.")
         return None
@@ -102,13 +127,24 @@ def _preview(plan, source, loaded) -> None:
     cost = plan_cost(plan, loaded.model, dense["macs_per_clip"])
     summary = plan.summary()
     cols = st.columns(4)
-    cols[0].metric("Attention sparsity reached", f"{cost['attention_sparsity']:.1%}",
-                   help="the closest the pattern's granularity allows to the slider")
+    cols[0].metric(
+        "Attention sparsity reached",
+        f"{cost['attention_sparsity']:.1%}",
+        help="the closest the pattern's granularity allows to the slider",
+    )
     cols[1].metric("Heads left", f"{int(summary['heads_left'].sum())} / {int(summary['heads'].sum())}")
-    cols[2].metric("Parameters", f"{cost['parameters'] / 1e6:.2f} M",
-                   f"{cost['parameters'] / dense['parameters'] - 1:+.1%}", delta_color="inverse")
-    cols[3].metric("MACs per clip", f"{cost['macs_per_clip'] / 1e6:.0f} M",
-                   f"{cost['macs_per_clip'] / dense['macs_per_clip'] - 1:+.1%}", delta_color="inverse")
+    cols[2].metric(
+        "Parameters",
+        f"{cost['parameters'] / 1e6:.2f} M",
+        f"{cost['parameters'] / dense['parameters'] - 1:+.1%}",
+        delta_color="inverse",
+    )
+    cols[3].metric(
+        "MACs per clip",
+        f"{cost['macs_per_clip'] / 1e6:.0f} M",
+        f"{cost['macs_per_clip'] / dense['macs_per_clip'] - 1:+.1%}",
+        delta_color="inverse",
+    )
     with st.expander("Per-layer plan"):
         st.dataframe(summary, hide_index=True)
 
@@ -118,9 +154,11 @@ def _in_plain_words(variant, dense) -> str:
     smaller = 1 - cost.loc["pruned", "parameters"] / cost.loc["dense", "parameters"]
     speed = ratio_from(cost.loc["pruned"], 32).describe()  # a 95 % interval, not one noisy reading
     agree = 1 - changes.prediction_changes(dense, variant.evaluation)["differ"].mean()
-    return (f"In plain words: the pruned model is {smaller:.0%} smaller and, on a batch of 32 clips, {speed}. "
-            f"Out of 100 clips it gets {100 * variant.accuracy:.0f} right, where the original gets "
-            f"{100 * dense.accuracy:.0f}; the two give the same answer on {agree:.0%} of the clips.")
+    return (
+        f"In plain words: the pruned model is {smaller:.0%} smaller and, on a batch of 32 clips, {speed}. "
+        f"Out of 100 clips it gets {100 * variant.accuracy:.0f} right, where the original gets "
+        f"{100 * dense.accuracy:.0f}; the two give the same answer on {agree:.0%} of the clips."
+    )
 
 
 def _results(variant, dense) -> None:
@@ -130,43 +168,79 @@ def _results(variant, dense) -> None:
         st.write(f"Clip by clip against the original: {variant.comparison.describe()}.")
     cost = variant.cost
     cols = st.columns(4)
-    cols[0].metric("Pruned accuracy", f"{variant.accuracy:.1%}", f"{100 * (variant.accuracy - dense.accuracy):+.1f} points")
+    cols[0].metric(
+        "Pruned accuracy",
+        f"{variant.accuracy:.1%}",
+        f"{100 * (variant.accuracy - dense.accuracy):+.1f} points",
+    )
     cols[1].metric("Original accuracy", f"{dense.accuracy:.1%}")
-    cols[2].metric("Parameters", f"{cost.loc['pruned', 'parameters'] / 1e6:.2f} M",
-                   f"{cost.loc['pruned', 'parameters'] / cost.loc['dense', 'parameters'] - 1:+.1%}", delta_color="inverse")
-    cols[3].metric("MACs per clip", f"{cost.loc['pruned', 'macs_per_clip'] / 1e6:.0f} M",
-                   f"{cost.loc['pruned', 'macs_per_clip'] / cost.loc['dense', 'macs_per_clip'] - 1:+.1%}",
-                   delta_color="inverse")
+    cols[2].metric(
+        "Parameters",
+        f"{cost.loc['pruned', 'parameters'] / 1e6:.2f} M",
+        f"{cost.loc['pruned', 'parameters'] / cost.loc['dense', 'parameters'] - 1:+.1%}",
+        delta_color="inverse",
+    )
+    cols[3].metric(
+        "MACs per clip",
+        f"{cost.loc['pruned', 'macs_per_clip'] / 1e6:.0f} M",
+        f"{cost.loc['pruned', 'macs_per_clip'] / cost.loc['dense', 'macs_per_clip'] - 1:+.1%}",
+        delta_color="inverse",
+    )
     cols = st.columns(4)
     for col, b in zip(cols, (1, 32)):
-        col.metric(f"Latency, batch {b}", f"{cost.loc['pruned', f'latency_b{b}_ms']:.1f} ms",
-                   f"{cost.loc['pruned', f'latency_b{b}_ms'] / cost.loc['dense', f'latency_b{b}_ms'] - 1:+.1%}",
-                   delta_color="inverse", help=f"original: {cost.loc['dense', f'latency_b{b}_ms']:.1f} ms (medians, "
-                                               "timed interleaved with the pruned model); "
-                                               + ratio_from(cost.loc["pruned"], b).describe())
+        col.metric(
+            f"Latency, batch {b}",
+            f"{cost.loc['pruned', f'latency_b{b}_ms']:.1f} ms",
+            f"{cost.loc['pruned', f'latency_b{b}_ms'] / cost.loc['dense', f'latency_b{b}_ms'] - 1:+.1%}",
+            delta_color="inverse",
+            help=f"original: {cost.loc['dense', f'latency_b{b}_ms']:.1f} ms (medians, "
+            "timed interleaved with the pruned model); " + ratio_from(cost.loc["pruned"], b).describe(),
+        )
     st.markdown("**Accuracy change per class** (pruned minus original)")
-    st.plotly_chart(figures.class_change_bars(changes.class_changes(dense, variant.evaluation)), key="prune_classes")
+    st.plotly_chart(
+        figures.class_change_bars(changes.class_changes(dense, variant.evaluation)), key="prune_classes"
+    )
     with st.expander("Confusion matrices"):
         left, right = st.columns(2)
         left.plotly_chart(figures.confusion_map(dense.confusion, "Original"), key="prune_conf_dense")
-        right.plotly_chart(figures.confusion_map(variant.evaluation.confusion, "Pruned"), key="prune_conf_pruned")
+        right.plotly_chart(
+            figures.confusion_map(variant.evaluation.confusion, "Pruned"), key="prune_conf_pruned"
+        )
 
 
 def _history_table(source, dataset, done) -> pd.DataFrame:
     """One row per variant, the original first: what the chart plots and the CSV holds."""
     cost = done[0].cost.loc["dense"]
     original = dense_evaluation(source, dataset, done[0].split)
-    rows = [{"Variant": "original", "Split": done[0].split, "Attention removed (%)": 0.0,
-             "Accuracy (%)": 100 * original.accuracy, "Change vs original (points)": 0.0,
-             "Parameters (M)": cost["parameters"] / 1e6, "MACs per clip (M)": cost["macs_per_clip"] / 1e6,
-             "Latency b1 (ms)": cost["latency_b1_ms"], "Speed (batch 32)": "-"}]
+    rows = [
+        {
+            "Variant": "original",
+            "Split": done[0].split,
+            "Attention removed (%)": 0.0,
+            "Accuracy (%)": 100 * original.accuracy,
+            "Change vs original (points)": 0.0,
+            "Parameters (M)": cost["parameters"] / 1e6,
+            "MACs per clip (M)": cost["macs_per_clip"] / 1e6,
+            "Latency b1 (ms)": cost["latency_b1_ms"],
+            "Speed (batch 32)": "-",
+        }
+    ]
     for v in done:
         pruned = v.cost.loc["pruned"]
         change = 100 * (v.accuracy - dense_evaluation(source, dataset, v.split).accuracy)
-        rows.append({"Variant": v.name, "Split": v.split, "Attention removed (%)": 100 * v.plan.attention_sparsity(),
-                     "Accuracy (%)": 100 * v.accuracy, "Change vs original (points)": change,
-                     "Parameters (M)": pruned["parameters"] / 1e6, "MACs per clip (M)": pruned["macs_per_clip"] / 1e6,
-                     "Latency b1 (ms)": pruned["latency_b1_ms"], "Speed (batch 32)": ratio_from(pruned, 32).describe()})
+        rows.append(
+            {
+                "Variant": v.name,
+                "Split": v.split,
+                "Attention removed (%)": 100 * v.plan.attention_sparsity(),
+                "Accuracy (%)": 100 * v.accuracy,
+                "Change vs original (points)": change,
+                "Parameters (M)": pruned["parameters"] / 1e6,
+                "MACs per clip (M)": pruned["macs_per_clip"] / 1e6,
+                "Latency b1 (ms)": pruned["latency_b1_ms"],
+                "Speed (batch 32)": ratio_from(pruned, 32).describe(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -176,29 +250,53 @@ def _history(source, dataset, loaded) -> None:
         return
     st.subheader("This session's variants")
     table = _history_table(source, dataset, done)
-    axis = st.radio("Accuracy against", ["MACs per clip (M)", "Latency b1 (ms)"], horizontal=True,
-                    key="prune_history_axis", help="MACs: compute per clip; latency: median time for one clip")
+    axis = st.radio(
+        "Accuracy against",
+        ["MACs per clip (M)", "Latency b1 (ms)"],
+        horizontal=True,
+        key="prune_history_axis",
+        help="MACs: compute per clip; latency: median time for one clip",
+    )
     st.plotly_chart(figures.variants_chart(table, axis), key="prune_history_chart")
-    event = st.dataframe(table, hide_index=True, key="prune_history", on_select="rerun", selection_mode="multi-row",
-                         column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns
-                                        if "(%)" in c or "points" in c})
+    event = st.dataframe(
+        table,
+        hide_index=True,
+        key="prune_history",
+        on_select="rerun",
+        selection_mode="multi-row",
+        column_config={
+            c: st.column_config.NumberColumn(format="%.1f")
+            for c in table.columns
+            if "(%)" in c or "points" in c
+        },
+    )
     chosen_rows = [r for r in event.selection.rows if r > 0]  # row 0 is the original: never deleted
     c1, c2 = st.columns(2)
     if c1.button(f"Delete the {len(chosen_rows)} selected", key="prune_delete", disabled=not chosen_rows):
         forget([done[r - 1] for r in chosen_rows])
         st.rerun()
-    c2.download_button("Download this table (CSV)", table.to_csv(index=False).encode(), file_name="variants.csv",
-                       mime="text/csv", key="prune_history_csv")
+    c2.download_button(
+        "Download this table (CSV)",
+        table.to_csv(index=False).encode(),
+        file_name="variants.csv",
+        mime="text/csv",
+        key="prune_history_csv",
+    )
     if len(history()) > max_variants():
-        st.caption(f"The {max_variants()} newest variants of this session are kept in memory; older ones "
-                   "are on disk under cache/sessions/ and are read back when you download or listen to them.")
+        st.caption(
+            f"The {max_variants()} newest variants of this session are kept in memory; older ones "
+            "are on disk under cache/sessions/ and are read back when you download or listen to them."
+        )
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
     pick = st.selectbox("Download a variant", names, key="prune_download_pick")
     chosen = done[names.index(pick)]
-    st.download_button("Download as a zip (save_pretrained folder + plan.json)",
-                       lambda: pipeline.variant_zip(with_model(chosen), loaded.feature_extractor, loaded.labels),
-                       file_name=f"{chosen.name.replace(' ', '-').replace('%', '')}.zip", mime="application/zip",
-                       key="prune_download")
+    st.download_button(
+        "Download as a zip (save_pretrained folder + plan.json)",
+        lambda: pipeline.variant_zip(with_model(chosen), loaded.feature_extractor, loaded.labels),
+        file_name=f"{chosen.name.replace(' ', '-').replace('%', '')}.zip",
+        mime="application/zip",
+        key="prune_download",
+    )
 
 
 def render() -> None:
@@ -210,8 +308,13 @@ def render() -> None:
     scores = scores_or_report(source, scorer)
     if scores is None or sparsity is None:
         return
-    st.radio("Clicking a head on the map", ["remove", "keep", "clear"], horizontal=True, key="prune_click",
-             help="force a head out of (or into) the plan; keep works with the entire-head pattern")
+    st.radio(
+        "Clicking a head on the map",
+        ["remove", "keep", "clear"],
+        horizontal=True,
+        key="prune_click",
+        help="force a head out of (or into) the plan; keep works with the entire-head pattern",
+    )
     notice = st.session_state.pop("prune_notice", None)
     if notice:
         st.info(notice)
@@ -225,8 +328,10 @@ def render() -> None:
     plan = _plan_or_explain(scores, pattern, threshold, budget, sparsity)
     if plan is None:
         return
-    marks = {h: "K" for h in keep} | {h: "R" for h in remove}
-    event = st.plotly_chart(figures.plan_map(plan, marks), on_select="rerun", selection_mode="points", key="prune_map")
+    marks = dict.fromkeys(keep, "K") | dict.fromkeys(remove, "R")
+    event = st.plotly_chart(
+        figures.plan_map(plan, marks), on_select="rerun", selection_mode="points", key="prune_map"
+    )
     _apply_click(event, pattern)
     _preview(plan, source, loaded)
     dataset = dataset_or_report()
@@ -236,12 +341,27 @@ def render() -> None:
     dense = dense_evaluation(source, dataset, split)
     if dense is None:
         return
-    if st.button("Apply", type="primary", key="prune_apply",
-                 help=f"physically prune a copy of the model and evaluate it on the {split} split"):
+    if st.button(
+        "Apply",
+        type="primary",
+        key="prune_apply",
+        help=f"physically prune a copy of the model and evaluate it on the {split} split",
+    ):
         widget, progress = bar(f"Pruning and evaluating on the {split} split:")
         try:
-            remember(pipeline.prune_and_evaluate(loaded.model, loaded.feature_extractor, loaded.labels, plan, dataset,
-                                                 split, dense=dense, progress=progress), source)
+            remember(
+                pipeline.prune_and_evaluate(
+                    loaded.model,
+                    loaded.feature_extractor,
+                    loaded.labels,
+                    plan,
+                    dataset,
+                    split,
+                    dense=dense,
+                    progress=progress,
+                ),
+                source,
+            )
         except REPORTED as exc:
             st.error(f"Could not apply the plan: {exc}")
         finally:

@@ -85,12 +85,19 @@ def _open_data(spec: str):
 
 def _model_options(p: argparse.ArgumentParser, data_help: str = "'demo' or a dataset folder") -> None:
     p.add_argument("--model", default="demo", help="'demo', a local folder or a Hugging Face hub id")
-    p.add_argument("--data", default="demo",
-                   help=data_help + " (a folder's layout is detected; force it with speech-commands:DIR or folders:DIR); "
-                                    "or a CSV manifest naming audio files and labels")
-    p.add_argument("--preset", metavar="NAME",
-                   help="read --data as this manifest layout: esc50, urbansound8k, fsd50k or audioset "
-                        "(default: detected from the manifest's header)")
+    p.add_argument(
+        "--data",
+        default="demo",
+        help=data_help
+        + " (a folder's layout is detected; force it with speech-commands:DIR or folders:DIR); "
+        "or a CSV manifest naming audio files and labels",
+    )
+    p.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="read --data as this manifest layout: esc50, urbansound8k, fsd50k or audioset "
+        "(default: detected from the manifest's header)",
+    )
 
 
 def _scoring_options(p: argparse.ArgumentParser) -> None:
@@ -98,17 +105,23 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
 
     _model_options(p, "'demo' or a dataset folder (gradient scorers read it)")
     p.add_argument("--scorer", default="fisher", choices=scorer_names())
-    p.add_argument("--score-split", default="validation", choices=SPLITS,
-                   help="split the gradient scorers read (default: validation, as in the paper)")
+    p.add_argument(
+        "--score-split",
+        default="validation",
+        choices=SPLITS,
+        help="split the gradient scorers read (default: validation, as in the paper)",
+    )
     p.add_argument("--clips", type=_positive, default=1000, help="clips the gradient scorers read")
     p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--norm", default="l1", choices=["l1", "l2"], help="magnitude's norm")
     p.add_argument("--seed", type=int, default=0, help="random's seed")
 
 
-BUDGET_HELP = ("with a global threshold over channels (per-head, same-channel): 'separate' gives the Q/K and "
-               "the V/O channels each the target share of their own weights (the paper's), 'joint' one budget "
-               "for both; ignored by entire-head and local thresholds")
+BUDGET_HELP = (
+    "with a global threshold over channels (per-head, same-channel): 'separate' gives the Q/K and "
+    "the V/O channels each the target share of their own weights (the paper's), 'joint' one budget "
+    "for both; ignored by entire-head and local thresholds"
+)
 
 
 def _scores(args: argparse.Namespace, loaded, dataset=None):
@@ -121,9 +134,18 @@ def _scores(args: argparse.Namespace, loaded, dataset=None):
     features_bar, features = _bar(f"features of {args.score_split}")
     scores_bar, progress = _bar(f"{args.scorer} scores")
     try:
-        return score_split(*loaded, args.scorer, dataset, split=args.score_split, clips=args.clips,
-                           batch_size=args.batch_size, norm=args.norm, seed=args.seed,
-                           features_progress=features, progress=progress)
+        return score_split(
+            *loaded,
+            args.scorer,
+            dataset,
+            split=args.score_split,
+            clips=args.clips,
+            batch_size=args.batch_size,
+            norm=args.norm,
+            seed=args.seed,
+            features_progress=features,
+            progress=progress,
+        )
     finally:
         features_bar.close()
         scores_bar.close()
@@ -145,8 +167,10 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
     bar.close()
     counts = data.counts()
     print(f"Synthetic Speech Commands (seed {args.seed}) at {demo_root(args.seed)}")
-    print(f"{len(data.clips)} clips, {len(data.labels)} labels; per split: " + ", ".join(
-        f"{s} {int(counts[s].sum())}" for s in counts.columns))
+    print(
+        f"{len(data.clips)} clips, {len(data.labels)} labels; per split: "
+        + ", ".join(f"{s} {int(counts[s].sum())}" for s in counts.columns)
+    )
     print(f"({time.perf_counter() - start:.1f} s)")
 
 
@@ -169,9 +193,11 @@ def cmd_demo_train(args: argparse.Namespace) -> None:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
     record = train_demo(cfg, Path(args.out))
     print(f"Demo model written to {args.out}")
-    print(f"validation accuracy {record['validation_accuracy']:.4f} (epoch {record['best_epoch']}), "
-          f"test accuracy {record['test_accuracy']:.4f} on {record['test_clips']} held-out-voice clips, "
-          f"{record['train_seconds']:.0f} s")
+    print(
+        f"validation accuracy {record['validation_accuracy']:.4f} (epoch {record['best_epoch']}), "
+        f"test accuracy {record['test_accuracy']:.4f} on {record['test_clips']} held-out-voice clips, "
+        f"{record['train_seconds']:.0f} s"
+    )
 
 
 # --- evaluate -------------------------------------------------------------------------------------
@@ -194,7 +220,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     model, extractor, labels = load_model(args.model)
     data = _open_data(args.data)
     bar, progress = _bar(f"evaluating on {args.split}")
-    result = evaluate(model, extractor, labels, data, args.split, batch_size=args.batch_size, progress=progress)
+    result = evaluate(
+        model, extractor, labels, data, args.split, batch_size=args.batch_size, progress=progress
+    )
     bar.close()
     row = cost(model, repeats=args.repeats).iloc[0]
     s = result.summary.iloc[0]
@@ -207,10 +235,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         print(f"accuracy {s['accuracy']:.4f}   loss {s['loss']:.4f}")
         worst = result.per_class.sort_values("accuracy").head(5)
-        print("lowest per-class accuracy: " + ", ".join(f"{r.label} {r.accuracy:.2f}" for r in worst.itertuples()))
-    print(f"parameters {int(row['parameters']):,} (attention {int(row['attention_parameters']):,}), "
-          f"MACs/clip {row['macs_per_clip'] / 1e6:.1f} M, latency b1 {row['latency_b1_ms']:.2f} ms, "
-          f"b32 {row['latency_b32_ms']:.1f} ms")
+        print(
+            "lowest per-class accuracy: "
+            + ", ".join(f"{r.label} {r.accuracy:.2f}" for r in worst.itertuples())
+        )
+    print(
+        f"parameters {int(row['parameters']):,} (attention {int(row['attention_parameters']):,}), "
+        f"MACs/clip {row['macs_per_clip'] / 1e6:.1f} M, latency b1 {row['latency_b1_ms']:.2f} ms, "
+        f"b32 {row['latency_b32_ms']:.1f} ms"
+    )
     if args.csv:
         out = Path(args.csv)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -219,9 +252,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"model": args.model, "data": str(args.data), "split": args.split,
-                   "summary": result.summary.iloc[0].to_dict(), "cost": row.to_dict(),
-                   "per_class": result.per_class.to_dict(orient="records")}
+        payload = {
+            "model": args.model,
+            "data": str(args.data),
+            "split": args.split,
+            "summary": result.summary.iloc[0].to_dict(),
+            "cost": row.to_dict(),
+            "per_class": result.per_class.to_dict(orient="records"),
+        }
         out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
         print(f"report written to {out}")
 
@@ -254,16 +292,28 @@ def cmd_score(args: argparse.Namespace) -> None:
 def add_prune(sub) -> None:
     from prunekit.heads.planner import BUDGETS, PATTERNS, THRESHOLDS
 
-    p = sub.add_parser("prune", help="score, plan, physically prune, save, and evaluate against the dense model")
+    p = sub.add_parser(
+        "prune", help="score, plan, physically prune, save, and evaluate against the dense model"
+    )
     _scoring_options(p)
     p.add_argument("--pattern", default="per-head", choices=PATTERNS)
     p.add_argument("--threshold", default="global", choices=THRESHOLDS)
     p.add_argument("--budget", default="separate", choices=BUDGETS, help=BUDGET_HELP)
     p.add_argument("--sparsity", type=_fraction, default=0.5, help="target attention sparsity in [0, 1]")
-    p.add_argument("--force-remove", type=_heads, default=[], metavar="L:H,...",
-                   help="heads to remove whatever their score, e.g. 0:1,3:2 (they count towards the sparsity)")
-    p.add_argument("--force-keep", type=_heads, default=[], metavar="L:H,...",
-                   help="heads never to remove (entire-head pattern only)")
+    p.add_argument(
+        "--force-remove",
+        type=_heads,
+        default=[],
+        metavar="L:H,...",
+        help="heads to remove whatever their score, e.g. 0:1,3:2 (they count towards the sparsity)",
+    )
+    p.add_argument(
+        "--force-keep",
+        type=_heads,
+        default=[],
+        metavar="L:H,...",
+        help="heads never to remove (entire-head pattern only)",
+    )
     p.add_argument("--out", required=True, help="folder for the pruned model (save_pretrained layout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
     p.add_argument("--split", default="test", choices=SPLITS, help="evaluation split")
@@ -284,25 +334,50 @@ def cmd_prune(args: argparse.Namespace) -> None:
     check_output(out, overwrite=args.overwrite)  # before the work, not after it
     loaded = load_model(args.model)
     data = _open_data(args.data)  # read once: the scorer and the evaluation share it
-    plan = make_plan(_scores(args, loaded, data), args.pattern, args.threshold, args.sparsity, budget=args.budget,
-                     force_keep=args.force_keep, force_remove=args.force_remove)
+    plan = make_plan(
+        _scores(args, loaded, data),
+        args.pattern,
+        args.threshold,
+        args.sparsity,
+        budget=args.budget,
+        force_keep=args.force_keep,
+        force_remove=args.force_remove,
+    )
     budget = f", {args.budget} Q/K and V/O budgets" if budget_applies(args.pattern, args.threshold) else ""
-    print(f"plan: {args.scorer} scores, {args.pattern} pattern, {args.threshold} threshold{budget}, "
-          f"target {args.sparsity:.1%} -> attention sparsity reached {plan.attention_sparsity():.1%}")
+    print(
+        f"plan: {args.scorer} scores, {args.pattern} pattern, {args.threshold} threshold{budget}, "
+        f"target {args.sparsity:.1%} -> attention sparsity reached {plan.attention_sparsity():.1%}"
+    )
     print(plan.summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     bar, progress = _bar(f"evaluating dense on {args.split}")
-    dense = evaluate(loaded.model, loaded.feature_extractor, loaded.labels, data, args.split,
-                     batch_size=args.batch_size, progress=progress)
+    dense = evaluate(
+        loaded.model,
+        loaded.feature_extractor,
+        loaded.labels,
+        data,
+        args.split,
+        batch_size=args.batch_size,
+        progress=progress,
+    )
     bar.close()
     bar, progress = _bar(f"pruning and evaluating on {args.split}")
-    variant = prune_and_evaluate(*loaded, plan, data, args.split, dense=dense, repeats=args.repeats,
-                                 progress=progress)
+    variant = prune_and_evaluate(
+        *loaded, plan, data, args.split, dense=dense, repeats=args.repeats, progress=progress
+    )
     bar.close()
-    save_pruned(variant.model, out, plan=plan, feature_extractor=loaded.feature_extractor, labels=loaded.labels,
-                overwrite=args.overwrite)
+    save_pruned(
+        variant.model,
+        out,
+        plan=plan,
+        feature_extractor=loaded.feature_extractor,
+        labels=loaded.labels,
+        overwrite=args.overwrite,
+    )
     print(f"pruned model written to {out}")
-    quality = {name: {"accuracy": e.accuracy, "loss": float(e.summary["loss"].iloc[0])}
-               for name, e in (("dense", dense), ("pruned", variant.evaluation))}
+    quality = {
+        name: {"accuracy": e.accuracy, "loss": float(e.summary["loss"].iloc[0])}
+        for name, e in (("dense", dense), ("pruned", variant.evaluation))
+    }
     table = pd.concat([pd.DataFrame(quality).T, variant.cost], axis=1).T  # latencies timed interleaved
     table["pruned / dense"] = table["pruned"] / table["dense"]
     print(f"evaluation on {data.name} [{args.split}]:")
@@ -316,37 +391,62 @@ def add_sweep(sub) -> None:
     from prunekit.heads.scoring import scorer_names
     from prunekit.recovery.sweep import SweepConfig
 
-    p = sub.add_parser("sweep", help="iterative pruning with LoRA recovery over scorers x patterns x "
-                                     "thresholds; resumable: rerun the same command to continue")
+    p = sub.add_parser(
+        "sweep",
+        help="iterative pruning with LoRA recovery over scorers x patterns x "
+        "thresholds; resumable: rerun the same command to continue",
+    )
     defaults = SweepConfig()
     run, recovery = defaults.run, defaults.run.recovery
     _model_options(p)
     p.add_argument("--out", required=True, help="folder for the results and the resumable state")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in --out even if it holds another sweep")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start afresh in --out even if it holds another sweep"
+    )
     p.add_argument("--scorers", nargs="+", default=list(defaults.scorers), choices=scorer_names())
     p.add_argument("--patterns", nargs="+", default=list(defaults.patterns), choices=PATTERNS)
     p.add_argument("--thresholds", nargs="+", default=list(defaults.thresholds), choices=THRESHOLDS)
     p.add_argument("--budget", default=run.budget, choices=BUDGETS, help=BUDGET_HELP)
     p.add_argument("--seeds", nargs="+", type=int, default=list(defaults.seeds))
-    p.add_argument("--steps", type=_positive, default=len(run.schedule), help="pruning steps per configuration")
-    p.add_argument("--fraction", type=float, default=0.1, help="geometric: each step removes this share of what remains")
-    p.add_argument("--target", type=float, help="linear steps up to this attention sparsity instead of geometric ones")
+    p.add_argument(
+        "--steps", type=_positive, default=len(run.schedule), help="pruning steps per configuration"
+    )
+    p.add_argument(
+        "--fraction", type=float, default=0.1, help="geometric: each step removes this share of what remains"
+    )
+    p.add_argument(
+        "--target", type=float, help="linear steps up to this attention sparsity instead of geometric ones"
+    )
     p.add_argument("--no-recovery", action="store_true", help="prune only (no LoRA between steps)")
     p.add_argument("--epochs", type=_positive, default=recovery.epochs, help="LoRA epochs per step")
-    p.add_argument("--train-clips", type=_count_or_all, default=recovery.train_clips,
-                   help="training clips per step (a seeded subset per step), or 'all'")
-    p.add_argument("--val-clips", type=_count_or_all, default=recovery.validation_clips,
-                   help="validation clips that pick the best checkpoint, or 'all'")
+    p.add_argument(
+        "--train-clips",
+        type=_count_or_all,
+        default=recovery.train_clips,
+        help="training clips per step (a seeded subset per step), or 'all'",
+    )
+    p.add_argument(
+        "--val-clips",
+        type=_count_or_all,
+        default=recovery.validation_clips,
+        help="validation clips that pick the best checkpoint, or 'all'",
+    )
     p.add_argument("--lr", type=float, default=recovery.lr)
     p.add_argument("--rank", type=_positive, default=recovery.rank)
     p.add_argument("--alpha", type=float, default=recovery.alpha)
     p.add_argument("--freq-mask", type=int, default=recovery.freq_mask, help="SpecAugment mel band (0: off)")
-    p.add_argument("--time-mask", type=int, default=recovery.time_mask, help="SpecAugment frame band (0: off)")
+    p.add_argument(
+        "--time-mask", type=int, default=recovery.time_mask, help="SpecAugment frame band (0: off)"
+    )
     p.add_argument("--clips", type=_positive, default=run.score_clips, help="clips the gradient scorers read")
     p.add_argument("--split", default=run.eval_split, choices=SPLITS, help="evaluation split")
-    p.add_argument("--eval-clips", type=_count_or_all, default=run.eval_clips, help="evaluation clips, or 'all'")
+    p.add_argument(
+        "--eval-clips", type=_count_or_all, default=run.eval_clips, help="evaluation clips, or 'all'"
+    )
     p.add_argument("--batch-size", type=_positive, default=run.batch_size)
-    p.add_argument("--repeats", type=_positive, default=run.latency_repeats, help="timed runs for the latency median")
+    p.add_argument(
+        "--repeats", type=_positive, default=run.latency_repeats, help="timed runs for the latency median"
+    )
     p.set_defaults(func=cmd_sweep)
 
 
@@ -364,24 +464,56 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from prunekit.report.figures import FIGURE_HTML, write_sweep_figure
 
     base = SweepConfig().run
-    schedule = (geometric_schedule(args.steps, args.fraction) if args.target is None
-                else linear_schedule(args.steps, args.target))
-    recovery = None if args.no_recovery else dataclasses.replace(
-        base.recovery, epochs=args.epochs, train_clips=args.train_clips, validation_clips=args.val_clips,
-        lr=args.lr, rank=args.rank, alpha=args.alpha, batch_size=args.batch_size, freq_mask=args.freq_mask,
-        time_mask=args.time_mask)
-    run = dataclasses.replace(base, schedule=schedule, recovery=recovery, budget=args.budget, score_clips=args.clips,
-                              eval_split=args.split, eval_clips=args.eval_clips, batch_size=args.batch_size,
-                              latency_repeats=args.repeats)
-    config = SweepConfig(model=args.model, data=args.data, scorers=args.scorers, patterns=args.patterns,
-                         thresholds=args.thresholds, seeds=args.seeds, run=run)
+    schedule = (
+        geometric_schedule(args.steps, args.fraction)
+        if args.target is None
+        else linear_schedule(args.steps, args.target)
+    )
+    recovery = (
+        None
+        if args.no_recovery
+        else dataclasses.replace(
+            base.recovery,
+            epochs=args.epochs,
+            train_clips=args.train_clips,
+            validation_clips=args.val_clips,
+            lr=args.lr,
+            rank=args.rank,
+            alpha=args.alpha,
+            batch_size=args.batch_size,
+            freq_mask=args.freq_mask,
+            time_mask=args.time_mask,
+        )
+    )
+    run = dataclasses.replace(
+        base,
+        schedule=schedule,
+        recovery=recovery,
+        budget=args.budget,
+        score_clips=args.clips,
+        eval_split=args.split,
+        eval_clips=args.eval_clips,
+        batch_size=args.batch_size,
+        latency_repeats=args.repeats,
+    )
+    config = SweepConfig(
+        model=args.model,
+        data=args.data,
+        scorers=args.scorers,
+        patterns=args.patterns,
+        thresholds=args.thresholds,
+        seeds=args.seeds,
+        run=run,
+    )
     start = time.perf_counter()
     bar, progress = _bar(f"sweep of {len(config.runs())} configurations", unit="step")
 
     def on_step(name: str, r: dict) -> None:
-        bar.write(f"{name} step {r['step']}: attention sparsity {r['attention_sparsity']:.1%} "
-                  f"(target {r['target_sparsity']:.1%}), accuracy {r['accuracy_before']:.4f} -> "
-                  f"{r['accuracy_after']:.4f} after recovery, {r['seconds']:.0f} s")
+        bar.write(
+            f"{name} step {r['step']}: attention sparsity {r['attention_sparsity']:.1%} "
+            f"(target {r['target_sparsity']:.1%}), accuracy {r['accuracy_before']:.4f} -> "
+            f"{r['accuracy_after']:.4f} after recovery, {r['seconds']:.0f} s"
+        )
         write_sweep_figure(args.out)  # the figure follows the run, step by step
 
     results = run_sweep(config, args.out, overwrite=args.overwrite, progress=progress, on_step=on_step)
@@ -389,8 +521,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     write_sweep_figure(args.out)
     print(f"accuracy after recovery (%), interpolated at attention sparsities, {args.split} split:")
     print(table_markdown(interpolated_table(results)), end="")
-    print(f"written to {args.out}: {RESULTS_FILE}, {STRUCTURE_FILE}, {TABLE_MARKDOWN}, {FIGURE_HTML}, runs/ "
-          f"({time.perf_counter() - start:.0f} s)")
+    print(
+        f"written to {args.out}: {RESULTS_FILE}, {STRUCTURE_FILE}, {TABLE_MARKDOWN}, {FIGURE_HTML}, runs/ "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
 
 
 # --- entry ----------------------------------------------------------------------------------------

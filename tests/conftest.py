@@ -18,8 +18,8 @@ import soundfile as sf
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification  # noqa: E402
+import torch
+from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_LABELS = ["down", "go", "up"]
@@ -41,17 +41,17 @@ def real_cache(monkeypatch):
 
 
 def _tiny_config(num_labels: int = len(TINY_LABELS), **overrides) -> ASTConfig:
-    values = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        num_mel_bins=16,
-        max_length=24,
-        num_labels=num_labels,
-        id2label=dict(enumerate(TINY_LABELS[:num_labels])),
-        label2id={n: i for i, n in enumerate(TINY_LABELS[:num_labels])},
-    )
+    values = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+        "num_mel_bins": 16,
+        "max_length": 24,
+        "num_labels": num_labels,
+        "id2label": dict(enumerate(TINY_LABELS[:num_labels])),
+        "label2id": {n: i for i, n in enumerate(TINY_LABELS[:num_labels])},
+    }
     values.update(overrides)
     return ASTConfig(**values)
 
@@ -77,8 +77,14 @@ def run_cli():
         env = dict(os.environ, HF_HUB_OFFLINE="1")
         if cache is not None:
             env["PRUNEKIT_CACHE"] = str(cache)
-        return subprocess.run([sys.executable, "-m", "prunekit", *map(str, args)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "prunekit", *map(str, args)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     return run
 

@@ -32,7 +32,9 @@ def test_rank_normalise_maps_each_kind_of_unit_to_percentiles(two_scorers):
     assert heads["score"].max() == 1.0 and len(heads) == 8  # 2 layers x 4 heads
     # Ranks follow the raw order within a kind of unit.
     raw = magnitude.frame.loc[heads.index, "score"]
-    assert (np.argsort(raw.to_numpy(), kind="stable") == np.argsort(heads["score"].to_numpy(), kind="stable")).all()
+    assert (
+        np.argsort(raw.to_numpy(), kind="stable") == np.argsort(heads["score"].to_numpy(), kind="stable")
+    ).all()
 
 
 def test_removal_grid_counts_removed_channels_and_heads(tiny_model):

@@ -75,7 +75,9 @@ def test_an_unknown_hub_id_offline_is_a_message(monkeypatch):
 
 
 def test_a_dataset_folder_that_is_not_speech_commands_is_a_message(tmp_path):
-    at = _app("prune", data_kind="Speech Commands v2 folder", data_ref=str(tmp_path), prune_scorer="magnitude")
+    at = _app(
+        "prune", data_kind="Speech Commands v2 folder", data_ref=str(tmp_path), prune_scorer="magnitude"
+    )
     assert any("Speech Commands layout" in e.value for e in at.error)
 
 
@@ -176,14 +178,16 @@ def test_golden_path_pick_scorer_move_sparsity_apply_read_metrics(real_cache, de
     # The app's plan and numbers are the library's, computed here independently.
     model, extractor, labels = load_model("demo")
     data = open_dataset("demo")
-    plan = make_plan(score(model, "fisher", scoring_data(data, extractor, labels, clips=64)), "per-head", "global", 0.3)
+    plan = make_plan(
+        score(model, "fisher", scoring_data(data, extractor, labels, clips=64)), "per-head", "global", 0.3
+    )
     assert variant.plan == plan
     accuracy = evaluate(variant.model, extractor, labels, data, "test").accuracy
     assert metrics["Pruned accuracy"] == f"{accuracy:.1%}"
     original = evaluate(model, extractor, labels, data, "test").accuracy
     assert metrics["Original accuracy"] == f"{original:.1%}"
     assert len(at.get("download_button")) == 2  # the history table (CSV) and the variant (zip)
-    table = [d.value for d in at.dataframe if "Variant" in d.value.columns][0]
+    table = next(d.value for d in at.dataframe if "Variant" in d.value.columns)
     assert list(table["Variant"]) == ["original", variant.name]
     assert table["Accuracy (%)"].tolist() == pytest.approx([100 * original, 100 * accuracy])
     chart = [c.proto.spec for c in at.get("plotly_chart") if "pruned variants" in c.proto.spec]
@@ -205,7 +209,9 @@ def test_the_budget_choice_changes_a_global_channel_plan():
     """Separate budgets take half of the Q/K and half of the V/O channels; global magnitude with
     one joint budget takes more of one group than of the other."""
     at = _app("prune", prune_scorer="magnitude")
-    assert at.selectbox(key="prune_budget").value == "separate" and not at.selectbox(key="prune_budget").disabled
+    assert (
+        at.selectbox(key="prune_budget").value == "separate" and not at.selectbox(key="prune_budget").disabled
+    )
     separate = at.dataframe[0].value
     at.selectbox(key="prune_budget").set_value("joint").run()
     joint = at.dataframe[0].value
@@ -283,7 +289,9 @@ def test_listen_page_uploads_good_and_bad_audio():
     assert not at.exception, at.exception
     assert any("notes.wav" in e.value and "not audio" in e.value for e in at.error)
     # The page keeps working: a 3 s stereo 44.1 kHz file is read, resampled and windowed.
-    at.file_uploader(key="listen_upload").set_value(("long.wav", _wav_bytes(3.0, 44100, 2), "audio/wav")).run()
+    at.file_uploader(key="listen_upload").set_value(
+        ("long.wav", _wav_bytes(3.0, 44100, 2), "audio/wav")
+    ).run()
     assert not at.exception, at.exception
     assert not at.error
     windows = [d.value for d in at.dataframe if "start_s" in d.value.columns]
@@ -294,8 +302,12 @@ def test_listen_page_uploads_good_and_bad_audio():
 @pytest.fixture
 def tiny_sweep_args(tiny_model_dir, tiny_speech_commands):
     """Sidebar state for the tiny model and dataset (a sweep on them takes seconds)."""
-    return {"model_kind": "Local folder", "model_ref": str(tiny_model_dir),
-            "data_kind": "Speech Commands v2 folder", "data_ref": str(tiny_speech_commands)}
+    return {
+        "model_kind": "Local folder",
+        "model_ref": str(tiny_model_dir),
+        "data_kind": "Speech Commands v2 folder",
+        "data_ref": str(tiny_speech_commands),
+    }
 
 
 def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_sweep_args):
@@ -350,7 +362,9 @@ def test_overview_has_a_glossary():
 
 def test_listen_shows_where_the_model_listens_on_an_upload():
     at = _app("listen")
-    at.file_uploader(key="listen_upload").set_value(("tone.wav", _wav_bytes(1.0, 16000, 1), "audio/wav")).run()
+    at.file_uploader(key="listen_upload").set_value(
+        ("tone.wav", _wav_bytes(1.0, 16000, 1), "audio/wav")
+    ).run()
     at.toggle(key="listen_rollout_True").set_value(True).run()
     assert not at.exception, at.exception
     spec = [c.proto.spec for c in at.get("plotly_chart") if "Attention rollout" in c.proto.spec]
@@ -378,8 +392,10 @@ def test_experiments_page_reports_a_sweep_that_fails_at_start(tiny_sweep_args, t
     next(b for b in at.button if b.label == "Start the sweep").click().run()
     assert not at.exception, at.exception
     assert not any("Started" in s.value for s in at.success)
-    assert any("failed at start: DatasetError" in e.value and "no-classes has no class folders" in e.value
-               for e in at.error), [e.value for e in at.error]
+    assert any(
+        "failed at start: DatasetError" in e.value and "no-classes has no class folders" in e.value
+        for e in at.error
+    ), [e.value for e in at.error]
 
 
 def _apply_three_variants():
@@ -394,9 +410,17 @@ def _apply_three_variants():
     from prunekit.ui import current_variants, history, remember, with_model
 
     torch.manual_seed(0)
-    model = ASTForAudioClassification(ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                                intermediate_size=37, num_mel_bins=16, max_length=24,
-                                                num_labels=3)).eval()
+    model = ASTForAudioClassification(
+        ASTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            num_mel_bins=16,
+            max_length=24,
+            num_labels=3,
+        )
+    ).eval()
     dense = PruningPlan.dense(model)
     if not history():
         for keep in (1, 2, 3):  # variant i keeps heads 0..keep-1 of layer 0

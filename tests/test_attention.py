@@ -24,8 +24,10 @@ def test_clip_attention_is_the_softmax_of_the_heads_own_queries_and_keys(tiny_mo
     # Reference: capture layer 1's input and recompute its attention from q_proj and k_proj by hand.
     captured = {}
     block = anatomy.attention(tiny_model, 1)
-    handle = block.register_forward_pre_hook(lambda m, args, kwargs: captured.update(h=args[0] if args else kwargs["hidden_states"]),
-                                             with_kwargs=True)
+    handle = block.register_forward_pre_hook(
+        lambda m, args, kwargs: captured.update(h=args[0] if args else kwargs["hidden_states"]),
+        with_kwargs=True,
+    )
     with torch.no_grad():
         tiny_model(x[None])
         handle.remove()
@@ -34,8 +36,9 @@ def test_clip_attention_is_the_softmax_of_the_heads_own_queries_and_keys(tiny_mo
         q, k = proj.q(h).view(len(h), 4, -1).transpose(0, 1), proj.k(h).view(len(h), 4, -1).transpose(0, 1)
         reference = ((q @ k.transpose(1, 2)) * block.scaling).softmax(-1).numpy()  # (h, T, T)
     np.testing.assert_allclose(weights[1], reference, atol=1e-5)
-    np.testing.assert_allclose(cls_map(weights, grid, 1, 2), reference[2, 0, 2:].reshape(grid.frequency, grid.time),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        cls_map(weights, grid, 1, 2), reference[2, 0, 2:].reshape(grid.frequency, grid.time), atol=1e-5
+    )
     with pytest.raises(ValueError, match=r"No head 4 in layer 1: the model has heads per layer \[4, 4\]"):
         cls_map(weights, grid, 1, 4)
 
@@ -48,15 +51,19 @@ def test_rollout_against_a_by_hand_product_and_with_an_emptied_layer(tiny_model)
     a0 = 0.5 * weights[0].mean(0) + 0.5 * np.eye(t)
     a1 = 0.5 * weights[1].mean(0) + 0.5 * np.eye(t)
     expected = (a1 / a1.sum(-1, keepdims=True)) @ (a0 / a0.sum(-1, keepdims=True))
-    np.testing.assert_allclose(rollout_map(weights, grid), expected[0, 2:].reshape(grid.frequency, grid.time),
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        rollout_map(weights, grid), expected[0, 2:].reshape(grid.frequency, grid.time), atol=1e-10
+    )
     # Layer 0 pruned to no heads: it passes its input on, so the rollout is layer 1's alone.
     pruned = apply_plan(tiny_model, plan_from_heads(tiny_model, [[], [0, 1, 2, 3]]))
     emptied = clip_attention(pruned, x)
     assert emptied[0].shape[0] == 0
     only = 0.5 * emptied[1].mean(0) + 0.5 * np.eye(t)
-    np.testing.assert_allclose(rollout_map(emptied, grid), (only / only.sum(-1, keepdims=True))[0, 2:]
-                               .reshape(grid.frequency, grid.time), atol=1e-10)
+    np.testing.assert_allclose(
+        rollout_map(emptied, grid),
+        (only / only.sum(-1, keepdims=True))[0, 2:].reshape(grid.frequency, grid.time),
+        atol=1e-10,
+    )
 
 
 def test_paint_spreads_patches_and_averages_overlaps():
@@ -82,7 +89,9 @@ def test_the_patch_grid_is_frequency_major_as_transformers_flattens_it(tiny_conf
     x = _features(model)
     for f, t in ((1, 2), (0, 4)):
         y = x.clone()
-        y[t * grid.t_stride + 7, f * grid.f_stride + 7] += 5.0  # (frames, mels): offsets 6-9 are (f, t)'s alone
+        y[t * grid.t_stride + 7, f * grid.f_stride + 7] += (
+            5.0  # (frames, mels): offsets 6-9 are (f, t)'s alone
+        )
         with torch.no_grad():
             changed = ((embed(y[None]) - embed(x[None])).abs().sum(-1)[0] > 1e-6).nonzero().flatten().tolist()
         assert changed == [grid.extra + f * grid.time + t]

@@ -23,7 +23,8 @@ def peak_hz(wave, sr):
 
 
 @pytest.mark.parametrize(
-    "suffix,subtype", [(".wav", "PCM_16"), (".wav", "PCM_24"), (".wav", "FLOAT"), (".flac", "PCM_16"), (".ogg", "VORBIS")]
+    "suffix,subtype",
+    [(".wav", "PCM_16"), (".wav", "PCM_24"), (".wav", "FLOAT"), (".flac", "PCM_16"), (".ogg", "VORBIS")],
 )
 @pytest.mark.parametrize("sr", [8000, 22050, 44100, 48000, 12345])
 def test_formats_and_rates(tmp_path, suffix, subtype, sr):
@@ -55,7 +56,7 @@ def test_bytes_and_file_objects(tmp_path):
     from_bytes = audio.load_waveform(data, name="upload.wav")
     from_file = audio.load_waveform(io.BytesIO(data))
     np.testing.assert_array_equal(from_bytes, from_file)
-    with pytest.raises(AudioError, match="upload.txt"):
+    with pytest.raises(AudioError, match=r"upload.txt"):
         audio.load_waveform(b"hello, not audio", name="upload.txt")
 
 
@@ -87,8 +88,15 @@ def write_bad(tmp_path, kind):
 
 @pytest.mark.parametrize(
     "kind,message",
-    [("text", "not audio"), ("random", "not audio"), ("empty", "empty"), ("zero-frames", "zero length"),
-     ("nan", "NaN"), ("inf", "infinite"), ("truncated", "not audio")],
+    [
+        ("text", "not audio"),
+        ("random", "not audio"),
+        ("empty", "empty"),
+        ("zero-frames", "zero length"),
+        ("nan", "NaN"),
+        ("inf", "infinite"),
+        ("truncated", "not audio"),
+    ],
 )
 def test_bad_input_names_the_file_and_problem(tmp_path, kind, message):
     path = write_bad(tmp_path, kind)
@@ -109,7 +117,7 @@ def test_missing_and_huge_files(tmp_path, monkeypatch):
 def test_fit_length_and_windows():
     wave = np.arange(10, dtype=np.float32)
     assert audio.fit_length(wave, 4).tolist() == [0, 1, 2, 3]
-    assert audio.fit_length(wave, 12).tolist() == list(range(10)) + [0, 0]
+    assert audio.fit_length(wave, 12).tolist() == [*list(range(10)), 0, 0]
     assert list(audio.window_starts(10, 4, 3)) == [0, 3, 6]
     assert list(audio.window_starts(10, 4, 4)) == [0, 4, 8]  # the last window runs past the end
     assert list(audio.window_starts(2, 4, 2)) == [0]  # shorter than one window: one window
@@ -133,7 +141,9 @@ def test_features_equal_torchaudio_kaldi_fbank():
     import torch
     import torchaudio.compliance.kaldi as kaldi
 
-    wave = sine(440, 16000, seconds=0.3) + 0.05 * np.random.default_rng(0).standard_normal(4800).astype(np.float32)
+    wave = sine(440, 16000, seconds=0.3) + 0.05 * np.random.default_rng(0).standard_normal(4800).astype(
+        np.float32
+    )
     expected = kaldi.fbank(
         torch.from_numpy(wave).unsqueeze(0), sample_frequency=16000, window_type="hanning", num_mel_bins=16
     )  # (frames, mels)
@@ -149,5 +159,7 @@ def test_a_truncated_wav_is_refused_but_a_long_one_read_in_part_is_not(tmp_path)
     assert audio.read_audio(whole, max_seconds=1.0)[0].shape == (16_000, 1)  # the cut is not truncation
     cut = tmp_path / "cut.wav"
     cut.write_bytes(whole[: len(whole) // 3])
-    with pytest.raises(AudioError, match=r"cut.wav is cut short: its header says 48,000 frames, the file holds 15,985"):
+    with pytest.raises(
+        AudioError, match=r"cut.wav is cut short: its header says 48,000 frames, the file holds 15,985"
+    ):
         audio.read_audio(cut)

@@ -59,6 +59,6 @@ def test_unknown_and_empty_split(tiny_speech_commands, tmp_path, write_tone):
         data.split("dev")
     write_tone(tmp_path / "one" / "a" / "0.wav", 200)
     only = read_class_folders(tmp_path / "one", validation=0.0, test=0.0)
-    with pytest.raises(DatasetError, match="test split .* is empty"):
+    with pytest.raises(DatasetError, match=r"test split .* is empty"):
         only.split("test")
     assert isinstance(only.clips[0].path, Path)

@@ -57,6 +57,16 @@ def test_demo_logits_match_the_golden_file():
 if __name__ == "__main__":  # regenerate after retraining the demo model on purpose
     words = [("yes", "en-us"), ("seven", "en-gb-x-rp"), ("house", "en-029"), ("left", "en-us-nyc")]
     logits, labels = demo_logits(words)
-    GOLDEN.write_text(json.dumps({"words": words, "noise_seed": 0, "labels": labels, "logits": logits.tolist(),
-                                  "predicted": [labels[i] for i in logits.argmax(-1)]}) + "\n")
+    GOLDEN.write_text(
+        json.dumps(
+            {
+                "words": words,
+                "noise_seed": 0,
+                "labels": labels,
+                "logits": logits.tolist(),
+                "predicted": [labels[i] for i in logits.argmax(-1)],
+            }
+        )
+        + "\n"
+    )
     print(f"wrote {GOLDEN}", file=sys.stderr)

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 def _metric(page, label: str) -> str:
     """The value of the st.metric whose label is ``label``."""
     box = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(f"^{re.escape(label)}$")))
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(f"^{re.escape(label)}$"))
+    )
     return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=300_000)
 
 
@@ -51,7 +52,10 @@ def test_the_golden_path_in_chromium(tmp_path):
         page.keyboard.press("ArrowRight")  # 0.50 -> 0.55
         page.wait_for_function(
             "old => [...document.querySelectorAll('[data-testid=stMetricValue]')]"
-            ".some(e => e.innerText.startsWith('5') && e.innerText !== old)", arg=reached, timeout=60_000)
+            ".some(e => e.innerText.startsWith('5') && e.innerText !== old)",
+            arg=reached,
+            timeout=60_000,
+        )
         wait_idle(page)
         assert float(_metric(page, "Attention sparsity reached").rstrip("%")) > float(reached.rstrip("%"))
         page.get_by_role("slider").first.focus()

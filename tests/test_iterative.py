@@ -66,11 +66,14 @@ def test_linear_schedule_and_bad_schedules():
 
 def test_compose_equals_pruning_twice(tiny_model):
     base = tuple(anatomy.attention_shapes(tiny_model))
-    first = PruningPlan((LayerPlan((0, 2, 3), [(0, 1, 2, 5, 7)] * 3, [(1, 2, 3, 4, 6, 7)] * 3),
-                         LayerPlan.full(4, 8, 8)), base)
+    first = PruningPlan(
+        (LayerPlan((0, 2, 3), [(0, 1, 2, 5, 7)] * 3, [(1, 2, 3, 4, 6, 7)] * 3), LayerPlan.full(4, 8, 8)), base
+    )
     once = apply_plan(tiny_model, first)
-    then = PruningPlan((LayerPlan((1, 2), [(0, 3, 4)] * 2, [(2, 5)] * 2),
-                        LayerPlan((0,), [(7,)], [(1, 2)])), tuple(anatomy.attention_shapes(once)))
+    then = PruningPlan(
+        (LayerPlan((1, 2), [(0, 3, 4)] * 2, [(2, 5)] * 2), LayerPlan((0,), [(7,)], [(1, 2)])),
+        tuple(anatomy.attention_shapes(once)),
+    )
     both = compose(first, then)
     assert both.layers[0] == LayerPlan((2, 3), [(0, 5, 7)] * 2, [(3, 7)] * 2)  # mapped to original indices
     assert both.base == base
@@ -96,23 +99,34 @@ def _check_run(state, original, schedule, tolerance):
         assert row["qk_kept"] <= previous[0] and row["vo_kept"] <= previous[1], row
         units[key] = (row["qk_kept"], row["vo_kept"])
     assert [u for u in units.values() if 0 in u] == [(0, 0)] * sum(0 in u for u in units.values())
-    assert kept_units(state.plan) == [{k: v for k, v in r.items() if k != "step"}
-                                      for r in state.structure if r["step"] == len(schedule)]
+    assert kept_units(state.plan) == [
+        {k: v for k, v in r.items() if k != "step"} for r in state.structure if r["step"] == len(schedule)
+    ]
     torch.testing.assert_close(_logits(state.model), _logits(apply_plan(original, state.plan)))
 
 
 # One per-head channel is 4 heads x 2 x 32 weights = 256 of 8192 (3.1 %); a head is 1024 (12.5 %).
-@pytest.mark.parametrize("pattern, threshold, tolerance", [
-    ("per-head", "global", 256 / DENSE_WEIGHTS + 1e-9),  # half a move per group: separate budgets
-    ("same-channel", "local", 0.07),
-    ("entire-head", "global", 0.0625 + 1e-9),
-    ("entire-head", "local", 0.13),
-])
-def test_targets_are_relative_to_the_original_and_nothing_comes_back(loaded, dataset, pattern, threshold,
-                                                                     tolerance):
+@pytest.mark.parametrize(
+    "pattern, threshold, tolerance",
+    [
+        ("per-head", "global", 256 / DENSE_WEIGHTS + 1e-9),  # half a move per group: separate budgets
+        ("same-channel", "local", 0.07),
+        ("entire-head", "global", 0.0625 + 1e-9),
+        ("entire-head", "local", 0.13),
+    ],
+)
+def test_targets_are_relative_to_the_original_and_nothing_comes_back(
+    loaded, dataset, pattern, threshold, tolerance
+):
     schedule = geometric_schedule(5, 0.15)
-    config = IterativeConfig(scorer="fisher", pattern=pattern, threshold=threshold, schedule=schedule,
-                             recovery=None, latency_repeats=1)
+    config = IterativeConfig(
+        scorer="fisher",
+        pattern=pattern,
+        threshold=threshold,
+        schedule=schedule,
+        recovery=None,
+        latency_repeats=1,
+    )
     state = prune_iteratively(loaded, dataset, config)
     _check_run(state, loaded.model, schedule, tolerance)
 
@@ -120,16 +134,35 @@ def test_targets_are_relative_to_the_original_and_nothing_comes_back(loaded, dat
 def test_steps_with_recovery_record_everything(loaded, dataset):
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     seen, stages = [], set()
-    config = IterativeConfig(scorer="magnitude", pattern="per-head", threshold="local", schedule=(0.25, 0.5),
-                             recovery=LITTLE_RECOVERY, latency_repeats=1)
-    state = prune_iteratively(loaded, dataset, config, on_step=lambda s: seen.append(s.next_step),
-                              progress=lambda stage, done, total: stages.add(stage))
+    config = IterativeConfig(
+        scorer="magnitude",
+        pattern="per-head",
+        threshold="local",
+        schedule=(0.25, 0.5),
+        recovery=LITTLE_RECOVERY,
+        latency_repeats=1,
+    )
+    state = prune_iteratively(
+        loaded,
+        dataset,
+        config,
+        on_step=lambda s: seen.append(s.next_step),
+        progress=lambda stage, done, total: stages.add(stage),
+    )
     assert seen == [1, 2, 3]
     assert stages == {"evaluating", "scoring", "recovering", "measuring"}
     steps = state.results()
     assert list(steps["attention_sparsity"]) == pytest.approx([0.0, 0.25, 0.5])
-    for column in ("accuracy_before", "accuracy_after", "val_loss_before", "val_loss_after", "parameters",
-                   "macs_per_clip", "latency_b1_ms", "seconds"):
+    for column in (
+        "accuracy_before",
+        "accuracy_after",
+        "val_loss_before",
+        "val_loss_after",
+        "parameters",
+        "macs_per_clip",
+        "latency_b1_ms",
+        "seconds",
+    ):
         assert steps[column][1:].notna().all() and (steps[column][1:] >= 0).all(), column
     assert (steps["val_loss_after"][1:] <= steps["val_loss_before"][1:]).all()  # the best checkpoint is kept
     assert steps["parameters"].is_monotonic_decreasing and steps["macs_per_clip"].is_monotonic_decreasing
@@ -144,8 +177,14 @@ def test_a_step_that_removes_nothing_is_not_recovered(loaded, dataset, monkeypat
     recoveries = []
     real = iterative.recover_on
     monkeypatch.setattr(iterative, "recover_on", lambda *a, **k: recoveries.append(1) or real(*a, **k))
-    config = IterativeConfig(scorer="magnitude", pattern="entire-head", threshold="local",
-                             schedule=(0.1, 0.2, 0.3), recovery=LITTLE_RECOVERY, latency_repeats=1)
+    config = IterativeConfig(
+        scorer="magnitude",
+        pattern="entire-head",
+        threshold="local",
+        schedule=(0.1, 0.2, 0.3),
+        recovery=LITTLE_RECOVERY,
+        latency_repeats=1,
+    )
     steps = prune_iteratively(loaded, dataset, config).results()
     assert recoveries == [1]
     assert list(steps["attention_sparsity"]) == [0.0, 0.0, 0.25, 0.25]
@@ -159,8 +198,14 @@ def test_a_step_that_removes_nothing_is_not_recovered(loaded, dataset, monkeypat
 
 
 def test_a_run_continues_from_a_saved_state(loaded, dataset):
-    config = IterativeConfig(scorer="fisher", pattern="entire-head", threshold="global",
-                             schedule=(0.2, 0.4, 0.6), recovery=LITTLE_RECOVERY, latency_repeats=1)
+    config = IterativeConfig(
+        scorer="fisher",
+        pattern="entire-head",
+        threshold="global",
+        schedule=(0.2, 0.4, 0.6),
+        recovery=LITTLE_RECOVERY,
+        latency_repeats=1,
+    )
     whole = prune_iteratively(loaded, dataset, config)
     saved = []
 
@@ -172,7 +217,13 @@ def test_a_run_continues_from_a_saved_state(loaded, dataset):
     with pytest.raises(KeyboardInterrupt):
         prune_iteratively(loaded, dataset, config, on_step=stop_after_step_1)
     resumed = prune_iteratively(loaded, dataset, config, state=saved[-1])
-    deterministic = ["step", "attention_sparsity", "accuracy_before", "accuracy_after", "val_loss_after",
-                     "parameters"]
+    deterministic = [
+        "step",
+        "attention_sparsity",
+        "accuracy_before",
+        "accuracy_after",
+        "val_loss_after",
+        "parameters",
+    ]
     assert resumed.results()[deterministic].equals(whole.results()[deterministic])
     torch.testing.assert_close(_logits(resumed.model), _logits(whole.model), rtol=0, atol=0)

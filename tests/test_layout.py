@@ -13,7 +13,9 @@ import pytest
 from conftest import REPO
 
 LAYERS = {
-    "prunekit.errors": 0, "prunekit.progress": 0, "prunekit.store": 0,
+    "prunekit.errors": 0,
+    "prunekit.progress": 0,
+    "prunekit.store": 0,
     "prunekit.data": 1,
     "prunekit.models": 2,
     "prunekit.evaluation": 3,
@@ -21,8 +23,11 @@ LAYERS = {
     "prunekit.recovery": 5,
     "prunekit.tokens": 6,
     "prunekit.keys": 6,
-    "prunekit.report": 7, "prunekit.demo": 7,
-    "prunekit.ui": 8, "prunekit.cli": 8, "prunekit.__main__": 9,
+    "prunekit.report": 7,
+    "prunekit.demo": 7,
+    "prunekit.ui": 8,
+    "prunekit.cli": 8,
+    "prunekit.__main__": 9,
 }
 
 
@@ -60,9 +65,12 @@ def test_every_module_has_a_layer():
 
 
 def test_no_import_runs_upward():
-    upward = [f"{m} (layer {_layer(m)}) imports {d} (layer {_layer(d)})"
-              for m, deps in _imports().items() for d in deps
-              if _layer(m) is not None and _layer(d) is not None and _layer(d) > _layer(m)]
+    upward = [
+        f"{m} (layer {_layer(m)}) imports {d} (layer {_layer(d)})"
+        for m, deps in _imports().items()
+        for d in deps
+        if _layer(m) is not None and _layer(d) is not None and _layer(d) > _layer(m)
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -75,7 +83,7 @@ def test_no_import_circles():
         state[node] = 1
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                cycles.append(" -> ".join([*path[path.index(dep):], dep]))
+                cycles.append(" -> ".join([*path[path.index(dep) :], dep]))
             elif dep in graph and dep not in state:
                 visit(dep, [*path, dep])
         state[node] = 2
@@ -88,6 +96,9 @@ def test_no_import_circles():
 
 @pytest.mark.parametrize("folder", ["prunekit", "prunekit/data", "prunekit/models", "prunekit/heads"])
 def test_every_module_declares_its_public_names(folder):
-    lacking = [p.name for p in sorted((REPO / folder).glob("*.py"))
-               if p.name not in ("__init__.py", "__main__.py") and "__all__" not in p.read_text()]
+    lacking = [
+        p.name
+        for p in sorted((REPO / folder).glob("*.py"))
+        if p.name not in ("__init__.py", "__main__.py") and "__all__" not in p.read_text()
+    ]
     assert not lacking, f"{folder}: no __all__ in {lacking}"

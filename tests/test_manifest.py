@@ -56,7 +56,9 @@ def urbansound8k(tmp_path, write_tone):
 
 
 FSD_DEV = {  # fname -> (labels, split)
-    "101": ("Bark,Dog", "train"), "102": ("Dog", "train"), "103": ("Speech", "train"),
+    "101": ("Bark,Dog", "train"),
+    "102": ("Dog", "train"),
+    "103": ("Speech", "train"),
     "104": ("Speech,Bark", "val"),
 }
 FSD_EVAL = {"201": "Dog,Speech", "202": "Bark"}
@@ -68,7 +70,9 @@ def fsd50k(tmp_path, write_tone):
     root = tmp_path / "FSD50K"
     truth = root / "FSD50K.ground_truth"
     truth.mkdir(parents=True)
-    dev = ["fname,labels,mids,split"] + [f'{f},"{labels}","/m/x",{split}' for f, (labels, split) in FSD_DEV.items()]
+    dev = ["fname,labels,mids,split"] + [
+        f'{f},"{labels}","/m/x",{split}' for f, (labels, split) in FSD_DEV.items()
+    ]
     evaluation = ["fname,labels,mids"] + [f'{f},"{labels}","/m/x"' for f, labels in FSD_EVAL.items()]
     (truth / "dev.csv").write_text("\n".join(dev) + "\n")
     (truth / "eval.csv").write_text("\n".join(evaluation) + "\n")
@@ -79,14 +83,20 @@ def fsd50k(tmp_path, write_tone):
     return truth / "dev.csv"
 
 
-AUDIOSET_CLASSES = [("0", "/m/09x0r", "Speech"), ("1", "/m/05zppz", "Male speech, man speaking"), ("2", "/m/0bt9lr", "Dog")]
+AUDIOSET_CLASSES = [
+    ("0", "/m/09x0r", "Speech"),
+    ("1", "/m/05zppz", "Male speech, man speaking"),
+    ("2", "/m/0bt9lr", "Dog"),
+]
 AUDIOSET_TRAIN = [f"seg{i:02d}" for i in range(12)]
 AUDIOSET_EVAL = ["evalA", "evalB"]
 
 
 def _segments(ids, labels) -> str:
-    head = ("# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytids=2, num_segs=2, num_unique_labels=3, "
-            "num_positive_labels=3\n# YTID, start_seconds, end_seconds, positive_labels\n")
+    head = (
+        "# Segments csv created Sun Mar  5 10:54:31 2017\n# num_ytids=2, num_segs=2, num_unique_labels=3, "
+        "num_positive_labels=3\n# YTID, start_seconds, end_seconds, positive_labels\n"
+    )
     return head + "".join(f'{i}, 30.000, 40.000, "{lab}"\n' for i, lab in zip(ids, labels, strict=True))
 
 
@@ -96,9 +106,12 @@ def audioset(tmp_path, write_tone):
     root = tmp_path / "audioset"
     root.mkdir()
     (root / "class_labels_indices.csv").write_text(
-        "index,mid,display_name\n" + "".join(f'{i},{m},"{n}"\n' for i, m, n in AUDIOSET_CLASSES))
-    train_labels = ["/m/09x0r,/m/05zppz" if i % 3 == 0 else "/m/0bt9lr" if i % 3 == 1 else "/m/09x0r"
-                    for i in range(len(AUDIOSET_TRAIN))]
+        "index,mid,display_name\n" + "".join(f'{i},{m},"{n}"\n' for i, m, n in AUDIOSET_CLASSES)
+    )
+    train_labels = [
+        "/m/09x0r,/m/05zppz" if i % 3 == 0 else "/m/0bt9lr" if i % 3 == 1 else "/m/09x0r"
+        for i in range(len(AUDIOSET_TRAIN))
+    ]
     (root / "balanced_train_segments.csv").write_text(_segments(AUDIOSET_TRAIN, train_labels))
     (root / "eval_segments.csv").write_text(_segments(AUDIOSET_EVAL, ["/m/0bt9lr,/m/09x0r", "/m/05zppz"]))
     for i, ytid in enumerate(AUDIOSET_TRAIN + AUDIOSET_EVAL):
@@ -126,8 +139,10 @@ def test_urbansound8k_preset_reads_fold_folders(urbansound8k):
     assert {c.path.parent.name for c in data.split("test")} == {"fold10"}
     assert {c.path.parent.name for c in data.split("validation")} == {"fold9"}
     assert {c.path.parent.name for c in data.split("train")} == {f"fold{k}" for k in range(1, 9)}
-    assert {(c.path.name, c.label) for c in data.split("test")} == {("1010-3-0-0.wav", "dog_bark"),
-                                                                    ("1010-8-0-0.wav", "siren")}
+    assert {(c.path.name, c.label) for c in data.split("test")} == {
+        ("1010-3-0-0.wav", "dog_bark"),
+        ("1010-8-0-0.wav", "siren"),
+    }
     assert data.counts().loc["siren"].tolist() == [8, 1, 1]
 
 
@@ -137,8 +152,13 @@ def test_fsd50k_preset_multilabel_dev_and_eval(fsd50k):
         assert data.labels == ("Bark", "Dog", "Speech")
         clips = {c.path.stem: c for c in data.clips}
         assert {k: (c.labels, c.split) for k, c in clips.items()} == {
-            "101": (("Bark", "Dog"), "train"), "102": (("Dog",), "train"), "103": (("Speech",), "train"),
-            "104": (("Speech", "Bark"), "validation"), "201": (("Dog", "Speech"), "test"), "202": (("Bark",), "test")}
+            "101": (("Bark", "Dog"), "train"),
+            "102": (("Dog",), "train"),
+            "103": (("Speech",), "train"),
+            "104": (("Speech", "Bark"), "validation"),
+            "201": (("Dog", "Speech"), "test"),
+            "202": (("Bark",), "test"),
+        }
         assert clips["201"].path.parent.name == "FSD50K.eval_audio" and clips["101"].label == "Bark | Dog"
         assert data.counts().loc["Bark"].tolist() == [1, 1, 1]  # a clip counts under each of its labels
 
@@ -146,7 +166,11 @@ def test_fsd50k_preset_multilabel_dev_and_eval(fsd50k):
 def test_audioset_preset_class_table_and_hash_validation(audioset):
     data = open_dataset(audioset)
     assert data.layout == "audioset" and data.multilabel
-    assert data.labels == ("Dog", "Male speech, man speaking", "Speech")  # mids resolved through the class table
+    assert data.labels == (
+        "Dog",
+        "Male speech, man speaking",
+        "Speech",
+    )  # mids resolved through the class table
     clips = {c.path.stem: c for c in data.clips}
     assert clips["seg00"].labels == ("Speech", "Male speech, man speaking")
     assert clips["evalA"].labels == ("Dog", "Speech") and clips["evalA"].split == "test"
@@ -160,11 +184,17 @@ def test_generic_manifest_guesses_columns_and_hash_splits(tmp_path, write_tone):
     files = [f"clips/{i}.wav" for i in range(30)]
     for i, f in enumerate(files):
         write_tone(tmp_path / f, 200 + 10 * i)
-    (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"{f},{TINY_LABELS[i % 3]}\n" for i, f in enumerate(files)))
+    (tmp_path / "m.csv").write_text(
+        "path,label\n" + "".join(f"{f},{TINY_LABELS[i % 3]}\n" for i, f in enumerate(files))
+    )
     data = open_dataset(tmp_path / "m.csv")
     assert data.layout == "manifest" and data.labels == tuple(TINY_LABELS) and not data.multilabel
-    assert {c.path.name: c.split for c in data.clips} == {f.split("/")[1]: hash_split(f, 0.1, 0.1) for f in files}
-    explicit = read_manifest(tmp_path / "m.csv", file_column="path", label_columns="label", validation=0.1, test=0.1)
+    assert {c.path.name: c.split for c in data.clips} == {
+        f.split("/")[1]: hash_split(f, 0.1, 0.1) for f in files
+    }
+    explicit = read_manifest(
+        tmp_path / "m.csv", file_column="path", label_columns="label", validation=0.1, test=0.1
+    )
     assert explicit.clips == data.clips
 
 
@@ -173,10 +203,15 @@ def test_generic_multilabel_columns_and_split_names(tmp_path, write_tone):
     for i, (f, *_rest) in enumerate(rows):
         write_tone(tmp_path / f, 300 + 50 * i)
     (tmp_path / "m.csv").write_text("file,first,second,set\n" + "".join(",".join(r) + "\n" for r in rows))
-    data = read_manifest(tmp_path / "m.csv", file_column="file", label_columns=["first", "second"], split_column="set")
+    data = read_manifest(
+        tmp_path / "m.csv", file_column="file", label_columns=["first", "second"], split_column="set"
+    )
     assert data.multilabel
     assert [(c.path.name, c.labels, c.split) for c in data.clips] == [
-        ("a.wav", ("down", "go"), "train"), ("b.wav", ("up",), "validation"), ("c.wav", ("go", "up"), "test")]
+        ("a.wav", ("down", "go"), "train"),
+        ("b.wav", ("up",), "validation"),
+        ("c.wav", ("go", "up"), "test"),
+    ]
 
 
 # --- bad manifests -----------------------------------------------------------------------------------
@@ -188,29 +223,42 @@ def _rewrite(path, edit):
 def test_missing_files_are_counted(esc50):
     for name in ("1-100-A-0.wav", "2-101-A-1.wav"):
         (esc50.parent.parent / "audio" / name).unlink()
-    with pytest.raises(DatasetError, match=r"2 files named in esc50\.csv are missing, e\.g\. 1-100-A-0\.wav") as err:
+    with pytest.raises(
+        DatasetError, match=r"2 files named in esc50\.csv are missing, e\.g\. 1-100-A-0\.wav"
+    ) as err:
         open_dataset(esc50)
     assert "esc50.csv line 2" in str(err.value) and str(esc50.parent.parent / "audio") in str(err.value)
 
 
 def test_unknown_labels_are_counted(audioset):
-    _rewrite(audioset.parent / "eval_segments.csv", lambda lines: [*lines, 'evalC, 0.0, 10.0, "/m/nope,/m/0bt9lr"'])
-    with pytest.raises(DatasetError, match=r"1 label named in balanced_train_segments\.csv and eval_segments\.csv is not in the class table "
-                                           r"class_labels_indices\.csv \(1 mention\), e\.g\. /m/nope \(1\)"):
+    _rewrite(
+        audioset.parent / "eval_segments.csv", lambda lines: [*lines, 'evalC, 0.0, 10.0, "/m/nope,/m/0bt9lr"']
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"1 label named in balanced_train_segments\.csv and eval_segments\.csv is not in the class table "
+        r"class_labels_indices\.csv \(1 mention\), e\.g\. /m/nope \(1\)",
+    ):
         open_dataset(audioset)
 
 
 def test_empty_split_names_the_folds(esc50):
     _rewrite(esc50, lambda lines: [line for line in lines if not line.startswith("5-")])
-    with pytest.raises(DatasetError, match=r"The test split of esc50\.csv is empty \(12 rows: train 9, validation 3, "
-                                           r"test 0\); column 'fold' marks it .* or fold 5\."):
+    with pytest.raises(
+        DatasetError,
+        match=r"The test split of esc50\.csv is empty \(12 rows: train 9, validation 3, "
+        r"test 0\); column 'fold' marks it .* or fold 5\.",
+    ):
         open_dataset(esc50)
 
 
 def test_duplicated_rows_are_counted(esc50):
     _rewrite(esc50, lambda lines: [*lines, lines[1], lines[2]])
-    with pytest.raises(DatasetError, match=r"2 files are named more than once in esc50\.csv \(4 rows\), "
-                                           r"e\.g\. 1-100-A-0\.wav \(lines 2, 17\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"2 files are named more than once in esc50\.csv \(4 rows\), "
+        r"e\.g\. 1-100-A-0\.wav \(lines 2, 17\)",
+    ):
         open_dataset(esc50)
 
 
@@ -220,13 +268,20 @@ def test_paths_outside_the_root_are_refused(tmp_path, write_tone):
     outside = write_tone(tmp_path / "secret.wav", 400)
     for bad in ("../secret.wav", str(outside)):
         (root / "m.csv").write_text(f"file,label\nin.wav,a\n{bad},b\n")
-        with pytest.raises(DatasetError, match=re.escape(f"1 file named in m.csv lies outside the dataset folder "
-                                                         f"{root.resolve()}, e.g. {bad} (m.csv line 3)")):
+        with pytest.raises(
+            DatasetError,
+            match=re.escape(
+                f"1 file named in m.csv lies outside the dataset folder "
+                f"{root.resolve()}, e.g. {bad} (m.csv line 3)"
+            ),
+        ):
             open_dataset(root / "m.csv")
     write_tone(root / "v.wav", 500)
     os.symlink(outside, root / "link.wav")
     (root / "m.csv").write_text("file,label,split\nin.wav,a,train\nv.wav,a,val\nlink.wav,b,test\n")
-    with pytest.raises(DatasetError, match=r"1 file named in m\.csv leads outside .* through a symlink, e\.g\. link\.wav"):
+    with pytest.raises(
+        DatasetError, match=r"1 file named in m\.csv leads outside .* through a symlink, e\.g\. link\.wav"
+    ):
         open_dataset(root / "m.csv")
     os.symlink(tmp_path, root / "up")  # a folder that leads out
     (root / "m.csv").write_text("file,label,split\nin.wav,a,train\nv.wav,a,val\nup/secret.wav,b,test\n")
@@ -235,34 +290,55 @@ def test_paths_outside_the_root_are_refused(tmp_path, write_tone):
 
 
 def test_unknown_preset_and_missing_column(esc50):
-    with pytest.raises(DatasetError, match=r"Unknown manifest preset 'esc51'; presets: esc50, urbansound8k, fsd50k, "
-                                           r"audioset"):
+    with pytest.raises(
+        DatasetError,
+        match=r"Unknown manifest preset 'esc51'; presets: esc50, urbansound8k, fsd50k, "
+        r"audioset",
+    ):
         open_dataset(f"esc51:{esc50}")
-    _rewrite(esc50, lambda lines: [",".join(c for i, c in enumerate(line.split(",")) if i != 1) for line in lines])
-    with pytest.raises(DatasetError, match=r"esc50\.csv has no column 'fold' \(its columns: filename, target, "
-                                           r"category, esc10, src_file, take\)"):
+    _rewrite(
+        esc50, lambda lines: [",".join(c for i, c in enumerate(line.split(",")) if i != 1) for line in lines]
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"esc50\.csv has no column 'fold' \(its columns: filename, target, "
+        r"category, esc10, src_file, take\)",
+    ):
         read_preset("esc50", esc50)
 
 
 def test_other_bad_rows(tmp_path, write_tone, fsd50k):
     write_tone(tmp_path / "a.wav", 300)
     (tmp_path / "m.csv").write_text("file,label,split\na.wav,,train\n,b,test\n")
-    with pytest.raises(DatasetError, match=r"1 row of m\.csv has no file in column 'file', e\.g\. m\.csv line 3"):
+    with pytest.raises(
+        DatasetError, match=r"1 row of m\.csv has no file in column 'file', e\.g\. m\.csv line 3"
+    ):
         open_dataset(tmp_path / "m.csv")
     (tmp_path / "m.csv").write_text("file,label,split\na.wav,,train\n")
-    with pytest.raises(DatasetError, match=r"1 row of m\.csv has no label in 'label', e\.g\. a\.wav \(m\.csv line 2\)"):
+    with pytest.raises(
+        DatasetError, match=r"1 row of m\.csv has no label in 'label', e\.g\. a\.wav \(m\.csv line 2\)"
+    ):
         open_dataset(tmp_path / "m.csv")
     (tmp_path / "m.csv").write_text("file,label,split\na.wav,x,later\n")
-    with pytest.raises(DatasetError, match=r"Column 'split' of m\.csv holds 1 cell that is neither fold numbers nor "
-                                           r"split names: 'later' \(1 row\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"Column 'split' of m\.csv holds 1 cell that is neither fold numbers nor "
+        r"split names: 'later' \(1 row\)",
+    ):
         open_dataset(tmp_path / "m.csv")
     (tmp_path / "m.csv").write_text("wave,what\na.wav,x\n")
-    with pytest.raises(DatasetError, match=r"Cannot tell which columns of m\.csv name the files \(its columns: wave, "
-                                           r"what\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"Cannot tell which columns of m\.csv name the files \(its columns: wave, "
+        r"what\)",
+    ):
         read_any(tmp_path / "m.csv")
     (fsd50k.parent / "eval.csv").unlink()
-    with pytest.raises(DatasetError, match=r"The fsd50k layout needs eval\.csv beside dev\.csv .* \(CSV files there: "
-                                           r"dev\.csv\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"The fsd50k layout needs eval\.csv beside dev\.csv .* \(CSV files there: "
+        r"dev\.csv\)",
+    ):
         open_dataset(fsd50k)
 
 
@@ -272,9 +348,19 @@ def test_label_targets_and_single_label_refusal(fsd50k):
     clips = sorted(data.clips, key=lambda c: c.path.stem)
     targets = label_targets(clips, ["Speech", "Dog", "Bark", "Rain"])
     assert targets.dtype == np.float32
-    assert targets.tolist() == [[0, 1, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 1, 0]]
-    with pytest.raises(DatasetError, match=r"3 of 6 clips have several labels \(e\.g\. 101\.wav: \['Bark', 'Dog'\]\).*"
-                                           r"use label_targets"):
+    assert targets.tolist() == [
+        [0, 1, 1, 0],
+        [0, 1, 0, 0],
+        [1, 0, 0, 0],
+        [1, 0, 1, 0],
+        [1, 1, 0, 0],
+        [0, 0, 1, 0],
+    ]
+    with pytest.raises(
+        DatasetError,
+        match=r"3 of 6 clips have several labels \(e\.g\. 101\.wav: \['Bark', 'Dog'\]\).*"
+        r"use label_targets",
+    ):
         label_indices(clips, ["Speech", "Dog", "Bark"])
     with pytest.raises(DatasetError, match=r"no class for the dataset label\(s\) \['Speech'\]"):
         label_targets(clips, ["Dog", "Bark"])
@@ -294,9 +380,14 @@ def test_multilabel_metrics_against_sklearn():
     assert np.isnan(per.loc["c", "ap"]) and np.isnan(per.loc["c", "auc"])  # no positive
     assert per.loc["d", "ap"] == 1.0 and np.isnan(per.loc["d", "auc"])  # no negative: AP defined, AUC not
     assert ev.mean_average_precision == pytest.approx(
-        np.mean([average_precision_score(targets[:, k], scores[:, k]) for k in (0, 1, 3)]))
-    assert ev.summary["mAUC"][0] == pytest.approx(roc_auc_score(targets[:, :2], scores[:, :2], average="macro"))
-    expected_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor(targets).float())
+        np.mean([average_precision_score(targets[:, k], scores[:, k]) for k in (0, 1, 3)])
+    )
+    assert ev.summary["mAUC"][0] == pytest.approx(
+        roc_auc_score(targets[:, :2], scores[:, :2], average="macro")
+    )
+    expected_loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.tensor(targets).float()
+    )
     assert ev.summary["loss"][0] == pytest.approx(expected_loss.item(), rel=1e-6)
     assert ev.predictions["labels"].tolist()[:2] == ["a | d", "b | d"]
 
@@ -327,26 +418,53 @@ def test_multilabel_dataset_scores_and_evaluates_with_bce(fsd50k, tiny_model_dir
 def test_cli_evaluates_an_esc50_layout(esc50, tiny_model_dir, run_cli, tmp_path):
     from prunekit.models import load_model
 
-    out = run_cli("evaluate", "--model", tiny_model_dir, "--data", esc50, "--preset", "esc50", "--repeats", "1",
-                  cache=tmp_path / "cache")
+    out = run_cli(
+        "evaluate",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        esc50,
+        "--preset",
+        "esc50",
+        "--repeats",
+        "1",
+        cache=tmp_path / "cache",
+    )
     assert out.returncode == 0, out.stderr
     assert "ESC-50 (esc50.csv) [test], 3 clips" in out.stdout
     expected = evaluate(*load_model(tiny_model_dir), open_dataset(esc50), "test").accuracy
     assert float(re.search(r"accuracy (\S+)", out.stdout).group(1)) == pytest.approx(expected, abs=5e-5)
-    bad = run_cli("evaluate", "--model", tiny_model_dir, "--data", esc50, "--preset", "esc51", cache=tmp_path / "cache")
+    bad = run_cli(
+        "evaluate", "--model", tiny_model_dir, "--data", esc50, "--preset", "esc51", cache=tmp_path / "cache"
+    )
     assert bad.returncode == 2 and "Unknown manifest preset 'esc51'" in bad.stderr
 
 
 def test_cli_reports_map_on_a_multilabel_manifest(tmp_path, write_tone, tiny_model_dir, run_cli):
     from prunekit.models import load_model
 
-    rows = [("a.wav", "down,go", "train"), ("b.wav", "up", "validation"), ("c.wav", "go,up", "test"),
-            ("d.wav", "down", "test"), ("e.wav", "up,down", "test")]
+    rows = [
+        ("a.wav", "down,go", "train"),
+        ("b.wav", "up", "validation"),
+        ("c.wav", "go,up", "test"),
+        ("d.wav", "down", "test"),
+        ("e.wav", "up,down", "test"),
+    ]
     for i, (f, _, _) in enumerate(rows):
         write_tone(tmp_path / "tags" / f, 300 + 90 * i, seed=i)
-    (tmp_path / "tags" / "tags.csv").write_text("file,labels,split\n" + "".join(f'{f},"{lab}",{s}\n' for f, lab, s in rows))
-    out = run_cli("evaluate", "--model", tiny_model_dir, "--data", tmp_path / "tags" / "tags.csv", "--repeats", "1",
-                  cache=tmp_path / "cache")
+    (tmp_path / "tags" / "tags.csv").write_text(
+        "file,labels,split\n" + "".join(f'{f},"{lab}",{s}\n' for f, lab, s in rows)
+    )
+    out = run_cli(
+        "evaluate",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        tmp_path / "tags" / "tags.csv",
+        "--repeats",
+        "1",
+        cache=tmp_path / "cache",
+    )
     assert out.returncode == 0, out.stderr
     ev = evaluate(*load_model(tiny_model_dir), open_dataset(tmp_path / "tags" / "tags.csv"), "test")
     printed = re.search(r"mAP (\S+)   mAUC (\S+)", out.stdout)

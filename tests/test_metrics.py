@@ -24,9 +24,17 @@ def test_classification_metrics_by_hand():
     expected_loss = -np.mean([math.log(p(rows[i], targets[i])) for i in range(4)])
     assert ev.summary["loss"][0] == pytest.approx(expected_loss, rel=1e-6)
     per = ev.per_class.set_index("label")
-    assert per.loc["a", "accuracy"] == 1.0 and per.loc["b", "accuracy"] == 1.0 and per.loc["c", "accuracy"] == 0.0
+    assert (
+        per.loc["a", "accuracy"] == 1.0
+        and per.loc["b", "accuracy"] == 1.0
+        and per.loc["c", "accuracy"] == 0.0
+    )
     assert per.loc["c", "clips"] == 2
-    assert ev.confusion.loc["c", "b"] == 1 and ev.confusion.loc["c", "a"] == 1 and ev.confusion.loc["a", "a"] == 1
+    assert (
+        ev.confusion.loc["c", "b"] == 1
+        and ev.confusion.loc["c", "a"] == 1
+        and ev.confusion.loc["a", "a"] == 1
+    )
     assert ev.confusion.to_numpy().sum() == 4
     assert list(ev.predictions["predicted"]) == ["a", "b", "b", "a"]
     assert ev.predictions["confidence"][2] == pytest.approx(p(rows[2], 1))
@@ -64,7 +72,9 @@ def test_evaluate_on_a_dataset(tiny_model, tiny_model_dir, tiny_speech_commands)
     logits = predict_logits(model, clip_features(clips, extractor))
     targets = torch.tensor([labels.index(c.label) for c in clips])
     assert ev.accuracy == pytest.approx((logits.argmax(-1) == targets).double().mean().item())
-    assert ev.summary["loss"][0] == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-6)
+    assert ev.summary["loss"][0] == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-6
+    )
     assert seen[-1][0] == seen[-1][1]
     again = evaluate(model, extractor, labels, data, "test")  # features now from the disk cache
     assert again.predictions.equals(ev.predictions)
@@ -121,7 +131,8 @@ def test_compare_cost_stores_the_ratio_to_the_first_model(tiny_model):
 
 
 def test_an_evaluation_can_be_cached_on_disk_and_a_damaged_file_is_recomputed(
-        tiny_model_dir, tiny_speech_commands, monkeypatch, tmp_path):
+    tiny_model_dir, tiny_speech_commands, monkeypatch, tmp_path
+):
     from prunekit.evaluation import metrics
     from prunekit.models import load_model
 

@@ -77,7 +77,7 @@ def test_hub_id_offline_is_a_clear_error():
 def test_bad_sources(tmp_path):
     with pytest.raises(ModelLoadError, match="No model folder"):
         load_model("./no/such/folder")
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config.json"):
         load_model(tmp_path)
     (tmp_path / "f.txt").write_text("x")
     with pytest.raises(ModelLoadError, match="is a file"):

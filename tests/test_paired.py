@@ -17,7 +17,9 @@ from prunekit.evaluation.paired import (
 )
 
 
-def _pairs(both: int, only_reference: int, only_candidate: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(
+    both: int, only_reference: int, only_candidate: int, neither: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-clip correctness with these counts, shuffled (order must not matter)."""
     reference = [True] * both + [True] * only_reference + [False] * only_candidate + [False] * neither
     candidate = [True] * both + [False] * only_reference + [True] * only_candidate + [False] * neither
@@ -31,7 +33,9 @@ def test_mcnemar_by_hand():
     erfc(sqrt(8/9))."""
     reference, candidate = _pairs(80, 7, 2, 11)
     assert mcnemar(reference, candidate) == (7, 2, pytest.approx(92 / 512, rel=1e-12))
-    assert mcnemar(reference, candidate)[2] == pytest.approx(scipy.stats.binomtest(2, 9, 0.5).pvalue, rel=1e-12)
+    assert mcnemar(reference, candidate)[2] == pytest.approx(
+        scipy.stats.binomtest(2, 9, 0.5).pvalue, rel=1e-12
+    )
     b, c, p = mcnemar(reference, candidate, "chi-square")
     assert (b, c) == (7, 2) and p == pytest.approx(math.erfc(math.sqrt(8 / 9)), rel=1e-12)
     assert p == pytest.approx(scipy.stats.chi2.sf(16 / 9, 1), rel=1e-12)
@@ -44,9 +48,14 @@ def test_mcnemar_by_hand():
 def test_bootstrap_interval_equals_scipys_percentile_bootstrap():
     reference, candidate = _pairs(150, 12, 5, 33)
     low, high = bootstrap_difference(reference, candidate, resamples=2000, seed=7)
-    expected = scipy.stats.bootstrap((candidate.astype(float) - reference.astype(float),), np.mean,
-                                     n_resamples=2000, confidence_level=0.95, method="percentile",
-                                     rng=np.random.default_rng(7)).confidence_interval
+    expected = scipy.stats.bootstrap(
+        (candidate.astype(float) - reference.astype(float),),
+        np.mean,
+        n_resamples=2000,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(7),
+    ).confidence_interval
     assert (low, high) == (pytest.approx(expected.low, abs=1e-12), pytest.approx(expected.high, abs=1e-12))
     assert low < -7 / 200 < high  # the observed difference lies inside
     assert bootstrap_difference(reference, candidate, seed=7) == (low, high)  # seeded: repeatable
@@ -63,11 +72,15 @@ def test_comparison_describes_itself_in_plain_words():
     assert (result.only_reference, result.only_candidate, result.clips) == (12, 5, 200)
     assert result.p_value == pytest.approx(scipy.stats.binomtest(5, 17, 0.5).pvalue)
     low, high = (100 * v for v in result.ci)
-    assert result.describe() == (f"pruned is 3.5 points lower, 95 % CI {low:.1f} to {high:.1f}, McNemar "
-                                 f"p = {result.p_value:.2g} (12 clips only dense gets right, 5 only pruned, "
-                                 "of 200)")
+    assert result.describe() == (
+        f"pruned is 3.5 points lower, 95 % CI {low:.1f} to {high:.1f}, McNemar "
+        f"p = {result.p_value:.2g} (12 clips only dense gets right, 5 only pruned, "
+        "of 200)"
+    )
     same = compare_correct(reference, reference, names=("a", "b"))
-    assert same.describe().startswith("b is as accurate as a (0.0 points), 95 % CI 0.0 to 0.0, McNemar p = 1 ")
+    assert same.describe().startswith(
+        "b is as accurate as a (0.0 points), 95 % CI 0.0 to 0.0, McNemar p = 1 "
+    )
     better = compare_correct(*_pairs(900, 0, 30, 70))
     assert "pruned is 3.0 points higher" in better.describe() and "McNemar p < 0.001" in better.describe()
 
@@ -81,7 +94,9 @@ def test_evaluations_must_cover_the_same_clips():
     shorter = classification_metrics(logits[:2], np.array([0, 1]), ["a", "b"])
     with pytest.raises(ValueError, match="same clips in the same order; dense has 3 clips, pruned 2"):
         compare_evaluations(dense, shorter)
-    with pytest.raises(ValueError, match=r"two non-empty \(N,\) arrays of one length, got shapes \(3,\) and \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"two non-empty \(N,\) arrays of one length, got shapes \(3,\) and \(2,\)"
+    ):
         compare_correct([True, False, True], [True, False])
     with pytest.raises(ValueError, match=r"candidate correctness must be booleans .*\[2\]"):
         compare_correct([1, 0, 1], [1, 2, 0])

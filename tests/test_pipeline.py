@@ -42,7 +42,8 @@ def test_plan_cost_with_an_empty_layer(tiny_model):
 
 
 def test_prune_and_evaluate_leaves_the_base_alone_and_exports_a_loadable_zip(
-        tiny_model_dir, tiny_speech_commands, tmp_path):
+    tiny_model_dir, tiny_speech_commands, tmp_path
+):
     model, extractor, labels = load_model(tiny_model_dir)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = read_speech_commands(tiny_speech_commands)
@@ -61,7 +62,8 @@ def test_prune_and_evaluate_leaves_the_base_alone_and_exports_a_loadable_zip(
     archive.extractall(tmp_path / "unzipped")
     folder = tmp_path / "unzipped" / "magnitude-entire-head-global-50"
     assert {"config.json", "model.safetensors", "plan.json", "preprocessor_config.json"} <= {
-        p.name for p in folder.iterdir()}
+        p.name for p in folder.iterdir()
+    }
     reloaded, _, reloaded_labels = load_model(folder)
     assert reloaded_labels == labels and load_plan(folder) == plan
     x = torch.randn(2, extractor.max_length, extractor.num_mel_bins)
@@ -77,10 +79,18 @@ def test_prune_and_evaluate_leaves_the_base_alone_and_exports_a_loadable_zip(
 def test_class_and_prediction_changes(tiny_model_dir, tiny_speech_commands):
     model, extractor, labels = load_model(tiny_model_dir)
     data = read_speech_commands(tiny_speech_commands)
-    dense = prune_and_evaluate(model, extractor, labels, plan_from_heads(model, {0: [0, 1, 2, 3], 1: [0, 1, 2, 3]}),
-                               data, "test", repeats=1).evaluation
-    pruned = prune_and_evaluate(model, extractor, labels, plan_from_heads(model, {0: [], 1: []}),
-                                data, "test", repeats=1).evaluation
+    dense = prune_and_evaluate(
+        model,
+        extractor,
+        labels,
+        plan_from_heads(model, {0: [0, 1, 2, 3], 1: [0, 1, 2, 3]}),
+        data,
+        "test",
+        repeats=1,
+    ).evaluation
+    pruned = prune_and_evaluate(
+        model, extractor, labels, plan_from_heads(model, {0: [], 1: []}), data, "test", repeats=1
+    ).evaluation
     changes = class_changes(dense, pruned)
     assert sorted(changes["label"]) == sorted(labels)
     assert np.allclose(changes["change"], changes["pruned"] - changes["dense"])
@@ -90,13 +100,23 @@ def test_class_and_prediction_changes(tiny_model_dir, tiny_speech_commands):
     assert (clips["differ"] == (clips["dense"] != clips["pruned"])).all()
     assert not prediction_changes(dense, dense)["differ"].any()
     # Given the dense evaluation, the variant carries the clip-by-clip comparison with it.
-    compared = prune_and_evaluate(model, extractor, labels, plan_from_heads(model, {0: [], 1: []}), data, "test",
-                                  dense=dense, repeats=1)
+    compared = prune_and_evaluate(
+        model, extractor, labels, plan_from_heads(model, {0: [], 1: []}), data, "test", dense=dense, repeats=1
+    )
     assert compared.comparison == compare_evaluations(dense, compared.evaluation)
     assert compared.comparison.accuracy == (dense.accuracy, compared.accuracy)
     assert (compared.comparison.only_reference, compared.comparison.only_candidate) == (
         int((clips["dense_correct"] & ~clips["pruned_correct"]).sum()),
-        int((~clips["dense_correct"] & clips["pruned_correct"]).sum()))
+        int((~clips["dense_correct"] & clips["pruned_correct"]).sum()),
+    )
     with pytest.raises(ValueError, match="same clips in the same order; dense has 3 clips, pruned 6"):
-        prune_and_evaluate(model, extractor, labels, plan_from_heads(model, {0: [], 1: []}), data, "train",
-                           dense=dense, repeats=1)
+        prune_and_evaluate(
+            model,
+            extractor,
+            labels,
+            plan_from_heads(model, {0: [], 1: []}),
+            data,
+            "train",
+            dense=dense,
+            repeats=1,
+        )

@@ -59,7 +59,7 @@ def test_budget_round_trips_and_old_plans_read_as_joint(plan):
 
 
 def test_from_json_rejects_other_documents():
-    with pytest.raises(ValueError, match="Not a prunekit.PruningPlan"):
+    with pytest.raises(ValueError, match=r"Not a prunekit.PruningPlan"):
         PruningPlan.from_json('{"layers": []}')
 
 
@@ -88,8 +88,15 @@ def test_attention_sparsity_by_hand(plan):
     assert plan.attention_sparsity() == pytest.approx(1 - 1408 / 8192)
     table = plan.summary()
     assert table.columns.tolist() == [
-        "layer", "heads_left", "heads", "qk_channels_left", "qk_channels",
-        "vo_channels_left", "vo_channels", "weights_left", "weights_removed",
+        "layer",
+        "heads_left",
+        "heads",
+        "qk_channels_left",
+        "qk_channels",
+        "vo_channels_left",
+        "vo_channels",
+        "weights_left",
+        "weights_removed",
     ]
     assert table["heads_left"].tolist() == [2, 0]
     assert table["qk_channels_left"].tolist() == [6, 0]
@@ -124,7 +131,7 @@ def test_validation_names_the_values(plan, tiny_model, layer, message):
 
 def test_layer_count_mismatch(plan, tiny_config):
     deeper = ASTForAudioClassification(tiny_config(num_hidden_layers=3))
-    with pytest.raises(ValueError, match="The plan covers 2 layers .* but the model has 3"):
+    with pytest.raises(ValueError, match=r"The plan covers 2 layers .* but the model has 3"):
         plan.validate_for(deeper)
     short = dataclasses.replace(plan, layers=plan.layers[:1])
     with pytest.raises(ValueError, match="The plan has 1 layers but its base shape has 2"):
@@ -138,11 +145,14 @@ def test_shape_mismatch(plan, tiny_config):
         plan.validate_for(other)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[]", "A pruning plan is a JSON object with format, base and layers; got []"),
-    ("null", "A pruning plan is a JSON object with format, base and layers; got None"),
-    ("{broken", "A pruning plan must be JSON"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[]", "A pruning plan is a JSON object with format, base and layers; got []"),
+        ("null", "A pruning plan is a JSON object with format, base and layers; got None"),
+        ("{broken", "A pruning plan must be JSON"),
+    ],
+)
 def test_plan_json_that_is_not_a_plan_is_a_plan_error(text, message):
     with pytest.raises(PlanError, match=re.escape(message)):
         PruningPlan.from_json(text)
@@ -152,10 +162,14 @@ def test_plan_json_that_is_not_a_plan_is_a_plan_error(text, message):
 @pytest.mark.parametrize("where", ["heads", "qk", "vo"])
 def test_plan_indices_must_be_whole_numbers_not_coerced(bad, where):
     """int(2.7) == 2 and int("1") == 1: coercing would prune other heads than the file says."""
-    data = PruningPlan.from_dict({"format": "prunekit.PruningPlan", "version": 1,
-                                  "base": [{"heads": 2, "qk_dim": 2, "v_dim": 2, "hidden": 4}],
-                                  "layers": [{"heads": [0, 1], "qk": [[0, 1], [0, 1]], "vo": [[0, 1], [0, 1]]}]}
-                                 ).to_dict()
+    data = PruningPlan.from_dict(
+        {
+            "format": "prunekit.PruningPlan",
+            "version": 1,
+            "base": [{"heads": 2, "qk_dim": 2, "v_dim": 2, "hidden": 4}],
+            "layers": [{"heads": [0, 1], "qk": [[0, 1], [0, 1]], "vo": [[0, 1], [0, 1]]}],
+        }
+    ).to_dict()
     if where == "heads":
         data["layers"][0]["heads"][1] = bad
     else:

@@ -129,8 +129,10 @@ def ceiling(case: Case, pattern: str, threshold: str, budget: str = "separate") 
     if pattern == "entire-head":
         kept = 0 if threshold == "global" else sum(head_size(s) for s in case.shapes if s.heads)
         return 1 - kept / case.dense
-    return min(1 - sum(s.heads * 2 * s.hidden * len(groups) for s in case.shapes) / group_dense(case, groups)
-               for groups in budget_groups(pattern, threshold, budget))
+    return min(
+        1 - sum(s.heads * 2 * s.hidden * len(groups) for s in case.shapes) / group_dense(case, groups)
+        for groups in budget_groups(pattern, threshold, budget)
+    )
 
 
 def unit_sizes(case: Case, pattern: str, groups=GROUPS) -> list[int]:
@@ -158,8 +160,10 @@ def achievable(case: Case, pattern: str, groups=GROUPS) -> set[int]:
 
 def removed_in(plan: PruningPlan, group: str) -> int:
     """Weights of ``group``'s channels the plan removes."""
-    return sum(2 * s.hidden * (s.heads * dim(s, group) - (lp.qk_channels if group == "qk" else lp.vo_channels))
-               for s, lp in zip(plan.base, plan.layers))
+    return sum(
+        2 * s.hidden * (s.heads * dim(s, group) - (lp.qk_channels if group == "qk" else lp.vo_channels))
+        for s, lp in zip(plan.base, plan.layers)
+    )
 
 
 def combined(case: Case, layer: int, group: str) -> np.ndarray:
@@ -171,8 +175,9 @@ def removed_weights(plan: PruningPlan) -> int:
     return plan.dense_weights() - plan.kept_weights()
 
 
-def check_structure(case: Case, plan: PruningPlan, pattern: str, threshold: str, target: float,
-                    budget: str = "separate") -> None:
+def check_structure(
+    case: Case, plan: PruningPlan, pattern: str, threshold: str, target: float, budget: str = "separate"
+) -> None:
     """The pattern's constraints, the lowest-scored-first rule and the local counts."""
     plan.validate()
     assert plan.base == case.shapes
@@ -226,11 +231,16 @@ def test_every_pattern_and_threshold_respects_its_constraints(case, fracs, budge
             for groups in budget_groups(pattern, threshold, budget):
                 sizes = unit_sizes(case, pattern, groups)
                 t = target * (case.dense if pattern == "entire-head" else group_dense(case, groups))
-                got = removed_weights(plan) if pattern == "entire-head" else sum(removed_in(plan, g) for g in groups)
+                got = (
+                    removed_weights(plan)
+                    if pattern == "entire-head"
+                    else sum(removed_in(plan, g) for g in groups)
+                )
                 if sizes:
                     assert got <= t + min(sizes) / 2 + EPS
-                    assert (got > t + min(sizes) / 2 - max(sizes) - EPS
-                            or got == max(achievable(case, pattern, groups)))
+                    assert got > t + min(sizes) / 2 - max(sizes) - EPS or got == max(
+                        achievable(case, pattern, groups)
+                    )
         if top < 0.99:
             message = rf"can remove at most {top:.2%} .*asked for {top + 0.01:.2%}"
             with pytest.raises(ValueError, match=message):
@@ -252,8 +262,12 @@ def test_global_threshold_reaches_the_nearest_achievable_sparsity(case, u, patte
         assert abs(got - t) <= best + EPS
     assert plan.attention_sparsity() == pytest.approx(removed_weights(plan) / case.dense)
     if pattern == "entire-head":  # equal heads: every removed head scores <= every kept head
-        removed = [case.head[s.layer][h] for s, lp in zip(case.shapes, plan.layers) for h in range(s.heads)
-                   if h not in lp.heads]
+        removed = [
+            case.head[s.layer][h]
+            for s, lp in zip(case.shapes, plan.layers)
+            for h in range(s.heads)
+            if h not in lp.heads
+        ]
         kept = [case.head[s.layer][h] for s, lp in zip(case.shapes, plan.layers) for h in lp.heads]
         if removed and kept:
             assert max(removed) <= min(kept)
@@ -264,26 +278,40 @@ def per_head_optimum(case: Case, plan: PruningPlan, budget: str, target: float, 
     weight that fits (target share + half the smallest move, less the forced heads' weights),
     and among the allocations removing exactly that, the least removed score."""
     forced = {s.layer: s.heads - len(a) for s, a in zip(case.shapes, alive)}
-    kept_lists = {(s.layer, g): (lp.qk if g == "qk" else lp.vo) for s, lp in zip(case.shapes, plan.layers)
-                  for g in GROUPS}
+    kept_lists = {
+        (s.layer, g): (lp.qk if g == "qk" else lp.vo)
+        for s, lp in zip(case.shapes, plan.layers)
+        for g in GROUPS
+    }
     for groups in budget_groups("per-head", "global", budget):
         moves = [(s.layer, g) for s in case.shapes for g in groups if alive[s.layer] and dim(s, g) > 1]
         size = {(l, g): len(alive[l]) * 2 * HIDDEN for l, g in moves}
-        forced_weights = sum(n * 2 * HIDDEN * dim(case.shapes[l], g) for l, n in forced.items() for g in groups)
+        forced_weights = sum(
+            n * 2 * HIDDEN * dim(case.shapes[l], g) for l, n in forced.items() for g in groups
+        )
         room = target * group_dense(case, groups) - forced_weights + min(size.values(), default=0) / 2
 
         def cost(l, g, k):  # sum over the remaining heads of their k smallest scores
             return float(np.sort(case.channels(g)[l][alive[l]], axis=1)[:, :k].sum())
 
-        options = [ks for ks in itertools.product(*(range(dim(case.shapes[l], g)) for l, g in moves))
-                   if sum(k * size[m] for k, m in zip(ks, moves)) <= max(room, 0) + EPS]  # 0: none
+        options = [
+            ks
+            for ks in itertools.product(*(range(dim(case.shapes[l], g)) for l, g in moves))
+            if sum(k * size[m] for k, m in zip(ks, moves)) <= max(room, 0) + EPS
+        ]  # 0: none
         most = max(sum(k * size[m] for k, m in zip(ks, moves)) for ks in options)
-        best = min(sum(cost(*m, k) for k, m in zip(ks, moves)) for ks in options
-                   if sum(k * size[m] for k, m in zip(ks, moves)) == most)
+        best = min(
+            sum(cost(*m, k) for k, m in zip(ks, moves))
+            for ks in options
+            if sum(k * size[m] for k, m in zip(ks, moves)) == most
+        )
         taken = {m: dim(case.shapes[m[0]], m[1]) - len(kept_lists[m][0]) for m in moves}
         assert sum(k * size[m] for m, k in taken.items()) == most
-        removed = sum(float(case.channels(g)[l][h][sorted(set(range(dim(case.shapes[l], g))) - set(kept))].sum())
-                      for l, g in moves for h, kept in zip(alive[l], kept_lists[l, g]))
+        removed = sum(
+            float(case.channels(g)[l][h][sorted(set(range(dim(case.shapes[l], g))) - set(kept))].sum())
+            for l, g in moves
+            for h, kept in zip(alive[l], kept_lists[l, g])
+        )
         assert removed == pytest.approx(best, abs=1e-9)  # each head removed its own lowest channels
 
 
@@ -301,7 +329,9 @@ def test_per_head_with_unequal_head_counts_equals_exhaustive_search(case, u, bud
     """Layers with different head counts, or heads forced out, make moves of different sizes:
     the greedy is no longer optimal and the exact planner must match the brute-force optimum."""
     heads = [(s.layer, h) for s in case.shapes for h in range(s.heads)]
-    gone = data.draw(st.sets(st.sampled_from(heads), max_size=len(heads) - 1) if len(heads) > 1 else st.just(set()))
+    gone = data.draw(
+        st.sets(st.sampled_from(heads), max_size=len(heads) - 1) if len(heads) > 1 else st.just(set())
+    )
     alive = [[h for h in range(s.heads) if (s.layer, h) not in gone] for s in case.shapes]
     frame = table(case)
     top = max_sparsity(frame, "per-head", "global", force_remove=gone, budget=budget)
@@ -365,10 +395,12 @@ def test_same_channel_mean_or_sum_over_heads_matters_across_layers():
     head = [np.ones(1), np.ones(4)]
     unit = 4 * 2 * HIDDEN  # one channel index in layer 1's four heads
     target = unit / sum(s.weights for s in shapes) - 1e-4
-    fisher = make_plan(table(Case(shapes, qk, vo, head, "fisher")), "same-channel", "global", target,
-                       budget="joint")
-    magnitude = make_plan(table(Case(shapes, qk, vo, head, "magnitude")), "same-channel", "global", target,
-                          budget="joint")
+    fisher = make_plan(
+        table(Case(shapes, qk, vo, head, "fisher")), "same-channel", "global", target, budget="joint"
+    )
+    magnitude = make_plan(
+        table(Case(shapes, qk, vo, head, "magnitude")), "same-channel", "global", target, budget="joint"
+    )
     assert fisher.layers[0].qk == ((1,),) and fisher.layers[1].qk == ((0, 1),) * 4  # 3 < sum 4
     assert magnitude.layers[1].qk == ((1,),) * 4 and magnitude.layers[0].qk == ((0, 1),)  # mean 1 < 3
 
@@ -408,8 +440,12 @@ def test_global_entire_head_accepts_what_max_sparsity_reports():
 
 def test_ties_go_to_the_lowest_layer_head_and_channel():
     flat = small_case()
-    flat = Case(flat.shapes, [np.ones_like(a) for a in flat.qk], [np.ones_like(a) for a in flat.vo],
-                [np.ones_like(a) for a in flat.head])
+    flat = Case(
+        flat.shapes,
+        [np.ones_like(a) for a in flat.qk],
+        [np.ones_like(a) for a in flat.vo],
+        [np.ones_like(a) for a in flat.head],
+    )
     frame = table(flat)
     assert [lp.heads for lp in make_plan(frame, "entire-head", "global", 0.25).layers] == [(1,), (0, 1)]
     assert [lp.heads for lp in make_plan(frame, "entire-head", "local", 0.5).layers] == [(1,), (1,)]
@@ -424,15 +460,23 @@ def test_units_that_do_not_fit_are_skipped_not_the_end():
     """With unequal sizes the lowest-scored unit may not fit the budget; smaller ones still can."""
     # Entire-head: layer 0's one head (64 weights, lowest score) is too big for 0.3 * 96 weights.
     shapes = (AttentionShape(0, 1, 4, 4, HIDDEN), AttentionShape(1, 2, 1, 1, HIDDEN))
-    case = Case(shapes, [np.ones((1, 4)), np.ones((2, 1))], [np.ones((1, 4)), np.ones((2, 1))],
-                [np.array([0.1]), np.array([0.5, 0.6])])
+    case = Case(
+        shapes,
+        [np.ones((1, 4)), np.ones((2, 1))],
+        [np.ones((1, 4)), np.ones((2, 1))],
+        [np.array([0.1]), np.array([0.5, 0.6])],
+    )
     plan = make_plan(table(case), "entire-head", "global", 0.3)
     assert [lp.heads for lp in plan.layers] == [(0,), ()] and removed_weights(plan) == 32
     # Per-head: a move in layer 1 (3 heads: 24 weights) is cheaper per channel (mean 1 < 2) but
     # does not fit 16 weights; layer 0's moves (8 weights) do, until its head keeps one channel.
     shapes = (AttentionShape(0, 1, 3, 1, HIDDEN), AttentionShape(1, 3, 3, 1, HIDDEN))
-    case = Case(shapes, [np.full((1, 3), 2.0), np.ones((3, 3))], [np.ones((1, 1)), np.ones((3, 1))],
-                [np.ones(1), np.ones(3)])
+    case = Case(
+        shapes,
+        [np.full((1, 3), 2.0), np.ones((3, 3))],
+        [np.ones((1, 1)), np.ones((3, 1))],
+        [np.ones(1), np.ones(3)],
+    )
     small = make_plan(table(case), "per-head", "global", 16 / 128, budget="joint")
     assert small.layers[0].qk == ((2,),) and small.layers[1].qk == ((0, 1, 2),) * 3
     # With room for 24 weights the cheaper-per-channel layer 1 move wins (by the sum, 3 > 2, it would not).
@@ -489,8 +533,12 @@ def test_force_remove_under_channel_patterns():
 def test_zero_head_layer_and_base_keyword():
     case = small_case()
     shapes = (case.shapes[0], AttentionShape(1, 0, 3, 2, HIDDEN), AttentionShape(2, 2, 3, 2, HIDDEN))
-    three = Case(shapes, [case.qk[0], np.zeros((0, 3)), case.qk[1]],
-                 [case.vo[0], np.zeros((0, 2)), case.vo[1]], [case.head[0], np.zeros(0), case.head[1]])
+    three = Case(
+        shapes,
+        [case.qk[0], np.zeros((0, 3)), case.qk[1]],
+        [case.vo[0], np.zeros((0, 2)), case.vo[1]],
+        [case.head[0], np.zeros(0), case.head[1]],
+    )
     frame = table(three)
     plan = make_plan(frame, "entire-head", "local", 0.5)
     assert [lp.heads for lp in plan.layers] == [(1,), (), (0,)]
@@ -522,9 +570,14 @@ def test_made_plan_round_trips_through_json():
         ({"sparsity": -0.1}, r"sparsity must be in \[0, 1\].*got -0.1"),
         ({"sparsity": 1.1}, r"sparsity must be in \[0, 1\].*got 1.1"),
         ({"sparsity": 1.0}, r"per-head / global can remove at most 50.00% .*asked for 100.00%"),
-        ({"sparsity": 0.9}, r"at most 50.00% .*separate budgets .*Q/K at most 66.67%, V/O at most 50.00%.*for 90.00%"),
-        ({"sparsity": 0.9, "budget": "joint"},
-         r"per-head / global can remove at most 60.00% .*one Q/K and one V/O channel\); asked for 90.00%"),
+        (
+            {"sparsity": 0.9},
+            r"at most 50.00% .*separate budgets .*Q/K at most 66.67%, V/O at most 50.00%.*for 90.00%",
+        ),
+        (
+            {"sparsity": 0.9, "budget": "joint"},
+            r"per-head / global can remove at most 60.00% .*one Q/K and one V/O channel\); asked for 90.00%",
+        ),
         ({"force_keep": [(0, 1)]}, r"force_keep \[\(0, 1\)\] needs pattern 'entire-head'.*kept whole"),
         ({"force_remove": [(1, 2)]}, r"force_remove: layer 1 head 2 does not exist"),
         ({"force_remove": [(5, 0)]}, r"force_remove: layer 5 head 0 does not exist"),
@@ -543,7 +596,7 @@ def test_bad_tables_are_named():
     two = ScoreTable(pd.concat([frame, frame.assign(scorer="magnitude")]), table_.base, "fisher")
     with pytest.raises(ScoresError, match=r"mixes scorers \['fisher', 'magnitude'\]"):
         make_plan(two, "per-head", "global", 0.3)
-    with pytest.raises(ScoresError, match="does not say which model shape.*base="):
+    with pytest.raises(ScoresError, match=r"does not say which model shape.*base="):
         make_plan(frame, "per-head", "global", 0.3)  # a bare frame, no shape
     # frame.head would be DataFrame.head(); NA channels compare as NA, hence fillna.
     pair = (frame["layer"] == 1) & (frame["head"] == 0) & (frame["channel"] == 2).fillna(False)
@@ -552,7 +605,9 @@ def test_bad_tables_are_named():
     with pytest.raises(ScoresError, match=missing):
         make_plan(dropped, "per-head", "global", 0.3)
     # A bare frame with its shape given plans exactly like the table.
-    assert make_plan(frame, "per-head", "global", 0.3, base=table_.base) == make_plan(table_, "per-head", "global", 0.3)
+    assert make_plan(frame, "per-head", "global", 0.3, base=table_.base) == make_plan(
+        table_, "per-head", "global", 0.3
+    )
 
 
 # --- hand-made plans ------------------------------------------------------------------------------------

@@ -96,8 +96,9 @@ def test_recovery_leaves_its_input_untouched(tiny_model, dataset):
 
 def test_zero_head_model_recovers_and_round_trips(tiny_model, dataset, tmp_path):
     pruned = _zero_head_model(tiny_model)
-    config = RecoveryConfig(train_clips=None, validation_clips=None, batch_size=2, lr=1e-2, epochs=2,
-                            freq_mask=4, time_mask=6)
+    config = RecoveryConfig(
+        train_clips=None, validation_clips=None, batch_size=2, lr=1e-2, epochs=2, freq_mask=4, time_mask=6
+    )
     recovered, history = recover(pruned, EXTRACTOR, TINY_LABELS, dataset, config=config)
     assert type(recovered) is type(pruned)
     assert anatomy.structure_of(recovered) == anatomy.structure_of(pruned)
@@ -121,5 +122,5 @@ def test_spec_augment_masks_whole_bands():
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValueError, match="rank.*warmup_fraction"):
+    with pytest.raises(ValueError, match=r"rank.*warmup_fraction"):
         RecoveryConfig(rank=0, warmup_fraction=1.5)

@@ -51,7 +51,9 @@ def _rows(frame, layer, group, matrix, head_rows=False) -> np.ndarray:
 
 def _unit_rows(per_weight: dict) -> dict:
     """Per-weight tensors -> per-unit-row sums, (H, D) each (rows of q/k/v, columns of o)."""
-    return {m: (w.sum(0) if m == "o" else w.sum(1)).double().numpy().reshape(H, D) for m, w in per_weight.items()}
+    return {
+        m: (w.sum(0) if m == "o" else w.sum(1)).double().numpy().reshape(H, D) for m, w in per_weight.items()
+    }
 
 
 def _check_additive(frame, layer, rows):
@@ -83,15 +85,22 @@ def test_magnitude_by_hand(model, norm):
         w["o"] = w["o"].T  # columns of W_o are its units
         p = 1 if norm == "l1" else 2
         rows = {m: np.linalg.norm(w[m], ord=p, axis=1).reshape(H, D) for m in "qkvo"}
-        heads = {m: (np.abs(w[m]).reshape(H, D, -1).sum((1, 2)) if p == 1
-                     else np.sqrt((w[m] ** 2).reshape(H, D, -1).sum((1, 2)))) for m in "qkvo"}
+        heads = {
+            m: (
+                np.abs(w[m]).reshape(H, D, -1).sum((1, 2))
+                if p == 1
+                else np.sqrt((w[m] ** 2).reshape(H, D, -1).sum((1, 2)))
+            )
+            for m in "qkvo"
+        }
         for m, group in (("q", "qk"), ("k", "qk"), ("v", "vo"), ("o", "vo")):
             np.testing.assert_allclose(_rows(frame, layer, group, m), rows[m], rtol=1e-6)
             np.testing.assert_allclose(_rows(frame, layer, group, m, True), heads[m], rtol=1e-6)
         np.testing.assert_allclose(_rows(frame, layer, "qk", "pair"), (rows["q"] + rows["k"]) / 2, rtol=1e-6)
         np.testing.assert_allclose(_rows(frame, layer, "vo", "pair"), (rows["v"] + rows["o"]) / 2, rtol=1e-6)
-        np.testing.assert_allclose(_rows(frame, layer, "head", "pair", True),
-                                   sum(heads.values()) / 4, rtol=1e-6)
+        np.testing.assert_allclose(
+            _rows(frame, layer, "head", "pair", True), sum(heads.values()) / 4, rtol=1e-6
+        )
 
 
 def _per_clip_grads(model, data, layer, loss=torch.nn.functional.cross_entropy):
@@ -100,16 +109,21 @@ def _per_clip_grads(model, data, layer, loss=torch.nn.functional.cross_entropy):
     for x, y in zip(data.features, data.targets):
         model.zero_grad(set_to_none=True)
         loss(model(x[None]).logits, y[None]).backward()
-        out.append({m: linear.weight.grad.clone() for m, linear in zip("qkvo", anatomy.projections(model, layer))})
+        out.append(
+            {m: linear.weight.grad.clone() for m, linear in zip("qkvo", anatomy.projections(model, layer))}
+        )
     model.zero_grad(set_to_none=True)
     return out
 
 
-@pytest.mark.parametrize("batch_size, batches", [
-    (4, ([0, 1, 2, 3], [4, 5, 6, 7])),  # 10 clips: B = floor(10 / 4) = 2; clips 8 and 9 are left out
-    (5, ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])),  # no partial batch: every clip counts
-    (16, (list(range(10)),)),  # fewer clips than a batch: one batch of all 10
-])
+@pytest.mark.parametrize(
+    "batch_size, batches",
+    [
+        (4, ([0, 1, 2, 3], [4, 5, 6, 7])),  # 10 clips: B = floor(10 / 4) = 2; clips 8 and 9 are left out
+        (5, ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])),  # no partial batch: every clip counts
+        (16, (list(range(10)),)),  # fewer clips than a batch: one batch of all 10
+    ],
+)
 def test_fisher_is_squared_batch_gradients_over_whole_batches(model, data, batch_size, batches):
     frame = score(model, "fisher", data, batch_size=batch_size, cache=False).frame
     reference = model.__class__(model.config).eval()
@@ -124,7 +138,9 @@ def test_fisher_is_squared_batch_gradients_over_whole_batches(model, data, batch
         _check_additive(frame, layer, _unit_rows({m: a / len(batches) + 1e-6 for m, a in acc.items()}))
     if batch_size == 4:  # the partial batch really is left out: scoring its clips away changes nothing
         first_eight = ScoringData(data.features[:8], data.targets[:8])
-        pd.testing.assert_frame_equal(score(model, "fisher", first_eight, batch_size=4, cache=False).frame, frame)
+        pd.testing.assert_frame_equal(
+            score(model, "fisher", first_eight, batch_size=4, cache=False).frame, frame
+        )
 
 
 def test_fisher_sample_is_squared_per_clip_gradients(model, data):
@@ -149,9 +165,15 @@ def test_taylor_is_abs_sum_of_weight_times_gradient(model, data):
         w = _attention_weights(model, layer)
         signed = _unit_rows({m: w[m] * sum(g[m] for g in per_clip) / len(per_clip) for m in "qkvo"})
         for m, group in (("q", "qk"), ("k", "qk"), ("v", "vo"), ("o", "vo")):
-            np.testing.assert_allclose(_rows(frame, layer, group, m), np.abs(signed[m]), rtol=1e-4, atol=1e-8)  # signed sums cancel
-            np.testing.assert_allclose(_rows(frame, layer, group, m, True), np.abs(signed[m].sum(1)), rtol=1e-4, atol=1e-8)
-        np.testing.assert_allclose(_rows(frame, layer, "qk", "pair"), np.abs(signed["q"] + signed["k"]), rtol=1e-4, atol=1e-8)
+            np.testing.assert_allclose(
+                _rows(frame, layer, group, m), np.abs(signed[m]), rtol=1e-4, atol=1e-8
+            )  # signed sums cancel
+            np.testing.assert_allclose(
+                _rows(frame, layer, group, m, True), np.abs(signed[m].sum(1)), rtol=1e-4, atol=1e-8
+            )
+        np.testing.assert_allclose(
+            _rows(frame, layer, "qk", "pair"), np.abs(signed["q"] + signed["k"]), rtol=1e-4, atol=1e-8
+        )
         head = np.abs(sum(s.sum(1) for s in signed.values()))
         np.testing.assert_allclose(_rows(frame, layer, "head", "pair", True), head, rtol=1e-4, atol=1e-8)
 
@@ -166,8 +188,10 @@ def test_gate_fisher_against_one_gate_per_clip(model, data):
         attn = anatomy.attention(reference, layer)
         qk_gate = torch.ones(H * D, requires_grad=True)
         vo_gate = torch.ones(H * D, requires_grad=True)
-        handles = [attn.q_proj.register_forward_hook(lambda m, a, out: out * qk_gate),
-                   attn.o_proj.register_forward_pre_hook(lambda m, a: (a[0] * vo_gate,))]
+        handles = [
+            attn.q_proj.register_forward_hook(lambda m, a, out, g=qk_gate: out * g),
+            attn.o_proj.register_forward_pre_hook(lambda m, a, g=vo_gate: (a[0] * g,)),
+        ]
         qk = np.zeros((H, D))
         vo = np.zeros((H, D))
         head = np.zeros(H)
@@ -187,7 +211,10 @@ def test_gate_fisher_against_one_gate_per_clip(model, data):
 
 
 def test_random_is_seeded(model):
-    a, b = score(model, "random", seed=1, cache=False).frame, score(model, "random", seed=1, cache=False).frame
+    a, b = (
+        score(model, "random", seed=1, cache=False).frame,
+        score(model, "random", seed=1, cache=False).frame,
+    )
     c = score(model, "random", seed=2, cache=False).frame
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a.score, c.score)
@@ -220,8 +247,10 @@ def test_eval_mode_is_used(model, data):
 
 @pytest.mark.parametrize("scorer", list(SCORERS))
 def test_pruned_model_with_unequal_dims_and_an_empty_layer(model, data, scorer):
-    plan = PruningPlan((LayerPlan(), LayerPlan((1, 3), ((0, 2, 5),) * 2, ((1, 2, 3, 4, 6),) * 2)),
-                       tuple(anatomy.attention_shapes(model)))
+    plan = PruningPlan(
+        (LayerPlan(), LayerPlan((1, 3), ((0, 2, 5),) * 2, ((1, 2, 3, 4, 6),) * 2)),
+        tuple(anatomy.attention_shapes(model)),
+    )
     pruned = apply_plan(model, plan)
     frame = score(pruned, scorer, data, batch_size=4, cache=False).frame
     assert set(frame.layer) == {1}
@@ -293,8 +322,11 @@ def test_a_cached_table_that_does_not_fit_the_model_is_recomputed(model, data, m
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
     first = score(model, "magnitude").frame
     (path,) = (tmp_path / "scores").glob("*.parquet")
-    bad = {"a layer missing": first[first.layer != 1], "all inf": first.assign(score=np.inf),
-           "another scorer": first.assign(scorer="random")}[damage]
+    bad = {
+        "a layer missing": first[first.layer != 1],
+        "all inf": first.assign(score=np.inf),
+        "another scorer": first.assign(scorer="random"),
+    }[damage]
     bad.to_parquet(path, index=False)
     again = score(model, "magnitude").frame
     pd.testing.assert_frame_equal(first, again, check_exact=True)

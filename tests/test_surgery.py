@@ -62,8 +62,11 @@ CASES = {
             [(0, 1, 2, 5), (1, 3, 4, 7), (0, 2, 6, 7), (2, 3, 5, 6)],
             [(0, 1, 2, 3, 4, 7), (1, 2, 3, 4, 5, 6), (0, 2, 3, 5, 6, 7), (0, 1, 4, 5, 6, 7)],
         ),
-        _layer(range(4), [(0, 1, 2, 3, 4, 5), (2, 3, 4, 5, 6, 7), (0, 2, 4, 5, 6, 7), (1, 3, 4, 5, 6, 7)],
-               [(0, 1, 7), (2, 5, 6), (3, 4, 5), (0, 6, 7)]),
+        _layer(
+            range(4),
+            [(0, 1, 2, 3, 4, 5), (2, 3, 4, 5, 6, 7), (0, 2, 4, 5, 6, 7), (1, 3, 4, 5, 6, 7)],
+            [(0, 1, 7), (2, 5, 6), (3, 4, 5), (0, 6, 7)],
+        ),
     ],
     "same_channel": [_layer(range(4), (0, 3, 6), (1, 2, 4, 5, 7)), _layer(range(4), (1, 2, 3, 4, 5), (0, 7))],
     "qk_ne_vo": [
@@ -252,7 +255,9 @@ def test_overwrite_replaces_only_a_folder_prunekit_wrote(model, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(OutputExistsError, match=r"was not written by prunekit \(it has no \.prunekit-output\)"):
+    with pytest.raises(
+        OutputExistsError, match=r"was not written by prunekit \(it has no \.prunekit-output\)"
+    ):
         save_pruned(pruned, mine, overwrite=True)
     assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
     assert not list(tmp_path.glob(".mine.*"))  # nothing written aside either

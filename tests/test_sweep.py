@@ -35,8 +35,14 @@ RUN = IterativeConfig(schedule=(0.2, 0.45), recovery=RECOVERY, latency_repeats=1
 
 @pytest.fixture
 def config(tiny_model_dir, tiny_speech_commands):
-    return SweepConfig(model=str(tiny_model_dir), data=str(tiny_speech_commands), scorers=("fisher",),
-                       patterns=("per-head", "entire-head"), thresholds=("global",), run=RUN)
+    return SweepConfig(
+        model=str(tiny_model_dir),
+        data=str(tiny_speech_commands),
+        scorers=("fisher",),
+        patterns=("per-head", "entire-head"),
+        thresholds=("global",),
+        run=RUN,
+    )
 
 
 class Killed(Exception):
@@ -67,8 +73,10 @@ def test_a_killed_sweep_resumes_to_the_same_results(config, tmp_path):
     pd.testing.assert_frame_equal(_deterministic(resumed), _deterministic(whole))
     for name in (RESULTS_FILE, TABLE_FILE):
         a, b = (pd.read_csv(tmp_path / d / name) for d in ("whole", "killed"))
-        pd.testing.assert_frame_equal(a.drop(columns=[c for c in TIMING_COLUMNS if c in a]),
-                                      b.drop(columns=[c for c in TIMING_COLUMNS if c in b]))
+        pd.testing.assert_frame_equal(
+            a.drop(columns=[c for c in TIMING_COLUMNS if c in a]),
+            b.drop(columns=[c for c in TIMING_COLUMNS if c in b]),
+        )
     assert list(whole["scorer"].unique()) == ["fisher"] and len(whole) == 2 * 3
 
     status = sweep_status(tmp_path / "killed")
@@ -106,18 +114,40 @@ def test_a_killed_process_reads_as_stopped(tmp_path):
 
 def test_interpolated_table():
     def run(scorer, seed, sparsities, accuracies):
-        return pd.DataFrame({"scorer": scorer, "pattern": "per-head", "threshold": "global", "seed": seed,
-                             "step": range(len(sparsities)), "attention_sparsity": sparsities,
-                             "accuracy_after": accuracies})
+        return pd.DataFrame(
+            {
+                "scorer": scorer,
+                "pattern": "per-head",
+                "threshold": "global",
+                "seed": seed,
+                "step": range(len(sparsities)),
+                "attention_sparsity": sparsities,
+                "accuracy_after": accuracies,
+            }
+        )
 
-    results = pd.concat([
-        run("fisher", 0, [0.0, 0.2, 0.4, 0.6], [0.9, 0.8, 0.7, 0.6]),
-        run("fisher", 1, [0.0, 0.2, 0.4, 0.6], [0.9, 0.6, 0.5, 0.4]),
-        run("magnitude", 0, [0.0, 0.25, 0.25, 0.5], [0.9, 0.5, 0.7, 0.3]),  # 25 % twice: the first counts
-    ], ignore_index=True)
+    results = pd.concat(
+        [
+            run("fisher", 0, [0.0, 0.2, 0.4, 0.6], [0.9, 0.8, 0.7, 0.6]),
+            run("fisher", 1, [0.0, 0.2, 0.4, 0.6], [0.9, 0.6, 0.5, 0.4]),
+            run("magnitude", 0, [0.0, 0.25, 0.25, 0.5], [0.9, 0.5, 0.7, 0.3]),  # 25 % twice: the first counts
+        ],
+        ignore_index=True,
+    )
     table = interpolated_table(results)
-    assert list(table.columns) == ["pattern", "threshold", "scorer", "seeds", "dense",
-                                   "10%", "20%", "30%", "40%", "50%", "60%"]
+    assert list(table.columns) == [
+        "pattern",
+        "threshold",
+        "scorer",
+        "seeds",
+        "dense",
+        "10%",
+        "20%",
+        "30%",
+        "40%",
+        "50%",
+        "60%",
+    ]
     fisher, magnitude = table.iloc[0], table.iloc[1]
     assert fisher["seeds"] == 2 and fisher["dense"] == pytest.approx(90)
     assert fisher[["10%", "20%", "30%", "60%"]].tolist() == pytest.approx([80, 70, 65, 50])  # mean of 2 seeds
@@ -129,10 +159,35 @@ def test_interpolated_table():
 
 def test_sweep_command(tiny_model_dir, tiny_speech_commands, tmp_path, capsys, run_cli):
     """One real subprocess, as the app starts it; the bad inputs in-process (imports cost 5-10 s)."""
-    args = ["sweep", "--model", tiny_model_dir, "--data", tiny_speech_commands, "--out", tmp_path / "s",
-            "--scorers", "magnitude", "--patterns", "entire-head", "--thresholds", "local", "--steps", "1",
-            "--fraction", "0.25", "--train-clips", "4", "--val-clips", "all", "--batch-size", "2",
-            "--budget", "joint", "--repeats", "1"]
+    args = [
+        "sweep",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        tiny_speech_commands,
+        "--out",
+        tmp_path / "s",
+        "--scorers",
+        "magnitude",
+        "--patterns",
+        "entire-head",
+        "--thresholds",
+        "local",
+        "--steps",
+        "1",
+        "--fraction",
+        "0.25",
+        "--train-clips",
+        "4",
+        "--val-clips",
+        "all",
+        "--batch-size",
+        "2",
+        "--budget",
+        "joint",
+        "--repeats",
+        "1",
+    ]
     out = run_cli(*args, cache=tmp_path / "c")
     assert out.returncode == 0, out.stderr
     assert "| EH | L | Mag |" in out.stdout and "results.csv" in out.stdout
@@ -155,10 +210,14 @@ def test_a_sweep_that_fails_at_start_is_reported_by_start_sweep(tmp_path):
     Experiments page) never says "started" about a sweep that has already failed."""
     from prunekit.recovery.sweep import start_sweep
 
-    with pytest.raises(SweepError, match=r"failed at start: ModelLoadError: No model folder at .*no/such/model"):
+    with pytest.raises(
+        SweepError, match=r"failed at start: ModelLoadError: No model folder at .*no/such/model"
+    ):
         start_sweep(tmp_path / "bad", ["--model", str(tmp_path / "no/such/model")])
     assert (tmp_path / "bad.log").is_file()
     status = sweep_status(tmp_path / "bad")
     assert status["state"] == "failed" and "no/such/model" in status["error"]
-    with pytest.raises(SweepError, match="stopped at once.*--steps: expected a whole number"):  # argparse exits
+    with pytest.raises(
+        SweepError, match=r"stopped at once.*--steps: expected a whole number"
+    ):  # argparse exits
         start_sweep(tmp_path / "bad-args", ["--steps", "many"])

@@ -14,8 +14,14 @@ import soundfile as sf
 from prunekit.data import synth
 
 # 2 accents x 2 variants = 4 voices (one validation, one test); f2 has breath noise (libc rand()).
-TINY = synth.SynthConfig(words=("go", "up", "yes"), accents=("en", "en-us"), variants=("m1", "f2"),
-                         val_fraction=0.25, test_fraction=0.25, takes=1)
+TINY = synth.SynthConfig(
+    words=("go", "up", "yes"),
+    accents=("en", "en-us"),
+    variants=("m1", "f2"),
+    val_fraction=0.25,
+    test_fraction=0.25,
+    takes=1,
+)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -23,8 +29,11 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _clip_paths(root: Path) -> list[str]:
-    return [p.relative_to(root).as_posix() for p in sorted(root.glob("*/*.wav"))
-            if p.parent.name != "_background_noise_"]
+    return [
+        p.relative_to(root).as_posix()
+        for p in sorted(root.glob("*/*.wav"))
+        if p.parent.name != "_background_noise_"
+    ]
 
 
 def _list(root: Path, name: str) -> list[str]:
@@ -43,7 +52,7 @@ def tiny(tmp_path_factory) -> Path:
 def test_default_config_size_and_words():
     config = synth.SynthConfig()
     config.validate()
-    assert synth.WORDS == tuple(sorted(synth.WORDS)) and len(set(synth.WORDS)) == 35
+    assert tuple(sorted(synth.WORDS)) == synth.WORDS and len(set(synth.WORDS)) == 35
     assert 10000 <= len(config.voices) * len(config.words) * config.takes <= 16000
     splits = synth.split_voices(config)
     assert min(len(v) for v in splits.values()) >= 10  # enough held-out voices to mean something
@@ -57,18 +66,24 @@ def test_same_seed_same_bytes_other_seed_differs(tiny, tmp_path):
     clips = _clip_paths(tiny)
     assert _clip_paths(other) == clips  # same speakers and words, so the same names...
     assert all((tiny / c).read_bytes() != (other / c).read_bytes() for c in clips)  # ...other audio
-    assert (tiny / "_background_noise_" / "pink_noise.wav").read_bytes() != \
-        (other / "_background_noise_" / "pink_noise.wav").read_bytes()
+    assert (tiny / "_background_noise_" / "pink_noise.wav").read_bytes() != (
+        other / "_background_noise_" / "pink_noise.wav"
+    ).read_bytes()
 
 
 def test_splits_are_voice_disjoint(tiny):
     validation, test = _list(tiny, "validation_list.txt"), _list(tiny, "testing_list.txt")
     train = sorted(set(_clip_paths(tiny)) - set(validation) - set(test))
-    by_split = {name: {_speaker(p) for p in paths}
-                for name, paths in (("train", train), ("validation", validation), ("test", test))}
+    by_split = {
+        name: {_speaker(p) for p in paths}
+        for name, paths in (("train", train), ("validation", validation), ("test", test))
+    }
     assert [len(by_split[s]) for s in ("train", "validation", "test")] == [2, 1, 1]
-    assert not (by_split["train"] & by_split["validation"] or by_split["train"] & by_split["test"]
-                or by_split["validation"] & by_split["test"])
+    assert not (
+        by_split["train"] & by_split["validation"]
+        or by_split["train"] & by_split["test"]
+        or by_split["validation"] & by_split["test"]
+    )
     summary = json.loads((tiny / "synthetic.json").read_text())
     for split, voices in summary["voices"].items():
         assert {synth.speaker_id(v) for v in voices} == by_split[split]
@@ -94,8 +109,10 @@ def test_layout_and_audio(tiny):
         assert sr == 16000 and wave.size >= 10 * sr and np.std(wave) > 0.01
     summary = json.loads((tiny / "synthetic.json").read_text())
     assert summary["format_version"] == synth.FORMAT_VERSION
-    assert synth.SynthConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in summary["config"].items()}) == TINY  # the config round-trips
+    assert (
+        synth.SynthConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in summary["config"].items()})
+        == TINY
+    )  # the config round-trips
 
 
 def test_speech_is_louder_than_the_noise_floor(tiny):
@@ -129,18 +146,21 @@ def test_interrupted_run_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("overrides", "named"), [
-    ({"val_fraction": 1.2}, "1.2"),
-    ({"val_fraction": 0.5, "test_fraction": 0.5}, "0.5"),
-    ({"takes": 0}, "takes=0"),
-    ({"seed": -1}, "seed=-1"),
-    ({"accents": ("en-gb",)}, "'en-gb'"),
-    ({"variants": ("m1", "nosuch")}, "'nosuch'"),
-    ({"words": ("Go",)}, "'Go'"),
-    ({"rate_wpm": (300, 200)}, "rate_wpm"),
-    ({"accents": ("en", "en-shaw")}, "en-shaw"),
-    ({"accents": ("en",), "variants": ("m1", "m2")}, "2 voices"),  # no voice left for training
-])
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"val_fraction": 1.2}, "1.2"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "0.5"),
+        ({"takes": 0}, "takes=0"),
+        ({"seed": -1}, "seed=-1"),
+        ({"accents": ("en-gb",)}, "'en-gb'"),
+        ({"variants": ("m1", "nosuch")}, "'nosuch'"),
+        ({"words": ("Go",)}, "'Go'"),
+        ({"rate_wpm": (300, 200)}, "rate_wpm"),
+        ({"accents": ("en", "en-shaw")}, "en-shaw"),
+        ({"accents": ("en",), "variants": ("m1", "m2")}, "2 voices"),  # no voice left for training
+    ],
+)
 def test_bad_config_raises_naming_the_value(tmp_path, overrides, named):
     with pytest.raises(ValueError, match=named):
         synth.generate(tmp_path / "sc", replace(TINY, **overrides))
@@ -161,8 +181,9 @@ def test_a_rerun_removes_what_a_killed_generation_left_behind(tmp_path, monkeypa
     for name in ("validation_list.txt", "testing_list.txt"):
         (root / name).write_text("")
     (root / "synthetic.json").write_text("{}")
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead = tmp_path / f".{root.name}.partial-{gone.stdout.strip()}-0123abcd"
     live = tmp_path / f".{root.name}.partial-{os.getpid()}-4567ef01"
     for partial in (dead, live):

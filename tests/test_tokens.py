@@ -83,12 +83,14 @@ def _masked_reference(model, x: torch.Tensor, dropped: dict[int, list[list[int]]
 
 def _fixed(keep_sets: list[list[int]]):
     """A selector that keeps the given original patch indices of each clip (same count per clip)."""
+
     def select(block):
         rows = []
         for b, wanted in enumerate(keep_sets):
             present = block.positions[b].tolist()
             rows.append([present.index(p) for p in sorted(wanted)])
         return torch.tensor(rows)
+
     return select
 
 
@@ -112,8 +114,10 @@ def test_a_fixed_token_set_equals_the_masked_reference(model):
     keep2 = [[2, 5, 9], [1, 4, 8], [0, 6, 7]]  # block 2: 3 of those 6
     with torch.no_grad():
         run = run_tokens(model, x, {0: _fixed(keep1), 2: _fixed(keep2)})
-        dropped = {0: [sorted(set(range(N_PATCHES)) - set(k)) for k in keep1],
-                   2: [sorted(set(a) - set(k)) for a, k in zip(keep1, keep2)]}
+        dropped = {
+            0: [sorted(set(range(N_PATCHES)) - set(k)) for k in keep1],
+            2: [sorted(set(a) - set(k)) for a, k in zip(keep1, keep2)],
+        }
         reference = _masked_reference(model, x, dropped)
     assert run.kept[2].tolist() == keep2
     torch.testing.assert_close(run.logits, reference, atol=1e-5, rtol=1e-5)
@@ -128,7 +132,9 @@ def test_every_rule_equals_the_masked_reference_with_its_own_choice(model, rule)
     assert run.kept[1].shape == (3, 3)  # ceil(0.3 x 10)
     dropped = {1: [sorted(set(range(N_PATCHES)) - set(k)) for k in run.kept[1].tolist()]}
     with torch.no_grad():
-        torch.testing.assert_close(_logits(pruned, x), _masked_reference(model, x, dropped), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            _logits(pruned, x), _masked_reference(model, x, dropped), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_cls_and_distillation_tokens_survive_when_one_patch_is_left(model):
@@ -140,7 +146,7 @@ def test_cls_and_distillation_tokens_survive_when_one_patch_is_left(model):
     with torch.no_grad():
         torch.testing.assert_close(run.logits, _masked_reference(model, x, dropped), atol=1e-5, rtol=1e-5)
         # had the CLS or distillation token gone, the pooled output would not be the reference's:
-        with_cls_dropped = _masked_reference(model, x, {0: [d + [-2] for d in dropped[0]]})
+        with_cls_dropped = _masked_reference(model, x, {0: [[*d, -2] for d in dropped[0]]})
     assert (with_cls_dropped - run.logits).abs().max() > 1e-3
 
 
@@ -215,14 +221,20 @@ def test_the_original_model_is_untouched(model):
     assert token_pruning_of(model) is None
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"keep": 0.0}, "Keep rate 0.0 is outside (0, 1]"),
-    ({"keep": 1.5}, "Keep rate 1.5 is outside (0, 1]"),
-    ({"keep": 0.5, "blocks": []}, "No drop blocks"),
-    ({"keep": 0.5, "blocks": [3]}, "Drop block(s) [3] outside the model: it has 3 blocks (indices 0 to 2)"),
-    ({"keep": 0.5, "blocks": [-1]}, "[-1] outside the model"),
-    ({"keep": 0.5, "rule": "loudest"}, "Unknown token rule 'loudest'; choose one of cls, received"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"keep": 0.0}, "Keep rate 0.0 is outside (0, 1]"),
+        ({"keep": 1.5}, "Keep rate 1.5 is outside (0, 1]"),
+        ({"keep": 0.5, "blocks": []}, "No drop blocks"),
+        (
+            {"keep": 0.5, "blocks": [3]},
+            "Drop block(s) [3] outside the model: it has 3 blocks (indices 0 to 2)",
+        ),
+        ({"keep": 0.5, "blocks": [-1]}, "[-1] outside the model"),
+        ({"keep": 0.5, "rule": "loudest"}, "Unknown token rule 'loudest'; choose one of cls, received"),
+    ],
+)
 def test_bad_settings_are_configuration_errors_naming_the_values(model, kwargs, message):
     with pytest.raises(ConfigurationError) as err:
         prune_tokens(model, **kwargs)
@@ -248,9 +260,11 @@ def test_a_damaged_token_field_is_a_model_error(model, tmp_path):
 
 def _head_plan(model) -> PruningPlan:
     all8 = tuple(range(8))
-    layers = (LayerPlan((0, 2), (all8, all8), (all8, all8)),
-              LayerPlan((1, 2, 3), ((0, 1, 2),) * 3, ((4, 5),) * 3),
-              LayerPlan((), (), ()))  # an emptied layer: its attention adds only the o_proj bias
+    layers = (
+        LayerPlan((0, 2), (all8, all8), (all8, all8)),
+        LayerPlan((1, 2, 3), ((0, 1, 2),) * 3, ((4, 5),) * 3),
+        LayerPlan((), (), ()),
+    )  # an emptied layer: its attention adds only the o_proj bias
     return PruningPlan(layers, tuple(anatomy.attention_shapes(model)))
 
 
@@ -261,9 +275,11 @@ def test_head_pruning_and_token_pruning_stack_and_reload(model, tmp_path):
     assert torch.equal(_logits(prune_tokens(heads, 1.0, [0, 1, 2]), x), _logits(heads, x))
     run = trace_tokens(stacked, x)
     assert [run.kept[i].shape[1] for i in (0, 1, 2)] == [5, 3, 2]
-    dropped = {0: [sorted(set(range(N_PATCHES)) - set(k)) for k in run.kept[0].tolist()],
-               1: [sorted(set(a) - set(k)) for a, k in zip(run.kept[0].tolist(), run.kept[1].tolist())],
-               2: [sorted(set(a) - set(k)) for a, k in zip(run.kept[1].tolist(), run.kept[2].tolist())]}
+    dropped = {
+        0: [sorted(set(range(N_PATCHES)) - set(k)) for k in run.kept[0].tolist()],
+        1: [sorted(set(a) - set(k)) for a, k in zip(run.kept[0].tolist(), run.kept[1].tolist())],
+        2: [sorted(set(a) - set(k)) for a, k in zip(run.kept[1].tolist(), run.kept[2].tolist())],
+    }
     with torch.no_grad():
         torch.testing.assert_close(run.logits, _masked_reference(heads, x, dropped), atol=1e-5, rtol=1e-5)
     save_pruned(stacked, tmp_path / "s")
@@ -356,7 +372,9 @@ def test_correlations_table_and_tau_b_beside_it(model):
     table = correlations(scores, ranks)
     assert len(table) == 3 * 2 and set(table["tokens"]) == {N_PATCHES}
     row = table[(table.block == 1) & (table.statistic == "intensity")].iloc[0]
-    expected = [kendalltau(s, r).statistic for s, r in zip(scores.scores[1].numpy(), ranks["intensity"].numpy())]
+    expected = [
+        kendalltau(s, r).statistic for s, r in zip(scores.scores[1].numpy(), ranks["intensity"].numpy())
+    ]
     assert row["tau_b"] == pytest.approx(float(torch.tensor(expected).nanmean()))
     pruned_scores = block_scores(prune_tokens(model, 0.5, [0, 1]), x)
     assert [pruned_scores.positions[i].shape[1] for i in range(3)] == [10, 5, 3]
@@ -396,10 +414,14 @@ def test_finetuning_is_seeded_keeps_the_best_checkpoint_and_leaves_the_input_alo
     before = {k: v.clone() for k, v in pruned.state_dict().items()}
     config = TokenFinetuneConfig(epochs=2, batch_size=8, lr=1e-3, validations_per_epoch=3)
     calls = []
-    tuned, history = finetune_tokens_on(pruned, train, val, config=config, progress=lambda d, n: calls.append((d, n)))
+    tuned, history = finetune_tokens_on(
+        pruned, train, val, config=config, progress=lambda d, n: calls.append((d, n))
+    )
     again, again_history = finetune_tokens_on(pruned, train, val, config=config)
     assert calls[-1] == (6, 6) and len(history) == 1 + 6
-    assert history["keep"].iloc[1] > history["keep"].iloc[-1] == 0.5  # shrinks over half the steps, then holds
+    assert (
+        history["keep"].iloc[1] > history["keep"].iloc[-1] == 0.5
+    )  # shrinks over half the steps, then holds
     assert history["kept"].sum() == 1
     assert history.loc[history["kept"], "val_loss"].item() == history["val_loss"].min()
     assert all(torch.equal(before[k], v) for k, v in pruned.state_dict().items())
@@ -432,10 +454,27 @@ def model_dir(tmp_path, model):
 
 
 @pytest.mark.slow
-def test_cli_tokens_one_shot_and_fine_tuned_saves_a_model_that_reloads(tmp_path, model_dir, tiny_speech_commands,
-                                                                       run_cli):
-    out = run_cli("tokens", "--model", model_dir, "--data", tiny_speech_commands, "--keep", "0.5", "--blocks", "0,2",
-                  "--finetune-epochs", "1", "--batch-size", "4", "--out", tmp_path / "tp", cache=tmp_path / "c")
+def test_cli_tokens_one_shot_and_fine_tuned_saves_a_model_that_reloads(
+    tmp_path, model_dir, tiny_speech_commands, run_cli
+):
+    out = run_cli(
+        "tokens",
+        "--model",
+        model_dir,
+        "--data",
+        tiny_speech_commands,
+        "--keep",
+        "0.5",
+        "--blocks",
+        "0,2",
+        "--finetune-epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        tmp_path / "tp",
+        cache=tmp_path / "c",
+    )
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith(("dense ", "token-pruned  "))]
     assert len(lines) == 2 and all("accuracy" in line and "MACs/clip" in line for line in lines)
@@ -443,12 +482,15 @@ def test_cli_tokens_one_shot_and_fine_tuned_saves_a_model_that_reloads(tmp_path,
     assert token_pruning_of(load_model(tmp_path / "tp").model) == TokenPruning(0.5, (0, 2))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--keep", "0"], "error: Keep rate 0.0 is outside (0, 1]"),
-    (["--keep", "0.5", "--blocks", "1,7"], "error: Drop block(s) [7] outside the model: it has 3 blocks"),
-    (["--keep", "0.5", "--blocks", ","], "error: No drop blocks given"),
-    (["--keep", "0.5", "--blocks", "1;2"], "error: --blocks takes block indices separated by commas"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--keep", "0"], "error: Keep rate 0.0 is outside (0, 1]"),
+        (["--keep", "0.5", "--blocks", "1,7"], "error: Drop block(s) [7] outside the model: it has 3 blocks"),
+        (["--keep", "0.5", "--blocks", ","], "error: No drop blocks given"),
+        (["--keep", "0.5", "--blocks", "1;2"], "error: --blocks takes block indices separated by commas"),
+    ],
+)
 def test_cli_bad_token_options_exit_2_with_a_message(tmp_path, model_dir, capsys, args, message):
     from prunekit.__main__ import main
 
@@ -470,8 +512,22 @@ def test_cli_patch_stats_prints_and_writes_the_table(tmp_path, model_dir, tiny_s
 
     from prunekit.__main__ import main
 
-    assert main(["patch-stats", "--model", str(model_dir), "--data", str(tiny_speech_commands), "--clusters", "2",
-                 "--out", str(tmp_path / "corr.csv")]) == 0
+    assert (
+        main(
+            [
+                "patch-stats",
+                "--model",
+                str(model_dir),
+                "--data",
+                str(tiny_speech_commands),
+                "--clusters",
+                "2",
+                "--out",
+                str(tmp_path / "corr.csv"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "intensity authors_kendall" in out and "paper, AST-base on Speech Commands v2" in out
 

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 def _metric(page, label: str) -> str:
     box = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(f"^{re.escape(label)}$")))
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(f"^{re.escape(label)}$"))
+    )
     return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=300_000)
 
 
@@ -36,7 +37,8 @@ def test_tokens_page_in_chromium(tmp_path):
         pruned = _metric(page, "Accuracy, token-pruned")
         assert pruned.endswith("%") and 50 < float(pruned.rstrip("%")) <= 100
         assert float(_metric(page, "MACs per clip, token-pruned").rstrip(" M")) < float(
-            _metric(page, "MACs per clip, original").rstrip(" M"))
+            _metric(page, "MACs per clip, original").rstrip(" M")
+        )
         page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
         wait_idle(page)
         page.screenshot(path=str(shots / "tokens.png"), full_page=True)

@@ -22,8 +22,13 @@ def model_dir(tmp_path, tiny_config):
 
 def _page(model_dir, data_dir, **state) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=600)
-    for key, value in {"model_kind": "Local folder", "model_ref": str(model_dir),
-                       "data_kind": "Speech Commands v2 folder", "data_ref": str(data_dir), **state}.items():
+    for key, value in {
+        "model_kind": "Local folder",
+        "model_ref": str(model_dir),
+        "data_kind": "Speech Commands v2 folder",
+        "data_ref": str(data_dir),
+        **state,
+    }.items():
         at.session_state[key] = value
     at.run()
     at.switch_page("pages/tokens.py").run()

@@ -48,7 +48,9 @@ def test_a_long_clip_is_read_in_half_overlapping_windows_and_max_pooled(tiny):
 
 def test_silence_is_classified_and_empty_input_is_refused(tiny):
     model, extractor, labels = tiny
-    assert classify(model, extractor, labels, np.zeros(4000, np.float32)).probabilities.shape == (len(labels),)
+    assert classify(model, extractor, labels, np.zeros(4000, np.float32)).probabilities.shape == (
+        len(labels),
+    )
     with pytest.raises(ValueError, match="non-empty mono"):
         classify(model, extractor, labels, np.zeros(0, np.float32))
     with pytest.raises(ValueError, match="non-empty mono"):

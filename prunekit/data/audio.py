@@ -18,8 +18,18 @@ import torch
 from prunekit.errors import AudioError, ConfigurationError
 
 __all__ = [
-    "MAX_FILE_BYTES", "MIN_SAMPLES", "SAMPLE_RATES", "TARGET_SR", "duration_seconds", "features",
-    "fit_length", "load_waveform", "read_audio", "resample", "to_mono", "window_starts",
+    "MAX_FILE_BYTES",
+    "MIN_SAMPLES",
+    "SAMPLE_RATES",
+    "TARGET_SR",
+    "duration_seconds",
+    "features",
+    "fit_length",
+    "load_waveform",
+    "read_audio",
+    "resample",
+    "to_mono",
+    "window_starts",
 ]
 
 TARGET_SR = 16_000
@@ -38,8 +48,9 @@ def _name(source: AudioSource, name: str | None) -> str:
     return getattr(source, "name", None) or "<bytes>"
 
 
-def read_audio(source: AudioSource, *, name: str | None = None,
-               max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+def read_audio(
+    source: AudioSource, *, name: str | None = None, max_seconds: float | None = None
+) -> tuple[np.ndarray, int]:
     """Decode WAV/FLAC/OGG (anything libsndfile reads): float32 (frames, channels) and its rate.
 
     With ``max_seconds`` only the first ``max_seconds`` are decoded, so a huge or hostile file
@@ -63,8 +74,10 @@ def read_audio(source: AudioSource, *, name: str | None = None,
         with sf.SoundFile(handle) as f:
             sr = int(f.samplerate)
             if not SAMPLE_RATES[0] <= sr <= SAMPLE_RATES[1]:
-                raise AudioError(f"{label} says its sample rate is {sr} Hz; prunekit reads "
-                                 f"{SAMPLE_RATES[0]:,} to {SAMPLE_RATES[1]:,} Hz.")
+                raise AudioError(
+                    f"{label} says its sample rate is {sr} Hz; prunekit reads "
+                    f"{SAMPLE_RATES[0]:,} to {SAMPLE_RATES[1]:,} Hz."
+                )
             if f.format == "WAV":
                 _check_wav_length(handle, label)
             frames = -1 if max_seconds is None else int(max_seconds * sr)
@@ -88,7 +101,7 @@ def _check_wav_length(handle: Path | io.BytesIO, label: str) -> None:
     the bodies) and compares the data chunk's declared size with the bytes after it. Sizes of 0
     or 0xFFFFFFFF mean "unknown" (a streamed or RF64 file) and are not checked. Independent of
     ``max_seconds``: reading only the start of a whole file is not truncation."""
-    stream = open(handle, "rb") if isinstance(handle, Path) else handle
+    stream = open(handle, "rb") if isinstance(handle, Path) else handle  # noqa: SIM115 (closed in finally)
     start = stream.tell()
     try:
         stream.seek(0, io.SEEK_END)
@@ -110,8 +123,10 @@ def _check_wav_length(handle: Path | io.BytesIO, label: str) -> None:
                     return
                 held = size - stream.tell()
                 if held < length:
-                    raise AudioError(f"{label} is cut short: its header says {length // block_align:,} frames, "
-                                     f"the file holds {held // block_align:,} (a truncated download or copy?).")
+                    raise AudioError(
+                        f"{label} is cut short: its header says {length // block_align:,} frames, "
+                        f"the file holds {held // block_align:,} (a truncated download or copy?)."
+                    )
                 return
             else:
                 stream.seek(length + (length & 1), io.SEEK_CUR)
@@ -136,8 +151,13 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int = TARGET_SR) -> np.n
     return taf.resample(torch.from_numpy(np.ascontiguousarray(wave, np.float32)), orig_sr, target_sr).numpy()
 
 
-def load_waveform(source: AudioSource, *, name: str | None = None, target_sr: int = TARGET_SR,
-                  max_seconds: float | None = None) -> np.ndarray:
+def load_waveform(
+    source: AudioSource,
+    *,
+    name: str | None = None,
+    target_sr: int = TARGET_SR,
+    max_seconds: float | None = None,
+) -> np.ndarray:
     """Read (at most ``max_seconds``), mix to mono and resample: float32 (T,) at ``target_sr``."""
     wave, sr = read_audio(source, name=name, max_seconds=max_seconds)
     return resample(to_mono(wave), sr, target_sr)
@@ -146,8 +166,11 @@ def load_waveform(source: AudioSource, *, name: str | None = None, target_sr: in
 def duration_seconds(source: AudioSource, *, name: str | None = None) -> float:
     """Length of an audio file in seconds, from its header (nothing is decoded)."""
     label = _name(source, name)
-    handle = source if isinstance(source, (str, os.PathLike)) else io.BytesIO(
-        source if isinstance(source, bytes) else source.read())
+    handle = (
+        source
+        if isinstance(source, (str, os.PathLike))
+        else io.BytesIO(source if isinstance(source, bytes) else source.read())
+    )
     try:
         info = sf.info(handle)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
@@ -169,7 +192,9 @@ def window_starts(n_samples: int, window: int, hop: int) -> range:
     return range(0, max(n_samples - window, 0) + hop, hop) if n_samples > window else range(1)
 
 
-def features(waves: Sequence[np.ndarray], feature_extractor, *, sampling_rate: int = TARGET_SR) -> torch.Tensor:
+def features(
+    waves: Sequence[np.ndarray], feature_extractor, *, sampling_rate: int = TARGET_SR
+) -> torch.Tensor:
     """AST log-mel features: (B, max_length, num_mel_bins). A wave shorter than one analysis
     window (25 ms) is zero-padded to it first: the extractor pads short clips anyway, but its
     filterbank cannot start on less than one window."""

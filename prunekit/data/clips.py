@@ -78,7 +78,9 @@ class AudioDataset:
     def counts(self) -> pd.DataFrame:
         """Clips per label and split: index label, columns the splits (a multi-label clip counts
         once under each of its labels)."""
-        frame = pd.DataFrame([(label, c.split) for c in self.clips for label in c.labels], columns=["label", "split"])
+        frame = pd.DataFrame(
+            [(label, c.split) for c in self.clips for label in c.labels], columns=["label", "split"]
+        )
         table = frame.value_counts().unstack(fill_value=0)
         return table.reindex(columns=list(SPLITS), fill_value=0)
 

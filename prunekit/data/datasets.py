@@ -21,9 +21,22 @@ from prunekit.errors import DatasetError
 from prunekit.store import cache_dir
 
 __all__ = [
-    "AUDIO_SUFFIXES", "DATA_KINDS", "DEMO_DATA_VERSION", "SPLITS", "AudioDataset", "Clip", "demo_dataset",
-    "demo_generated", "demo_root", "hash_split", "is_speech_commands", "label_indices", "label_targets", "open_dataset",
-    "read_class_folders", "read_speech_commands",
+    "AUDIO_SUFFIXES",
+    "DATA_KINDS",
+    "DEMO_DATA_VERSION",
+    "SPLITS",
+    "AudioDataset",
+    "Clip",
+    "demo_dataset",
+    "demo_generated",
+    "demo_root",
+    "hash_split",
+    "is_speech_commands",
+    "label_indices",
+    "label_targets",
+    "open_dataset",
+    "read_class_folders",
+    "read_speech_commands",
 ]
 
 _SC_LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
@@ -38,7 +51,8 @@ def _label_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         raise DatasetError(f"No dataset folder at {root}.")
     dirs = sorted(
-        d for d in root.iterdir()
+        d
+        for d in root.iterdir()
         if d.is_dir() and d.name not in _IGNORED_DIRS and not d.name.startswith(".") and _audio_files(d)
     )
     if not dirs:

@@ -31,12 +31,30 @@ import pandas as pd
 from prunekit.data.clips import SPLITS, AudioDataset, Clip, hash_split
 from prunekit.errors import DatasetError
 
-__all__ = ["FILE_GUESSES", "LABEL_GUESSES", "PRESETS", "SPLIT_GUESSES", "ManifestOptions", "looks_like_kind",
-           "read_any", "read_manifest", "read_preset"]
+__all__ = [
+    "FILE_GUESSES",
+    "LABEL_GUESSES",
+    "PRESETS",
+    "SPLIT_GUESSES",
+    "ManifestOptions",
+    "looks_like_kind",
+    "read_any",
+    "read_manifest",
+    "read_preset",
+]
 
 # Split names a split column may hold, and the split each one means.
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "validation", "valid": "validation",
-               "validation": "validation", "test": "test", "testing": "test", "eval": "test", "evaluation": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+    "testing": "test",
+    "eval": "test",
+    "evaluation": "test",
+}
 # Column names read_any tries, in order, for a manifest that is none of the presets.
 FILE_GUESSES = ("file", "filename", "file_name", "path", "filepath", "audio", "fname")
 LABEL_GUESSES = ("label", "labels", "class", "category", "tags")
@@ -117,10 +135,19 @@ def read_manifest(
     """
     path = Path(path).expanduser()
     options = ManifestOptions(
-        file_column, (label_columns,) if isinstance(label_columns, str) else tuple(label_columns), label_separator,
-        split_column, tuple(test_folds), tuple(validation_folds),
-        None if class_table is None else Path(class_table).expanduser(), class_columns, audio_folder, file_suffix,
-        validation, test)
+        file_column,
+        (label_columns,) if isinstance(label_columns, str) else tuple(label_columns),
+        label_separator,
+        split_column,
+        tuple(test_folds),
+        tuple(validation_folds),
+        None if class_table is None else Path(class_table).expanduser(),
+        class_columns,
+        audio_folder,
+        file_suffix,
+        validation,
+        test,
+    )
     return _read([_Table(path)], path.parent, options, name=name or path.stem, layout="manifest")
 
 
@@ -135,29 +162,51 @@ def _sibling(path: Path, name: str, preset: str) -> Path:
     found = path.parent / name
     if not found.is_file():
         present = sorted(p.name for p in path.parent.glob("*.csv"))
-        raise DatasetError(f"The {preset} layout needs {name} beside {path.name} in {path.parent} "
-                           f"(CSV files there: {', '.join(present) or 'none'}).")
+        raise DatasetError(
+            f"The {preset} layout needs {name} beside {path.name} in {path.parent} "
+            f"(CSV files there: {', '.join(present) or 'none'})."
+        )
     return found
 
 
 def _esc50(path: Path) -> AudioDataset:
-    options = ManifestOptions("filename", ("category",), split_column="fold", test_folds=(5,), validation_folds=(4,),
-                              audio_folder="audio")
-    return _read([_Table(path)], _metadata_root(path, "meta"), options, name=f"ESC-50 ({path.name})",
-                 layout="esc50")
+    options = ManifestOptions(
+        "filename",
+        ("category",),
+        split_column="fold",
+        test_folds=(5,),
+        validation_folds=(4,),
+        audio_folder="audio",
+    )
+    return _read(
+        [_Table(path)], _metadata_root(path, "meta"), options, name=f"ESC-50 ({path.name})", layout="esc50"
+    )
 
 
 def _urbansound8k(path: Path) -> AudioDataset:
-    options = ManifestOptions("slice_file_name", ("class",), split_column="fold", test_folds=(10,),
-                              validation_folds=(9,), audio_folder="audio/fold{fold}")
-    return _read([_Table(path)], _metadata_root(path, "metadata"), options, name=f"UrbanSound8K ({path.name})",
-                 layout="urbansound8k")
+    options = ManifestOptions(
+        "slice_file_name",
+        ("class",),
+        split_column="fold",
+        test_folds=(10,),
+        validation_folds=(9,),
+        audio_folder="audio/fold{fold}",
+    )
+    return _read(
+        [_Table(path)],
+        _metadata_root(path, "metadata"),
+        options,
+        name=f"UrbanSound8K ({path.name})",
+        layout="urbansound8k",
+    )
 
 
 def _fsd50k(path: Path) -> AudioDataset:
     """dev.csv (its split column: train, val) and eval.csv (test), read together."""
     dev, evaluation = _sibling(path, "dev.csv", "fsd50k"), _sibling(path, "eval.csv", "fsd50k")
-    options = ManifestOptions("fname", ("labels",), label_separator=",", split_column="split", file_suffix=".wav")
+    options = ManifestOptions(
+        "fname", ("labels",), label_separator=",", split_column="split", file_suffix=".wav"
+    )
     tables = [_Table(dev, None, "FSD50K.dev_audio"), _Table(evaluation, "test", "FSD50K.eval_audio")]
     return _read(tables, _metadata_root(path, "FSD50K.ground_truth"), options, name="FSD50K", layout="fsd50k")
 
@@ -169,9 +218,17 @@ def _audioset(path: Path) -> AudioDataset:
     validation split: 10 % of the training files, by a hash of the path, are ours."""
     train = path if "train" in path.name else _sibling(path, "balanced_train_segments.csv", "audioset")
     tables = [_Table(train), _Table(_sibling(path, "eval_segments.csv", "audioset"), "test")]
-    options = ManifestOptions("YTID", ("positive_labels",), label_separator=",", file_suffix=".wav",
-                              audio_folder="audio", class_table=_sibling(path, "class_labels_indices.csv", "audioset"),
-                              class_columns=("mid", "display_name"), validation=0.1, test=0.0)
+    options = ManifestOptions(
+        "YTID",
+        ("positive_labels",),
+        label_separator=",",
+        file_suffix=".wav",
+        audio_folder="audio",
+        class_table=_sibling(path, "class_labels_indices.csv", "audioset"),
+        class_columns=("mid", "display_name"),
+        validation=0.1,
+        test=0.0,
+    )
     return _read(tables, path.parent, options, name=f"AudioSet ({train.name})", layout="audioset")
 
 
@@ -192,8 +249,10 @@ def looks_like_kind(text: str) -> bool:
 def read_preset(preset: str, path: str | Path) -> AudioDataset:
     """``path`` (a manifest CSV) read as ``preset`` lays it out."""
     if preset not in PRESETS:
-        raise DatasetError(f"Unknown manifest preset '{preset}'; presets: {', '.join(PRESETS)} "
-                           f"(other dataset kinds: speech-commands:DIR, folders:DIR).")
+        raise DatasetError(
+            f"Unknown manifest preset '{preset}'; presets: {', '.join(PRESETS)} "
+            f"(other dataset kinds: speech-commands:DIR, folders:DIR)."
+        )
     return PRESETS[preset][0](Path(path).expanduser())
 
 
@@ -213,10 +272,15 @@ def read_any(path: str | Path) -> AudioDataset:
             f"Cannot tell which columns of {path.name} name the {'files' if file_column is None else 'labels'} "
             f"(its columns: {', '.join(sorted(columns))}); expected one of "
             f"{', '.join(FILE_GUESSES if file_column is None else LABEL_GUESSES)}, or a preset's header "
-            f"({'; '.join(f'{p}: ' + ', '.join(sorted(s)) for p, (_, s) in PRESETS.items())}).")
-    return read_manifest(path, file_column=file_column, label_columns=label_column,
-                         label_separator="," if label_column in _LIST_COLUMNS else None,
-                         split_column=next((c for c in SPLIT_GUESSES if c in columns), None))
+            f"({'; '.join(f'{p}: ' + ', '.join(sorted(s)) for p, (_, s) in PRESETS.items())})."
+        )
+    return read_manifest(
+        path,
+        file_column=file_column,
+        label_columns=label_column,
+        label_separator="," if label_column in _LIST_COLUMNS else None,
+        split_column=next((c for c in SPLIT_GUESSES if c in columns), None),
+    )
 
 
 # --- reading and checking ----------------------------------------------------------------------------
@@ -233,8 +297,15 @@ def _load_table(path: Path) -> tuple[pd.DataFrame, int]:
             comments.append(line)
     names = [c.strip() for c in comments[-1].lstrip("#").split(",")] if comments else None
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skiprows=len(comments),
-                            header=None if names else "infer", names=names)
+        frame = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+            skiprows=len(comments),
+            header=None if names else "infer",
+            names=names,
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path} is not a CSV table prunekit can read: {exc}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -244,8 +315,10 @@ def _load_table(path: Path) -> tuple[pd.DataFrame, int]:
 def _require(frame: pd.DataFrame, path: Path, needed: Sequence[str]) -> None:
     missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
     if missing:
-        raise DatasetError(f"{path.name} has no column {', '.join(repr(c) for c in missing)} "
-                           f"(its columns: {', '.join(frame.columns)}).")
+        raise DatasetError(
+            f"{path.name} has no column {', '.join(repr(c) for c in missing)} "
+            f"(its columns: {', '.join(frame.columns)})."
+        )
 
 
 def _class_names(options: ManifestOptions) -> dict[str, str] | None:
@@ -254,16 +327,21 @@ def _class_names(options: ManifestOptions) -> dict[str, str] | None:
         return None
     frame, _ = _load_table(options.class_table)
     columns = options.class_columns or (
-        ("mid", "display_name") if {"mid", "display_name"} <= set(frame.columns) else tuple(frame.columns[:2]))
+        ("mid", "display_name") if {"mid", "display_name"} <= set(frame.columns) else tuple(frame.columns[:2])
+    )
     if len(columns) != 2:
-        raise DatasetError(f"The class table {options.class_table.name} needs an id and a name column "
-                           f"(its columns: {', '.join(frame.columns)}).")
+        raise DatasetError(
+            f"The class table {options.class_table.name} needs an id and a name column "
+            f"(its columns: {', '.join(frame.columns)})."
+        )
     _require(frame, options.class_table, columns)
     ids = frame[columns[0]]
     if ids.duplicated().any():
         twice = sorted(set(ids[ids.duplicated()]))
-        raise DatasetError(f"{_n(len(twice), 'id')} {_verb(len(twice), 'is', 'are')} listed twice in column '{columns[0]}' of {options.class_table.name}, "
-                           f"e.g. {twice[0]}.")
+        raise DatasetError(
+            f"{_n(len(twice), 'id')} {_verb(len(twice), 'is', 'are')} listed twice in column '{columns[0]}' of {options.class_table.name}, "
+            f"e.g. {twice[0]}."
+        )
     return dict(zip(ids, frame[columns[1]], strict=True))
 
 
@@ -292,8 +370,11 @@ def _parse(tables: Sequence[_Table], root: Path, options: ManifestOptions) -> li
         folder = options.audio_folder if table.audio_folder is None else table.audio_folder
         fields = [f for _, f, _, _ in string.Formatter().parse(folder) if f]
         split_column = options.split_column if table.split is None else None
-        _require(frame, table.path, [options.file_column, *options.label_columns, *fields,
-                                     *([split_column] if split_column else [])])
+        _require(
+            frame,
+            table.path,
+            [options.file_column, *options.label_columns, *fields, *([split_column] if split_column else [])],
+        )
         used = list(dict.fromkeys([options.file_column, *options.label_columns, *fields]))
         records = [dict(zip(used, values, strict=True)) for values in zip(*(frame[c].tolist() for c in used))]
         splits = _column_splits(frame, table.path, split_column, options) if split_column else None
@@ -310,21 +391,32 @@ def _parse(tables: Sequence[_Table], root: Path, options: ManifestOptions) -> li
                 unknown.update(label for label in labels if label not in classes)
                 labels = [classes.get(label, label) for label in labels]
             place = folder.format(**record) if fields else folder
-            row = _Row(table.path, first_line + i, file,
-                       os.path.normpath(os.path.join(root_text, place, file)), tuple(labels),
-                       table.split if splits is None else splits[i])
+            row = _Row(
+                table.path,
+                first_line + i,
+                file,
+                os.path.normpath(os.path.join(root_text, place, file)),
+                tuple(labels),
+                table.split if splits is None else splits[i],
+            )
             (nameless if not file else unlabelled if not labels else rows).append(row)
     name = " and ".join(t.path.name for t in tables)
     if nameless:
-        raise DatasetError(f"{_n(len(nameless), 'row')} of {name} {_verb(len(nameless), 'has', 'have')} no file in column '{options.file_column}', "
-                           f"e.g. {nameless[0].table.name} line {nameless[0].line}.")
+        raise DatasetError(
+            f"{_n(len(nameless), 'row')} of {name} {_verb(len(nameless), 'has', 'have')} no file in column '{options.file_column}', "
+            f"e.g. {nameless[0].table.name} line {nameless[0].line}."
+        )
     if unlabelled:
-        raise DatasetError(f"{_n(len(unlabelled), 'row')} of {name} {_verb(len(unlabelled), 'has', 'have')} no label in "
-                           f"{', '.join(repr(c) for c in options.label_columns)}, e.g. {_example(unlabelled)}.")
+        raise DatasetError(
+            f"{_n(len(unlabelled), 'row')} of {name} {_verb(len(unlabelled), 'has', 'have')} no label in "
+            f"{', '.join(repr(c) for c in options.label_columns)}, e.g. {_example(unlabelled)}."
+        )
     if unknown:
         raise DatasetError(
             f"{_n(len(unknown), 'label')} named in {name} {_verb(len(unknown), 'is', 'are')} not in the class table {options.class_table.name} "
-            f"({_n(sum(unknown.values()), 'mention')}), e.g. " + ", ".join(f"{k} ({n})" for k, n in unknown.most_common(3)))
+            f"({_n(sum(unknown.values()), 'mention')}), e.g. "
+            + ", ".join(f"{k} ({n})" for k, n in unknown.most_common(3))
+        )
     seen = Counter(row.path for row in rows)
     twice = [row for row in rows if seen[row.path] > 1]
     if twice:
@@ -332,32 +424,46 @@ def _parse(tables: Sequence[_Table], root: Path, options: ManifestOptions) -> li
         repeated = sum(1 for n in seen.values() if n > 1)
         raise DatasetError(
             f"{_n(repeated, 'file')} {_verb(repeated, 'is', 'are')} named more than once in {name} "
-            f"({len(twice)} rows), e.g. {twice[0].file} (lines {', '.join(str(r.line) for r in again)}).")
+            f"({len(twice)} rows), e.g. {twice[0].file} (lines {', '.join(str(r.line) for r in again)})."
+        )
     outside = [row for row in rows if not _inside(row.path, root_text)]
     if outside:
-        raise DatasetError(f"{_n(len(outside), 'file')} named in {name} {_verb(len(outside), 'lies', 'lie')} "
-                           f"outside the dataset folder {root_text}, "
-                           f"e.g. {_example(outside)}: paths must stay inside it.")
+        raise DatasetError(
+            f"{_n(len(outside), 'file')} named in {name} {_verb(len(outside), 'lies', 'lie')} "
+            f"outside the dataset folder {root_text}, "
+            f"e.g. {_example(outside)}: paths must stay inside it."
+        )
     inside = len(root_text.rstrip(os.sep)) + 1  # every path starts with the root and a separator now
-    rows = [row if row.split else replace(row, split=hash_split(row.path[inside:], options.validation, options.test))
-            for row in rows]
+    rows = [
+        row
+        if row.split
+        else replace(row, split=hash_split(row.path[inside:], options.validation, options.test))
+        for row in rows
+    ]
     counts = Counter(row.split for row in rows)
     for split in SPLITS:
         if not counts[split]:
             given = ", ".join(f"{s} {counts[s]}" for s in SPLITS)
-            raise DatasetError(f"The {split} split of {name} is empty ({len(rows)} rows: {given}); "
-                               + _split_hint(split, tables, options))
+            raise DatasetError(
+                f"The {split} split of {name} is empty ({len(rows)} rows: {given}); "
+                + _split_hint(split, tables, options)
+            )
     return rows
 
 
 def _split_hint(split: str, tables: Sequence[_Table], options: ManifestOptions) -> str:
     if any(t.split is None for t in tables) and options.split_column:
         folds = options.test_folds if split == "test" else options.validation_folds
-        return (f"column '{options.split_column}' marks it by the names "
-                f"{', '.join(k for k, v in SPLIT_NAMES.items() if v == split)}"
-                + (f" or fold {', '.join(map(str, folds))}" if split != "train" else "") + ".")
-    return (f"the hash split gives validation {options.validation:.0%} and test {options.test:.0%} of the files: "
-            f"add rows or a split column.")
+        return (
+            f"column '{options.split_column}' marks it by the names "
+            f"{', '.join(k for k, v in SPLIT_NAMES.items() if v == split)}"
+            + (f" or fold {', '.join(map(str, folds))}" if split != "train" else "")
+            + "."
+        )
+    return (
+        f"the hash split gives validation {options.validation:.0%} and test {options.test:.0%} of the files: "
+        f"add rows or a split column."
+    )
 
 
 def _column_splits(frame: pd.DataFrame, path: Path, column: str, options: ManifestOptions) -> list[str]:
@@ -365,14 +471,18 @@ def _column_splits(frame: pd.DataFrame, path: Path, column: str, options: Manife
     values = frame[column]
     if values.str.fullmatch(r"\d+").all():
         folds = values.astype(int)
-        return ["test" if f in options.test_folds else "validation" if f in options.validation_folds else "train"
-                for f in folds]
+        return [
+            "test" if f in options.test_folds else "validation" if f in options.validation_folds else "train"
+            for f in folds
+        ]
     bad = values[~values.str.lower().isin(SPLIT_NAMES)]
     if len(bad):
         shown = ", ".join(f"{v!r} ({_n(n, 'row')})" for v, n in bad.value_counts().head(5).items())
-        raise DatasetError(f"Column '{column}' of {path.name} holds {_n(len(bad), 'cell')} that "
-                           f"{_verb(len(bad), 'is', 'are')} neither fold numbers "
-                           f"nor split names: {shown}; split names are {', '.join(SPLIT_NAMES)}.")
+        raise DatasetError(
+            f"Column '{column}' of {path.name} holds {_n(len(bad), 'cell')} that "
+            f"{_verb(len(bad), 'is', 'are')} neither fold numbers "
+            f"nor split names: {shown}; split names are {', '.join(SPLIT_NAMES)}."
+        )
     return [SPLIT_NAMES[v] for v in values.str.lower()]
 
 
@@ -400,15 +510,21 @@ def _check_files(rows: Sequence[_Row], root: Path, name: str) -> None:
         elif stat.S_ISLNK(mode) and not os.path.exists(row.path):
             missing.append(row)
     if escaped:
-        raise DatasetError(f"{_n(len(escaped), 'file')} named in {name} {_verb(len(escaped), 'leads', 'lead')} outside the dataset folder {root_text} "
-                           f"through a symlink, e.g. {_example(escaped)}: paths must stay inside it.")
+        raise DatasetError(
+            f"{_n(len(escaped), 'file')} named in {name} {_verb(len(escaped), 'leads', 'lead')} outside the dataset folder {root_text} "
+            f"through a symlink, e.g. {_example(escaped)}: paths must stay inside it."
+        )
     if missing:
         folder = os.path.dirname(missing[0].path)
-        raise DatasetError(f"{_n(len(missing), 'file')} named in {name} {_verb(len(missing), 'is', 'are')} missing, e.g. {missing[0].file} "
-                           f"(looked in {folder}; {missing[0].table.name} line {missing[0].line}).")
+        raise DatasetError(
+            f"{_n(len(missing), 'file')} named in {name} {_verb(len(missing), 'is', 'are')} missing, e.g. {missing[0].file} "
+            f"(looked in {folder}; {missing[0].table.name} line {missing[0].line})."
+        )
 
 
-def _read(tables: Sequence[_Table], root: Path, options: ManifestOptions, *, name: str, layout: str) -> AudioDataset:
+def _read(
+    tables: Sequence[_Table], root: Path, options: ManifestOptions, *, name: str, layout: str
+) -> AudioDataset:
     rows = _parse(tables, root, options)
     _check_files(rows, root, " and ".join(t.path.name for t in tables))
     if options.multilabel:
@@ -416,4 +532,6 @@ def _read(tables: Sequence[_Table], root: Path, options: ManifestOptions, *, nam
     else:
         clips = tuple(Clip(Path(r.path), r.labels[0], r.split) for r in rows)
     labels = tuple(sorted({label for c in clips for label in c.labels}))
-    return AudioDataset(name, Path(os.path.realpath(root)), layout, labels, clips, multilabel=options.multilabel)
+    return AudioDataset(
+        name, Path(os.path.realpath(root)), layout, labels, clips, multilabel=options.multilabel
+    )

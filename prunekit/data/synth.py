@@ -42,22 +42,100 @@ from prunekit.data.clips import SPLITS
 from prunekit.errors import ConfigurationError, OutputExistsError
 
 __all__ = [
-    "ACCENTS", "ESPEAK_RATE", "FORMAT_VERSION", "NOISE_FILES", "VARIANTS", "WORDS", "generate",
-    "remove_stale_partials", "speaker_id", "split_voices", "SynthConfig",
+    "ACCENTS",
+    "ESPEAK_RATE",
+    "FORMAT_VERSION",
+    "NOISE_FILES",
+    "VARIANTS",
+    "WORDS",
+    "SynthConfig",
+    "generate",
+    "remove_stale_partials",
+    "speaker_id",
+    "split_voices",
 ]
 
 FORMAT_VERSION = 1
 ESPEAK_RATE = 22050  # what espeak_Initialize returns in synchronous mode
-WORDS: tuple[str, ...] = tuple(sorted(
-    "backward bed bird cat dog down eight five follow forward four go happy house learn left marvin "
-    "nine no off on one right seven sheila six stop three tree two up visual wow yes zero".split()
-))
+WORDS: tuple[str, ...] = tuple(
+    sorted(
+        [
+            "backward",
+            "bed",
+            "bird",
+            "cat",
+            "dog",
+            "down",
+            "eight",
+            "five",
+            "follow",
+            "forward",
+            "four",
+            "go",
+            "happy",
+            "house",
+            "learn",
+            "left",
+            "marvin",
+            "nine",
+            "no",
+            "off",
+            "on",
+            "one",
+            "right",
+            "seven",
+            "sheila",
+            "six",
+            "stop",
+            "three",
+            "tree",
+            "two",
+            "up",
+            "visual",
+            "wow",
+            "yes",
+            "zero",
+        ]
+    )
+)
 # en-shaw is left out: for Latin text it produces the same samples as en (a duplicate speaker).
-ACCENTS = ("en", "en-029", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-gb-x-rp",
-           "en-us", "en-us-nyc")
+ACCENTS = (
+    "en",
+    "en-029",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-gb-x-rp",
+    "en-us",
+    "en-us-nyc",
+)
 # 13 male (two with the Klatt source), 11 female; each passed a nearest-neighbour word test across voices.
-VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "croak", "max", "paul", "klatt", "klatt4",
-            "f1", "f2", "f3", "f4", "f5", "aunty", "linda", "belinda", "Annie", "grandma", "steph")
+VARIANTS = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "croak",
+    "max",
+    "paul",
+    "klatt",
+    "klatt4",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "aunty",
+    "linda",
+    "belinda",
+    "Annie",
+    "grandma",
+    "steph",
+)
 NOISE_FILES = ("white_noise.wav", "pink_noise.wav", "brown_noise.wav", "mains_hum.wav")
 _LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
 _FIT = 0.9  # a trimmed word may fill at most this fraction of the window
@@ -92,21 +170,37 @@ class SynthConfig:
 
     def validate(self) -> None:
         """Raise ConfigurationError naming the first bad value."""
-        if not (isinstance(self.seed, int) and self.seed >= 0 and isinstance(self.takes, int)
-                and self.takes >= 1):
-            raise ConfigurationError(f"Need an int seed >= 0 and takes >= 1, got {self.seed=}, {self.takes=}.")
-        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
-            raise ConfigurationError(f"val_fraction and test_fraction must be in [0, 1) and sum below 1, got "
-                             f"{self.val_fraction!r} and {self.test_fraction!r}.")
+        if not (
+            isinstance(self.seed, int) and self.seed >= 0 and isinstance(self.takes, int) and self.takes >= 1
+        ):
+            raise ConfigurationError(
+                f"Need an int seed >= 0 and takes >= 1, got {self.seed=}, {self.takes=}."
+            )
+        if not (
+            0 <= self.val_fraction < 1
+            and 0 <= self.test_fraction < 1
+            and self.val_fraction + self.test_fraction < 1
+        ):
+            raise ConfigurationError(
+                f"val_fraction and test_fraction must be in [0, 1) and sum below 1, got "
+                f"{self.val_fraction!r} and {self.test_fraction!r}."
+            )
         if self.sample_rate < 8000 or self.clip_seconds <= 0:
-            raise ConfigurationError(f"Need sample_rate >= 8000 and clip_seconds > 0, got "
-                             f"{self.sample_rate!r} and {self.clip_seconds!r}.")
-        for name, low, high in (("rate_wpm", 80, 450), ("pitch", 0, 99), ("intonation", 0, 99),
-                                ("snr_db", -20, 100), ("gain_db", -60, 6)):
+            raise ConfigurationError(
+                f"Need sample_rate >= 8000 and clip_seconds > 0, got "
+                f"{self.sample_rate!r} and {self.clip_seconds!r}."
+            )
+        for name, low, high in (
+            ("rate_wpm", 80, 450),
+            ("pitch", 0, 99),
+            ("intonation", 0, 99),
+            ("snr_db", -20, 100),
+            ("gain_db", -60, 6),
+        ):
             if not low <= getattr(self, name)[0] <= getattr(self, name)[1] <= high:
-                raise ConfigurationError(f"{name} must be (lo, hi) with {low} <= lo <= hi <= {high}, "
-                                 f"got {getattr(self, name)!r}.")
+                raise ConfigurationError(
+                    f"{name} must be (lo, hi) with {low} <= lo <= hi <= {high}, got {getattr(self, name)!r}."
+                )
         for name in ("accents", "variants", "words"):
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
@@ -142,14 +236,20 @@ def split_voices(config: SynthConfig) -> dict[str, tuple[str, ...]]:
     if len({speaker_id(v) for v in voices}) != len(voices):
         raise ConfigurationError(f"Two voices share a speaker id in {voices}.")
     order = np.random.default_rng([config.seed, 0x5EED]).permutation(len(voices))
-    n_val, n_test = (max(1, round(f * len(voices))) if f > 0 else 0
-                     for f in (config.val_fraction, config.test_fraction))
+    n_val, n_test = (
+        max(1, round(f * len(voices))) if f > 0 else 0 for f in (config.val_fraction, config.test_fraction)
+    )
     if n_val + n_test >= len(voices):
-        raise ConfigurationError(f"{len(voices)} voices cannot give {n_val} validation and {n_test} test voices "
-                         f"and still leave one for training; add accents or variants.")
+        raise ConfigurationError(
+            f"{len(voices)} voices cannot give {n_val} validation and {n_test} test voices "
+            f"and still leave one for training; add accents or variants."
+        )
     shuffled = [voices[i] for i in order]
-    parts = {"validation": shuffled[:n_val], "test": shuffled[n_val:n_val + n_test],
-             "train": shuffled[n_val + n_test:]}
+    parts = {
+        "validation": shuffled[:n_val],
+        "test": shuffled[n_val : n_val + n_test],
+        "train": shuffled[n_val + n_test :],
+    }
     return {split: tuple(sorted(parts[split])) for split in SPLITS}
 
 
@@ -182,11 +282,26 @@ def _plan(config: SynthConfig, splits: dict[str, tuple[str, ...]]) -> list[_Clip
     for voice, word, take in itertools.product(config.voices, config.words, range(config.takes)):
         names = (int(speaker_id(name), 16) for name in (voice, word))  # stable ints from the names
         rng = np.random.default_rng([config.seed, *names, take])
-        rate, pitch, intonation = (int(rng.integers(*r, endpoint=True))
-                                   for r in (config.rate_wpm, config.pitch, config.intonation))
-        clips.append(_Clip(voice, word, take, split_of[voice], rate, pitch, intonation, float(rng.random()),
-                           float(rng.uniform(*config.gain_db)), int(rng.integers(len(NOISE_FILES))),
-                           float(rng.random()), float(rng.uniform(*config.snr_db)), int(rng.integers(2**31))))
+        rate, pitch, intonation = (
+            int(rng.integers(*r, endpoint=True)) for r in (config.rate_wpm, config.pitch, config.intonation)
+        )
+        clips.append(
+            _Clip(
+                voice,
+                word,
+                take,
+                split_of[voice],
+                rate,
+                pitch,
+                intonation,
+                float(rng.random()),
+                float(rng.uniform(*config.gain_db)),
+                int(rng.integers(len(NOISE_FILES))),
+                float(rng.random()),
+                float(rng.uniform(*config.snr_db)),
+                int(rng.integers(2**31)),
+            )
+        )
     return clips
 
 
@@ -197,8 +312,16 @@ class _Espeak:
 
     def __init__(self) -> None:
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                          ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self.lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         self.lib.espeak_Info.restype = ctypes.c_char_p
         self._callback = self._CALLBACK(self._collect)  # keep a reference: the library holds a raw pointer
         with _LOCK:
@@ -235,7 +358,7 @@ def _trim(wave: np.ndarray, frame: int = 220, floor_db: float = -40.0, margin: i
     active = np.flatnonzero(rms > rms.max(initial=0) * 10 ** (floor_db / 20))
     if active.size == 0:
         return wave[:0]
-    return wave[max(active[0] - margin, 0) * frame: min(active[-1] + 1 + margin, n) * frame]
+    return wave[max(active[0] - margin, 0) * frame : min(active[-1] + 1 + margin, n) * frame]
 
 
 def _serve() -> None:
@@ -262,10 +385,11 @@ class _EspeakProcess:
     def __init__(self, jobs: list[tuple], max_samples: int) -> None:
         path = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
-        self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty child cannot block
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close()); a file, not a pipe: a chatty child cannot block
         command = [sys.executable, "-c", "from prunekit.data.synth import _serve; _serve()"]
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, env=env)
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env
+        )
         with contextlib.suppress(BrokenPipeError):  # a child that died is reported by the first read
             self.proc.stdin.write(json.dumps({"max_samples": max_samples, "jobs": jobs}).encode())
             self.proc.stdin.close()
@@ -276,8 +400,10 @@ class _EspeakProcess:
         if len(data) != n:
             self.proc.wait()
             self._stderr.seek(0)
-            raise RuntimeError(f"The espeak-ng process failed (exit {self.proc.returncode}): "
-                               f"{self._stderr.read().decode(errors='replace')[-2000:]}")
+            raise RuntimeError(
+                f"The espeak-ng process failed (exit {self.proc.returncode}): "
+                f"{self._stderr.read().decode(errors='replace')[-2000:]}"
+            )
         return data
 
     def read(self) -> tuple[np.ndarray, int]:
@@ -298,8 +424,10 @@ def _noise(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "mains_hum.wav":
         t = np.arange(n) / sr
         f0 = rng.choice([50.0, 60.0])
-        wave = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k ** (1.5 - 0.7 * (k % 2))
-                   for k in range(1, 12))  # odd harmonics stronger: a transformer buzz
+        wave = sum(
+            np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k ** (1.5 - 0.7 * (k % 2))
+            for k in range(1, 12)
+        )  # odd harmonics stronger: a transformer buzz
         wave = wave * (1 + 0.2 * np.sin(2 * np.pi * 0.3 * t)) + 0.05 * _noise("pink_noise.wav", n, sr, rng)
     else:
         power = {"white_noise.wav": 0, "pink_noise.wav": 1, "brown_noise.wav": 2}[kind]
@@ -312,8 +440,13 @@ def _to_int16(wave: np.ndarray) -> np.ndarray:
     return np.round(np.clip(wave, -1.0, 1.0) * 32767).astype(np.int16)
 
 
-def _finish(root: Path, batch: list[_Clip], waves: list[tuple[np.ndarray, int]], noises: list[np.ndarray],
-            config: SynthConfig) -> Counter:
+def _finish(
+    root: Path,
+    batch: list[_Clip],
+    waves: list[tuple[np.ndarray, int]],
+    noises: list[np.ndarray],
+    config: SynthConfig,
+) -> Counter:
     """Resample a batch to the target rate, place, mix with noise, gain, write; return counts."""
     import torch  # here, not at the top: the espeak child process must start fast
     import torchaudio
@@ -335,7 +468,7 @@ def _finish(root: Path, batch: list[_Clip], waves: list[tuple[np.ndarray, int]],
         start = int(clip.offset_u * (n_out - speech.size + 1))
         placed = np.pad(speech, (start, n_out - start - speech.size))
         offset = int(clip.noise_u * (noises[clip.noise].size - n_out + 1))
-        segment = noises[clip.noise][offset: offset + n_out]
+        segment = noises[clip.noise][offset : offset + n_out]
         scale = np.sqrt(np.mean(speech**2) / np.mean(segment**2)) * 10 ** (-clip.snr_db / 20)
         mixed = (placed + scale * segment) * 10 ** (clip.gain_db / 20)
         sf.write(root / clip.path, _to_int16(mixed), config.sample_rate, subtype="PCM_16")
@@ -344,14 +477,21 @@ def _finish(root: Path, batch: list[_Clip], waves: list[tuple[np.ndarray, int]],
     return counts
 
 
-def _render(tmp: Path, clips: list[_Clip], config: SynthConfig,
-            progress: Callable[[int, int], None] | None) -> tuple[Counter, str]:
+def _render(
+    tmp: Path, clips: list[_Clip], config: SynthConfig, progress: Callable[[int, int], None] | None
+) -> tuple[Counter, str]:
     """Write the noise files and every clip into ``tmp``; return the counts and espeak's version."""
     (tmp / "_background_noise_").mkdir()
     noises = []
     for k, name in enumerate(NOISE_FILES):
-        noise = _to_int16(_noise(name, 30 * config.sample_rate, config.sample_rate,
-                                 np.random.default_rng([config.seed, 0xB0, k])))
+        noise = _to_int16(
+            _noise(
+                name,
+                30 * config.sample_rate,
+                config.sample_rate,
+                np.random.default_rng([config.seed, 0xB0, k]),
+            )
+        )
         sf.write(tmp / "_background_noise_" / name, noise, config.sample_rate, subtype="PCM_16")
         noises.append(noise / 32767.0)  # mix exactly what is on disk
     for word in config.words:
@@ -362,7 +502,7 @@ def _render(tmp: Path, clips: list[_Clip], config: SynthConfig,
     # espeak runs in its process while two threads resample and write the previous batches
     with contextlib.closing(espeak), ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(clips), _BATCH):
-            batch = clips[start: start + _BATCH]
+            batch = clips[start : start + _BATCH]
             waves = [espeak.read() for _ in batch]
             pending.append((len(batch), pool.submit(_finish, tmp, batch, waves, noises, config)))
             while pending and (pending[0][1].done() or len(pending) > 4 or start + _BATCH >= len(clips)):
@@ -374,8 +514,9 @@ def _render(tmp: Path, clips: list[_Clip], config: SynthConfig,
     return counts, espeak.version
 
 
-def generate(root: Path, config: SynthConfig = SynthConfig(),
-             progress: Callable[[int, int], None] | None = None) -> Path:
+def generate(
+    root: Path, config: SynthConfig = SynthConfig(), progress: Callable[[int, int], None] | None = None
+) -> Path:
     """Write the synthetic set to ``root`` (which must not exist or be empty) and return ``root``.
 
     The set is built in a hidden sibling folder and renamed to ``root`` at the end, so an
@@ -396,11 +537,17 @@ def generate(root: Path, config: SynthConfig = SynthConfig(),
         for split, filename in _LISTS.items():
             lines = sorted(c.path for c in clips if c.split == split)
             (tmp / filename).write_text("".join(f"{line}\n" for line in lines))
-        summary = {"format_version": FORMAT_VERSION, "generator": "prunekit.synth", "espeak_ng": version,
-                   "config": asdict(config), "voices": splits,
-                   "speakers": {v: speaker_id(v) for v in config.voices},
-                   "clips": {s: counts[s] for s in SPLITS} | {"total": len(clips)},
-                   "resynthesised_faster": counts["resynthesised_faster"], "cropped": counts["cropped"]}
+        summary = {
+            "format_version": FORMAT_VERSION,
+            "generator": "prunekit.synth",
+            "espeak_ng": version,
+            "config": asdict(config),
+            "voices": splits,
+            "speakers": {v: speaker_id(v) for v in config.voices},
+            "clips": {s: counts[s] for s in SPLITS} | {"total": len(clips)},
+            "resynthesised_faster": counts["resynthesised_faster"],
+            "cropped": counts["cropped"],
+        }
         (tmp / "synthetic.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, root)  # atomic; refuses a root that another run filled meanwhile
     except BaseException:
@@ -433,4 +580,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
-

@@ -54,7 +54,9 @@ class DemoTrainConfig:
     threads: int = 2
 
 
-def train_demo(cfg: DemoTrainConfig = DemoTrainConfig(), out_dir: Path = DEMO_DIR, *, quiet: bool = False) -> dict:
+def train_demo(
+    cfg: DemoTrainConfig = DemoTrainConfig(), out_dir: Path = DEMO_DIR, *, quiet: bool = False
+) -> dict:
     """Train the demo model from scratch and save it to ``out_dir``; returns the training record.
     The checkpoint is chosen on the validation voices; the test voices are read once, at the end."""
     torch.manual_seed(cfg.seed)
@@ -92,10 +94,14 @@ def _split_features(cfg: DemoTrainConfig, data, labels: list[str], quiet: bool):
     feats = {}
     for split in SPLITS:
         bar = tqdm(total=len(data.split(split)), desc=f"features {split}", disable=quiet, unit="clip")
-        feats[split] = clip_features(data.split(split), raw, progress=lambda d, n: bar.update(d - bar.n))
+        feats[split] = clip_features(
+            data.split(split), raw, progress=lambda d, n, bar=bar: bar.update(d - bar.n)
+        )
         bar.close()
     mean, std = feats["train"].mean().item(), feats["train"].std().item()
-    extractor = ASTFeatureExtractor(num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length, mean=mean, std=std)
+    extractor = ASTFeatureExtractor(
+        num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length, mean=mean, std=std
+    )
     feats = {k: (v - mean) / (2 * std) for k, v in feats.items()}
     targets = {k: torch.as_tensor(label_indices(data.split(k), labels)) for k in feats}
     return feats, targets, extractor
@@ -133,7 +139,9 @@ def _train(model, feats, targets, labels, cfg: DemoTrainConfig, quiet: bool) -> 
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             logits = model(augment(feats["train"][idx])).logits
-            loss = torch.nn.functional.cross_entropy(logits, targets["train"][idx], label_smoothing=cfg.label_smoothing)
+            loss = torch.nn.functional.cross_entropy(
+                logits, targets["train"][idx], label_smoothing=cfg.label_smoothing
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -141,8 +149,12 @@ def _train(model, feats, targets, labels, cfg: DemoTrainConfig, quiet: bool) -> 
             sched.step()
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-        val = classification_metrics(predict_logits(model, feats["validation"]), targets["validation"].numpy(), labels)
-        history.append({"epoch": epoch + 1, "val_accuracy": val.accuracy, "val_loss": float(val.summary["loss"][0])})
+        val = classification_metrics(
+            predict_logits(model, feats["validation"]), targets["validation"].numpy(), labels
+        )
+        history.append(
+            {"epoch": epoch + 1, "val_accuracy": val.accuracy, "val_loss": float(val.summary["loss"][0])}
+        )
         bar.set_postfix(epoch=epoch + 1, val_acc=f"{val.accuracy:.3f}")
         if val.accuracy > best[0]:
             best = (val.accuracy, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)

@@ -35,7 +35,9 @@ def clip_attention(model: nn.Module, features: torch.Tensor) -> list[np.ndarray]
     """Attention weights of every layer for one clip: a list of (heads, T, T) arrays (heads may
     be 0 in a pruned layer). ``features``: (frames, mels), as the feature extractor gives them."""
     if features.ndim != 2:
-        raise ConfigurationError(f"clip_attention takes one clip's features (frames, mels), got {tuple(features.shape)}")
+        raise ConfigurationError(
+            f"clip_attention takes one clip's features (frames, mels), got {tuple(features.shape)}"
+        )
     probe = copy.deepcopy(model).eval()
     probe.set_attn_implementation("eager")
     out = probe(features.unsqueeze(0), output_attentions=True)
@@ -44,7 +46,7 @@ def clip_attention(model: nn.Module, features: torch.Tensor) -> list[np.ndarray]
 
 def _grid_of(row: np.ndarray, grid: PatchGrid) -> np.ndarray:
     """A (T,) row over all tokens -> (frequency, time) over the patches."""
-    return row[grid.extra:grid.extra + grid.patches].reshape(grid.frequency, grid.time)
+    return row[grid.extra : grid.extra + grid.patches].reshape(grid.frequency, grid.time)
 
 
 def cls_map(weights: list[np.ndarray], grid: PatchGrid, layer: int, head: int) -> np.ndarray:
@@ -74,7 +76,7 @@ def paint(values: np.ndarray, grid: PatchGrid, frames: int, mels: int) -> np.nda
     for f in range(grid.frequency):
         for t in range(grid.time):
             m0, t0 = f * grid.f_stride, t * grid.t_stride
-            total[m0:m0 + grid.size, t0:t0 + grid.size] += values[f, t]
-            count[m0:m0 + grid.size, t0:t0 + grid.size] += 1
+            total[m0 : m0 + grid.size, t0 : t0 + grid.size] += values[f, t]
+            count[m0 : m0 + grid.size, t0 : t0 + grid.size] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)

@@ -19,8 +19,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from prunekit.errors import ConfigurationError
 from prunekit.models import anatomy
 
-__all__ = ["LatencyRatio", "compare_cost", "cost", "count_macs", "latencies_ms", "latency_ratio", "ratio_from",
-           "round_times_ms"]
+__all__ = [
+    "LatencyRatio",
+    "compare_cost",
+    "cost",
+    "count_macs",
+    "latencies_ms",
+    "latency_ratio",
+    "ratio_from",
+    "round_times_ms",
+]
 
 
 def count_macs(model: torch.nn.Module, batch: int = 1) -> int:
@@ -37,8 +45,9 @@ def count_macs(model: torch.nn.Module, batch: int = 1) -> int:
 
 
 @torch.no_grad()
-def round_times_ms(models: Sequence[torch.nn.Module], batch: int, *, repeats: int = 20,
-                   warmup: int = 3) -> np.ndarray:
+def round_times_ms(
+    models: Sequence[torch.nn.Module], batch: int, *, repeats: int = 20, warmup: int = 3
+) -> np.ndarray:
     """Wall time (ms) of a forward pass at ``batch``: (repeats, models), warm-up excluded.
 
     The models are timed in turn, round after round, so a slow spell of the machine (its speed
@@ -66,10 +75,13 @@ def round_times_ms(models: Sequence[torch.nn.Module], batch: int, *, repeats: in
     return times
 
 
-def latencies_ms(models: Sequence[torch.nn.Module], batch: int, *, repeats: int = 20,
-                 warmup: int = 3) -> list[float]:
+def latencies_ms(
+    models: Sequence[torch.nn.Module], batch: int, *, repeats: int = 20, warmup: int = 3
+) -> list[float]:
     """Median wall time (ms) of a forward pass at ``batch`` for each model (see ``round_times_ms``)."""
-    return [float(v) for v in np.median(round_times_ms(models, batch, repeats=repeats, warmup=warmup), axis=0)]
+    return [
+        float(v) for v in np.median(round_times_ms(models, batch, repeats=repeats, warmup=warmup), axis=0)
+    ]
 
 
 @dataclass(frozen=True)
@@ -92,18 +104,23 @@ class LatencyRatio:
         if not self.measurable:
             return f"no measurable difference in speed (ratio {self.median:.2f}, 95 % CI {self.low:.2f} to {self.high:.2f})"
         change = 1 - self.median
-        word, lo, hi = (faster, 1 - self.high, 1 - self.low) if change > 0 else (slower, self.low - 1, self.high - 1)
+        word, lo, hi = (
+            (faster, 1 - self.high, 1 - self.low) if change > 0 else (slower, self.low - 1, self.high - 1)
+        )
         return f"runs {abs(change):.0%} {word} (95 % CI {lo:.0%} to {hi:.0%})"
 
 
-def latency_ratio(reference: torch.nn.Module, model: torch.nn.Module, batch: int, *, repeats: int = 20,
-                  warmup: int = 3) -> LatencyRatio:
+def latency_ratio(
+    reference: torch.nn.Module, model: torch.nn.Module, batch: int, *, repeats: int = 20, warmup: int = 3
+) -> LatencyRatio:
     """How ``model``'s latency compares with ``reference``'s, timed interleaved, round by round."""
     times = round_times_ms([reference, model], batch, repeats=repeats, warmup=warmup)
     return _ratio(times[:, 0], times[:, 1])
 
 
-def _ratio(reference_ms: np.ndarray, model_ms: np.ndarray, resamples: int = 2000, seed: int = 0) -> LatencyRatio:
+def _ratio(
+    reference_ms: np.ndarray, model_ms: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> LatencyRatio:
     """Median of the per-round ratios (each round's pair saw the same machine state) and a seeded
     percentile-bootstrap interval of that median over rounds."""
     ratios = model_ms / reference_ms  # (rounds,)
@@ -113,17 +130,24 @@ def _ratio(reference_ms: np.ndarray, model_ms: np.ndarray, resamples: int = 2000
     return LatencyRatio(float(np.median(ratios)), float(low), float(high), len(ratios))
 
 
-def compare_cost(models: Mapping[str, torch.nn.Module], *, batches: Sequence[int] = (1, 32),
-                 repeats: int = 20) -> pd.DataFrame:
+def compare_cost(
+    models: Mapping[str, torch.nn.Module], *, batches: Sequence[int] = (1, 32), repeats: int = 20
+) -> pd.DataFrame:
     """One row per named model: parameters, attention parameters, MACs per clip and, per batch
     size, the median latency and the latency ratio to the FIRST model with its 95 % bootstrap
     interval (``latency_b32_ratio``, ``_ratio_low``, ``_ratio_high``), all models timed
     interleaved round by round (see ``round_times_ms``)."""
-    frame = pd.DataFrame([{
-        "parameters": sum(p.numel() for p in m.parameters()),
-        "attention_parameters": anatomy.attention_parameters(m),
-        "macs_per_clip": count_macs(m, 1),
-    } for m in models.values()], index=pd.Index(list(models), name="model"))
+    frame = pd.DataFrame(
+        [
+            {
+                "parameters": sum(p.numel() for p in m.parameters()),
+                "attention_parameters": anatomy.attention_parameters(m),
+                "macs_per_clip": count_macs(m, 1),
+            }
+            for m in models.values()
+        ],
+        index=pd.Index(list(models), name="model"),
+    )
     for b in batches:
         rounds = repeats if b <= 8 else max(3, repeats // 4)
         times = round_times_ms(list(models.values()), b, repeats=rounds)  # (rounds, models)
@@ -138,8 +162,12 @@ def compare_cost(models: Mapping[str, torch.nn.Module], *, batches: Sequence[int
 
 def ratio_from(row: pd.Series, batch: int) -> LatencyRatio:
     """The ``LatencyRatio`` stored in a ``compare_cost`` row for ``batch``."""
-    return LatencyRatio(float(row[f"latency_b{batch}_ratio"]), float(row[f"latency_b{batch}_ratio_low"]),
-                        float(row[f"latency_b{batch}_ratio_high"]), int(row[f"latency_b{batch}_rounds"]))
+    return LatencyRatio(
+        float(row[f"latency_b{batch}_ratio"]),
+        float(row[f"latency_b{batch}_ratio_low"]),
+        float(row[f"latency_b{batch}_ratio_high"]),
+        int(row[f"latency_b{batch}_rounds"]),
+    )
 
 
 def cost(model: torch.nn.Module, *, batches: Sequence[int] = (1, 32), repeats: int = 20) -> pd.DataFrame:

@@ -87,8 +87,10 @@ def classification_metrics(
     logits: (N, C); targets: (N,) class indices into ``labels`` (the model's class names).
     """
     if np.ndim(targets) != 1:
-        raise ConfigurationError(f"classification_metrics takes class indices (N,), got targets of shape "
-                                 f"{np.shape(targets)}; multi-label targets are measured by multilabel_metrics")
+        raise ConfigurationError(
+            f"classification_metrics takes class indices (N,), got targets of shape "
+            f"{np.shape(targets)}; multi-label targets are measured by multilabel_metrics"
+        )
     logits = logits.float()
     targets_t = torch.as_tensor(targets, dtype=torch.long)
     losses = torch.nn.functional.cross_entropy(logits, targets_t, reduction="none")
@@ -114,7 +116,9 @@ def classification_metrics(
     shown = sorted(set(present) | set(pred.tolist()))
     names = [labels[k] for k in shown]
     matrix = confusion_matrix(targets, pred, labels=shown)
-    confusion = pd.DataFrame(matrix, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted"))
+    confusion = pd.DataFrame(
+        matrix, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted")
+    )
     predictions = pd.DataFrame(
         {
             "path": [str(c.path) for c in clips] if clips is not None else range(len(targets)),
@@ -141,31 +145,44 @@ def multilabel_metrics(
     logits = logits.float()
     targets = np.asarray(targets, dtype=np.float32)
     if targets.shape != tuple(logits.shape):
-        raise ConfigurationError(f"multilabel_metrics needs targets shaped like the logits {tuple(logits.shape)}, "
-                                 f"got {targets.shape}")
+        raise ConfigurationError(
+            f"multilabel_metrics needs targets shaped like the logits {tuple(logits.shape)}, "
+            f"got {targets.shape}"
+        )
     scores = torch.sigmoid(logits).numpy()  # (N, C)
     losses = torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, torch.from_numpy(targets), reduction="none").mean(1)  # (N,): per clip, mean over classes
+        logits, torch.from_numpy(targets), reduction="none"
+    ).mean(1)  # (N,): per clip, mean over classes
     rows = []
     for k, name in enumerate(labels):
         positives = int(targets[:, k].sum())
-        rows.append({
-            "label": name,
-            "positives": positives,
-            "ap": average_precision_score(targets[:, k], scores[:, k]) if positives else np.nan,
-            "auc": roc_auc_score(targets[:, k], scores[:, k]) if 0 < positives < len(targets) else np.nan,
-        })
+        rows.append(
+            {
+                "label": name,
+                "positives": positives,
+                "ap": average_precision_score(targets[:, k], scores[:, k]) if positives else np.nan,
+                "auc": roc_auc_score(targets[:, k], scores[:, k]) if 0 < positives < len(targets) else np.nan,
+            }
+        )
     per_class = pd.DataFrame(rows)
-    summary = pd.DataFrame({"clips": [len(targets)], "mAP": [per_class["ap"].mean(skipna=True)],
-                            "mAUC": [per_class["auc"].mean(skipna=True)], "loss": [losses.mean().item()]})
+    summary = pd.DataFrame(
+        {
+            "clips": [len(targets)],
+            "mAP": [per_class["ap"].mean(skipna=True)],
+            "mAUC": [per_class["auc"].mean(skipna=True)],
+            "loss": [losses.mean().item()],
+        }
+    )
     top = scores.argmax(1)
-    predictions = pd.DataFrame({
-        "path": [str(c.path) for c in clips] if clips is not None else range(len(targets)),
-        "labels": [" | ".join(labels[k] for k in np.flatnonzero(row)) for row in targets],
-        "top": [labels[k] for k in top],
-        "probability": scores[np.arange(len(top)), top],
-        "loss": losses.numpy(),
-    })
+    predictions = pd.DataFrame(
+        {
+            "path": [str(c.path) for c in clips] if clips is not None else range(len(targets)),
+            "labels": [" | ".join(labels[k] for k in np.flatnonzero(row)) for row in targets],
+            "top": [labels[k] for k in top],
+            "probability": scores[np.arange(len(top)), top],
+            "loss": losses.numpy(),
+        }
+    )
     return MultilabelEvaluation(summary, per_class, predictions)
 
 

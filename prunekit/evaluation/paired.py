@@ -23,8 +23,12 @@ from prunekit.errors import ConfigurationError
 from prunekit.evaluation.metrics import Evaluation
 
 __all__ = [
-    "TESTS", "bootstrap_difference", "compare_correct", "compare_evaluations", "mcnemar",
+    "TESTS",
     "PairedComparison",
+    "bootstrap_difference",
+    "compare_correct",
+    "compare_evaluations",
+    "mcnemar",
 ]
 
 TESTS = ("exact", "chi-square")
@@ -61,9 +65,11 @@ class PairedComparison:
             change = f"{candidate} is {abs(points):.1f} points {'lower' if points < 0 else 'higher'}"
         low, high = (100 * v for v in self.ci)
         p = "p < 0.001" if self.p_value < 0.001 else f"p = {self.p_value:.2g}"
-        return (f"{change}, {100 * self.confidence:.0f} % CI {low:.1f} to {high:.1f}, McNemar {p} "
-                f"({self.only_reference} clips only {reference} gets right, {self.only_candidate} only "
-                f"{candidate}, of {self.clips})")
+        return (
+            f"{change}, {100 * self.confidence:.0f} % CI {low:.1f} to {high:.1f}, McNemar {p} "
+            f"({self.only_reference} clips only {reference} gets right, {self.only_candidate} only "
+            f"{candidate}, of {self.clips})"
+        )
 
 
 def mcnemar(reference: np.ndarray, candidate: np.ndarray, test: str = "exact") -> tuple[int, int, float]:
@@ -84,8 +90,14 @@ def mcnemar(reference: np.ndarray, candidate: np.ndarray, test: str = "exact") -
     return b, c, float(chi2.sf((abs(b - c) - 1) ** 2 / (b + c), 1))
 
 
-def bootstrap_difference(reference: np.ndarray, candidate: np.ndarray, *, resamples: int = 2000,
-                         confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_difference(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of accuracy(candidate) - accuracy(reference): ``resamples``
     draws of N clips with replacement, each clip's pair kept together (the same draws and
     quantiles as ``scipy.stats.bootstrap(..., method="percentile")`` with this seed)."""
@@ -102,24 +114,44 @@ def bootstrap_difference(reference: np.ndarray, candidate: np.ndarray, *, resamp
     return float(low), float(high)
 
 
-def compare_correct(reference: Sequence[bool] | np.ndarray, candidate: Sequence[bool] | np.ndarray, *,
-                    names: tuple[str, str] = ("dense", "pruned"), test: str = "exact",
-                    resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> PairedComparison:
+def compare_correct(
+    reference: Sequence[bool] | np.ndarray,
+    candidate: Sequence[bool] | np.ndarray,
+    *,
+    names: tuple[str, str] = ("dense", "pruned"),
+    test: str = "exact",
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedComparison:
     """McNemar's test and the bootstrap interval for two models' per-clip correctness (N,)."""
     a, b = _pair(reference, candidate)
     only_a, only_b, p = mcnemar(a, b, test)
     ci = bootstrap_difference(a, b, resamples=resamples, confidence=confidence, seed=seed)
-    return PairedComparison(tuple(names), len(a), (float(a.mean()), float(b.mean())), only_a, only_b, test, p,
-                            ci, confidence, resamples, seed)
+    return PairedComparison(
+        tuple(names),
+        len(a),
+        (float(a.mean()), float(b.mean())),
+        only_a,
+        only_b,
+        test,
+        p,
+        ci,
+        confidence,
+        resamples,
+        seed,
+    )
 
 
-def compare_evaluations(reference: Evaluation, candidate: Evaluation, *,
-                        names: tuple[str, str] = ("dense", "pruned"), **options) -> PairedComparison:
+def compare_evaluations(
+    reference: Evaluation, candidate: Evaluation, *, names: tuple[str, str] = ("dense", "pruned"), **options
+) -> PairedComparison:
     """``compare_correct`` on two evaluations of the same clips (same paths and labels, in order);
     ``options`` are its test, resamples, confidence and seed."""
     a, b = reference.predictions, candidate.predictions
-    if len(a) != len(b) or not (a["path"].astype(str).equals(b["path"].astype(str))
-                                and a["label"].equals(b["label"])):
+    if len(a) != len(b) or not (
+        a["path"].astype(str).equals(b["path"].astype(str)) and a["label"].equals(b["label"])
+    ):
         raise ConfigurationError(
             f"A paired comparison needs both evaluations on the same clips in the same order; "
             f"{names[0]} has {len(a)} clips, {names[1]} {len(b)}"
@@ -132,10 +164,14 @@ def _pair(reference, candidate) -> tuple[np.ndarray, np.ndarray]:
     """Both as (N,) bool arrays of one length N >= 1."""
     a, b = np.asarray(reference), np.asarray(candidate)
     if a.ndim != 1 or a.shape != b.shape or not len(a):
-        raise ConfigurationError(f"Per-clip correctness must be two non-empty (N,) arrays of one length, "
-                                 f"got shapes {a.shape} and {b.shape}")
+        raise ConfigurationError(
+            f"Per-clip correctness must be two non-empty (N,) arrays of one length, "
+            f"got shapes {a.shape} and {b.shape}"
+        )
     for name, values in (("reference", a), ("candidate", b)):
         if not np.isin(values, (0, 1)).all():
-            raise ConfigurationError(f"{name} correctness must be booleans (or 0/1), got values "
-                                     f"{sorted(set(np.unique(values).tolist()) - {0, 1})[:5]}")
+            raise ConfigurationError(
+                f"{name} correctness must be booleans (or 0/1), got values "
+                f"{sorted(set(np.unique(values).tolist()) - {0, 1})[:5]}"
+            )
     return a.astype(bool), b.astype(bool)

@@ -20,7 +20,13 @@ from prunekit.evaluation.metrics import predict_logits
 from prunekit.progress import Progress
 
 __all__ = [
-    "HOP_MS", "MAX_SECONDS", "Classification", "classify", "log_mel", "read_recording", "Recording",
+    "HOP_MS",
+    "MAX_SECONDS",
+    "Classification",
+    "Recording",
+    "classify",
+    "log_mel",
+    "read_recording",
     "window_samples",
 ]
 
@@ -66,11 +72,19 @@ class Classification:
     def top(self, k: int = 5) -> pd.DataFrame:
         """The ``k`` most probable labels: columns label, probability."""
         order = np.argsort(-self.probabilities, kind="stable")[:k]
-        return pd.DataFrame({"label": [self.labels[i] for i in order], "probability": self.probabilities[order]})
+        return pd.DataFrame(
+            {"label": [self.labels[i] for i in order], "probability": self.probabilities[order]}
+        )
 
 
-def classify(model: torch.nn.Module, extractor, labels: Sequence[str], wave: np.ndarray, *,
-             progress: Progress | None = None) -> Classification:
+def classify(
+    model: torch.nn.Module,
+    extractor,
+    labels: Sequence[str],
+    wave: np.ndarray,
+    *,
+    progress: Progress | None = None,
+) -> Classification:
     """Classify a 16 kHz mono waveform with sliding windows (see the module docstring)."""
     if wave.ndim != 1 or len(wave) == 0:
         raise AudioError(f"classify needs a non-empty mono waveform, got shape {wave.shape}")
@@ -83,11 +97,13 @@ def classify(model: torch.nn.Module, extractor, labels: Sequence[str], wave: np.
     feats = audio.features(chunks, extractor)
     probs = predict_logits(model, feats, progress=progress).softmax(-1).numpy()  # (W, C)
     best = probs.argmax(1)
-    windows = pd.DataFrame({
-        "start_s": np.asarray(starts) / extractor.sampling_rate,
-        "label": [labels[i] for i in best],
-        "probability": probs[np.arange(len(best)), best],
-    })
+    windows = pd.DataFrame(
+        {
+            "start_s": np.asarray(starts) / extractor.sampling_rate,
+            "label": [labels[i] for i in best],
+            "probability": probs[np.arange(len(best)), best],
+        }
+    )
     return Classification(probs.max(0), tuple(labels), windows)
 
 
@@ -97,6 +113,13 @@ def log_mel(wave: np.ndarray, extractor) -> np.ndarray:
     import torchaudio.compliance.kaldi as kaldi
 
     x = torch.from_numpy(np.ascontiguousarray(audio.fit_length(wave, max(len(wave), 400)), np.float32))
-    return kaldi.fbank(x.unsqueeze(0), sample_frequency=extractor.sampling_rate, window_type="hanning",
-                       num_mel_bins=extractor.num_mel_bins, htk_compat=True, use_energy=False,
-                       dither=0.0, frame_shift=HOP_MS).numpy()
+    return kaldi.fbank(
+        x.unsqueeze(0),
+        sample_frequency=extractor.sampling_rate,
+        window_type="hanning",
+        num_mel_bins=extractor.num_mel_bins,
+        htk_compat=True,
+        use_energy=False,
+        dither=0.0,
+        frame_shift=HOP_MS,
+    ).numpy()

@@ -16,8 +16,14 @@ from prunekit.heads.plan import PruningPlan
 from prunekit.heads.scores import ScoreTable
 
 __all__ = [
-    "disagreements", "head_scores", "paired_heads", "plan_overlap", "rank_agreement", "rank_normalise",
-    "removal_grid", "removed_units",
+    "disagreements",
+    "head_scores",
+    "paired_heads",
+    "plan_overlap",
+    "rank_agreement",
+    "rank_normalise",
+    "removal_grid",
+    "removed_units",
 ]
 
 
@@ -44,15 +50,18 @@ def removal_grid(plan: PruningPlan, group: str) -> pd.DataFrame:
         grid[layer, : shape.heads] = 1.0
         for head, channels in zip(lp.heads, lp.qk if group == "qk" else lp.vo):
             grid[layer, head] = 1.0 - len(channels) / dim if dim else 0.0
-    return pd.DataFrame(grid, index=pd.Index(range(len(plan.base)), name="layer"),
-                        columns=pd.Index(range(width), name="head"))
+    return pd.DataFrame(
+        grid, index=pd.Index(range(len(plan.base)), name="layer"), columns=pd.Index(range(width), name="head")
+    )
 
 
 def removed_units(plan: PruningPlan) -> set[tuple[int, str, int, int]]:
     """Every (layer, group, head, channel) the plan removes."""
     gone = set()
     for layer, (lp, shape) in enumerate(zip(plan.layers, plan.base)):
-        kept = {("qk", h): set(c) for h, c in zip(lp.heads, lp.qk)} | {("vo", h): set(c) for h, c in zip(lp.heads, lp.vo)}
+        kept = {("qk", h): set(c) for h, c in zip(lp.heads, lp.qk)} | {
+            ("vo", h): set(c) for h, c in zip(lp.heads, lp.vo)
+        }
         for group, dim in (("qk", shape.qk_dim), ("vo", shape.v_dim)):
             for head in range(shape.heads):
                 left = kept.get((group, head), set())
@@ -91,17 +100,20 @@ def rank_agreement(a: ScoreTable, b: ScoreTable, group: str = "head", matrix: st
     rows = []
     for layer, part in [*joined.groupby(level="layer"), ("all", joined)]:
         enough = len(part) >= 2 and part["a"].nunique() > 1 and part["b"].nunique() > 1
-        rows.append({
-            "layer": str(layer),
-            "heads": len(part),
-            "spearman": stats.spearmanr(part["a"], part["b"]).statistic if enough else np.nan,
-            "kendall": stats.kendalltau(part["a"], part["b"]).statistic if enough else np.nan,
-        })
+        rows.append(
+            {
+                "layer": str(layer),
+                "heads": len(part),
+                "spearman": stats.spearmanr(part["a"], part["b"]).statistic if enough else np.nan,
+                "kendall": stats.kendalltau(part["a"], part["b"]).statistic if enough else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def disagreements(a: ScoreTable, b: ScoreTable, group: str = "head", matrix: str = "pair",
-                  top: int = 10) -> pd.DataFrame:
+def disagreements(
+    a: ScoreTable, b: ScoreTable, group: str = "head", matrix: str = "pair", top: int = 10
+) -> pd.DataFrame:
     """The ``top`` heads whose percentile rank (over all heads) differs most between two scorers:
     columns layer, head, rank_a, rank_b, gap (rank_a - rank_b; positive: ``a`` values it more)."""
     joined = paired_heads(a, b, group, matrix).rank(pct=True)

@@ -17,8 +17,10 @@ __all__ = ["plan_cost"]
 def _attention_macs(plan: PruningPlan, n_tokens: int) -> int:
     """MACs of the attention of the plan's kept units: per Q/K or V/O channel, two projections
     (``2 * T * d``) and one column of QK^T or AV (``T * T``)."""
-    return sum((lp.qk_channels + lp.vo_channels) * n_tokens * (2 * s.hidden + n_tokens)
-               for lp, s in zip(plan.layers, plan.base))
+    return sum(
+        (lp.qk_channels + lp.vo_channels) * n_tokens * (2 * s.hidden + n_tokens)
+        for lp, s in zip(plan.layers, plan.base)
+    )
 
 
 def _parameters_removed(plan: PruningPlan, qkv_bias: bool) -> int:
@@ -41,6 +43,7 @@ def plan_cost(plan: PruningPlan, model: torch.nn.Module, dense_macs: int) -> dic
     full = PruningPlan.dense(model)
     return {
         "attention_sparsity": plan.attention_sparsity(),
-        "parameters": sum(p.numel() for p in model.parameters()) - _parameters_removed(plan, model.config.qkv_bias),
+        "parameters": sum(p.numel() for p in model.parameters())
+        - _parameters_removed(plan, model.config.qkv_bias),
         "macs_per_clip": dense_macs - _attention_macs(full, n_tokens) + _attention_macs(plan, n_tokens),
     }

@@ -25,7 +25,7 @@ from prunekit.heads.plan import PruningPlan
 from prunekit.heads.surgery import apply_plan, save_pruned
 from prunekit.progress import Progress
 
-__all__ = ["describe_plan", "prune_and_evaluate", "Variant", "variant_zip"]
+__all__ = ["Variant", "describe_plan", "prune_and_evaluate", "variant_zip"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,10 @@ def prune_and_evaluate(
     parameters, MACs and latency of dense and pruned (timed interleaved). ``dense``: ``model``'s
     evaluation on the same split, to compare the two clip by clip (``Variant.comparison``)."""
     if dataset.multilabel:  # the variant, its paired comparison and the pages speak accuracy
-        raise DatasetError(f"Pruning on the multi-label dataset {dataset.name} is not supported yet: "
-                           f"evaluate it (mAP) and score it (BCE), but prune on single-label data for now.")
+        raise DatasetError(
+            f"Pruning on the multi-label dataset {dataset.name} is not supported yet: "
+            f"evaluate it (mAP) and score it (BCE), but prune on single-label data for now."
+        )
     pruned = apply_plan(model, plan)
     evaluation = evaluate(pruned, extractor, labels, dataset, split, progress=progress)
     comparison = None if dense is None else compare_evaluations(dense, evaluation)
@@ -79,8 +81,14 @@ def describe_plan(plan: PruningPlan) -> str:
     the forced heads ('-L0H1 -L3H2 +L1H0': forced out, kept), so two different plans never share
     a name (or a zip name)."""
     forced = [f"-L{l}H{h}" for l, h in plan.force_remove] + [f"+L{l}H{h}" for l, h in plan.force_keep]
-    parts = [plan.scorer or "manual", plan.pattern or "", plan.threshold or "",
-             "joint" if plan.budget == "joint" else "", f"{plan.attention_sparsity():.0%}", " ".join(forced)]
+    parts = [
+        plan.scorer or "manual",
+        plan.pattern or "",
+        plan.threshold or "",
+        "joint" if plan.budget == "joint" else "",
+        f"{plan.attention_sparsity():.0%}",
+        " ".join(forced),
+    ]
     return " ".join(p for p in parts if p)
 
 
@@ -89,11 +97,15 @@ def variant_zip(variant: Variant, extractor, labels: Sequence[str]) -> bytes:
     labels) as zip bytes, under a top-level folder named after it."""
     folder = "".join(c if c.isalnum() or c in "-_.+" else "-" for c in variant.name).strip("-") or "pruned"
     with tempfile.TemporaryDirectory() as tmp:
-        saved = save_pruned(variant.model, Path(tmp) / folder, plan=variant.plan, feature_extractor=extractor,
-                            labels=list(labels))
+        saved = save_pruned(
+            variant.model,
+            Path(tmp) / folder,
+            plan=variant.plan,
+            feature_extractor=extractor,
+            labels=list(labels),
+        )
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(saved.rglob("*")):
                 archive.write(path, path.relative_to(saved.parent))
     return buffer.getvalue()
-

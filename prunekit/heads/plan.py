@@ -145,8 +145,10 @@ class PruningPlan:
             "budget": self.budget,
             "force_keep": [list(pair) for pair in self.force_keep],
             "force_remove": [list(pair) for pair in self.force_remove],
-            "base": [{"heads": s.heads, "qk_dim": s.qk_dim, "v_dim": s.v_dim, "hidden": s.hidden}
-                     for s in self.base],
+            "base": [
+                {"heads": s.heads, "qk_dim": s.qk_dim, "v_dim": s.v_dim, "hidden": s.hidden}
+                for s in self.base
+            ],
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
@@ -164,7 +166,9 @@ class PruningPlan:
             )
         try:
             base = tuple(
-                AttentionShape(i, *(_index(s[k], f"base layer {i} {k}") for k in ("heads", "qk_dim", "v_dim", "hidden")))
+                AttentionShape(
+                    i, *(_index(s[k], f"base layer {i} {k}") for k in ("heads", "qk_dim", "v_dim", "hidden"))
+                )
                 for i, s in enumerate(_listed(data, "base"))
             )
             layers = tuple(_layer(i, lp) for i, lp in enumerate(_listed(data, "layers")))
@@ -202,9 +206,7 @@ class PruningPlan:
     def validate(self) -> PruningPlan:
         """Check the plan against its own ``base`` shape; raise PlanError naming the problem."""
         if len(self.layers) != len(self.base):
-            raise PlanError(
-                f"The plan has {len(self.layers)} layers but its base shape has {len(self.base)}"
-            )
+            raise PlanError(f"The plan has {len(self.layers)} layers but its base shape has {len(self.base)}")
         for i, (lp, shape) in enumerate(zip(self.layers, self.base)):
             _check_indices(f"Layer {i}: kept heads", lp.heads, shape.heads)
             if len(lp.qk) != len(lp.heads) or len(lp.vo) != len(lp.heads):

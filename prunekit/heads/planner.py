@@ -39,8 +39,15 @@ from prunekit.models import anatomy
 from prunekit.models.anatomy import AttentionShape
 
 __all__ = [
-    "BUDGETS", "GROUPS", "PATTERNS", "THRESHOLDS", "budget_applies", "make_plan", "max_sparsity",
-    "plan_from_heads", "plan_from_units",
+    "BUDGETS",
+    "GROUPS",
+    "PATTERNS",
+    "THRESHOLDS",
+    "budget_applies",
+    "make_plan",
+    "max_sparsity",
+    "plan_from_heads",
+    "plan_from_units",
 ]
 
 PATTERNS = ("same-channel", "per-head", "entire-head")
@@ -112,7 +119,9 @@ def _read_scores(table: ScoreTable | pd.DataFrame, base) -> _Scores:
     elif isinstance(table, pd.DataFrame):
         scores = table
     else:
-        raise ScoresError(f"scores must be a ScoreTable (what scoring.score returns), got {type(table).__name__}")
+        raise ScoresError(
+            f"scores must be a ScoreTable (what scoring.score returns), got {type(table).__name__}"
+        )
     lacking = [c for c in COLUMNS if c not in scores.columns]
     if lacking:
         raise ScoresError(f"The score table lacks columns {lacking}; a scorer's has {list(COLUMNS)}")
@@ -144,8 +153,9 @@ def _read_scores(table: ScoreTable | pd.DataFrame, base) -> _Scores:
     return _Scores(shapes, scorers[0] if scorers else None, grids["qk"], grids["vo"], grids["head"])
 
 
-def _grid(keys: Iterable[tuple[int, ...]], values: np.ndarray, shapes, group: str,
-          problems: list[str]) -> tuple[np.ndarray, ...]:
+def _grid(
+    keys: Iterable[tuple[int, ...]], values: np.ndarray, shapes, group: str, problems: list[str]
+) -> tuple[np.ndarray, ...]:
     """Per-layer score arrays of ``group`` ("qk", "vo": (heads, dim); "head": (heads,)) from its
     rows' keys ((layer, head, channel) or (layer, head)) and scores, appending to ``problems``
     what is missing, extra, repeated or NaN."""
@@ -157,7 +167,8 @@ def _grid(keys: Iterable[tuple[int, ...]], values: np.ndarray, shapes, group: st
             repeated.add(key)
         found[key] = value
     expected = {  # layer -> its keys in (head, channel) order
-        s.layer: [(s.layer, h) for h in range(s.heads)] if group == "head"
+        s.layer: [(s.layer, h) for h in range(s.heads)]
+        if group == "head"
         else [(s.layer, h, c) for h in range(s.heads) for c in range(_dim(s, group))]
         for s in shapes
     }
@@ -171,13 +182,15 @@ def _grid(keys: Iterable[tuple[int, ...]], values: np.ndarray, shapes, group: st
     ):
         if bad:
             more = f" ... ({len(bad)} in all)" if len(bad) > 5 else ""
-            problems.append(f"{what} scores {problem} for ({', '.join(columns)}) "
-                            f"{', '.join(map(str, bad[:5]))}{more}")
+            problems.append(
+                f"{what} scores {problem} for ({', '.join(columns)}) {', '.join(map(str, bad[:5]))}{more}"
+            )
     if problems:
         return ()
     return tuple(
         np.array([found[k] for k in expected[s.layer]], dtype=float).reshape(
-            (s.heads,) if group == "head" else (s.heads, _dim(s, group)))
+            (s.heads,) if group == "head" else (s.heads, _dim(s, group))
+        )
         for s in shapes
     )
 
@@ -196,7 +209,9 @@ def _check_sparsity(sparsity) -> float:
     except (TypeError, ValueError):
         raise ConfigurationError(f"sparsity must be a number in [0, 1], got {sparsity!r}") from None
     if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ConfigurationError(f"sparsity must be in [0, 1] (a fraction of attention weights), got {sparsity!r}")
+        raise ConfigurationError(
+            f"sparsity must be in [0, 1] (a fraction of attention weights), got {sparsity!r}"
+        )
     return value
 
 
@@ -222,8 +237,15 @@ def budget_applies(pattern: str, threshold: str) -> bool:
     return pattern != "entire-head" and threshold == "global"
 
 
-def max_sparsity(base, pattern: str, threshold: str, *, force_keep: Iterable[Head] = (),
-                 force_remove: Iterable[Head] = (), budget: str = "separate") -> float:
+def max_sparsity(
+    base,
+    pattern: str,
+    threshold: str,
+    *,
+    force_keep: Iterable[Head] = (),
+    force_remove: Iterable[Head] = (),
+    budget: str = "separate",
+) -> float:
     """The largest attention sparsity ``make_plan`` accepts for this model (a model, a score table
     or a sequence of AttentionShape), pattern, threshold and budget (e.g. a slider's maximum).
     1.0 (global entire-head with nothing kept) is accepted too: it removes every head."""
@@ -245,8 +267,9 @@ def _budget_groups(budget: str) -> tuple[tuple[str, ...], ...]:
     return (GROUPS,) if budget == "joint" else tuple((g,) for g in GROUPS)
 
 
-def _ceiling(shapes, pattern: str, threshold: str, keep: frozenset[Head], gone: frozenset[Head],
-             budget: str) -> tuple[float, str]:
+def _ceiling(
+    shapes, pattern: str, threshold: str, keep: frozenset[Head], gone: frozenset[Head], budget: str
+) -> tuple[float, str]:
     """(maximum reachable sparsity, why it is not higher)."""
     dense = sum(s.weights for s in shapes)
     if pattern == "entire-head" and threshold == "global":
@@ -271,16 +294,26 @@ def _ceiling(shapes, pattern: str, threshold: str, keep: frozenset[Head], gone: 
                 tops[g] = 1.0 - sum(s.hidden * 2 * n for s, n in zip(shapes, alive)) / total
             group = min(GROUPS, key=tops.get)
             if tops[group] < 1.0 - left / dense - _EPS:
-                return tops[group], (f"{why}, and with separate budgets each group loses the target share "
-                                     f"of its own weights (Q/K at most {tops['qk']:.2%}, V/O at most "
-                                     f"{tops['vo']:.2%})")
+                return tops[group], (
+                    f"{why}, and with separate budgets each group loses the target share "
+                    f"of its own weights (Q/K at most {tops['qk']:.2%}, V/O at most "
+                    f"{tops['vo']:.2%})"
+                )
     return (1.0 - left / dense if dense else 0.0), why
 
 
 # --- make_plan --------------------------------------------------------------------------------
-def make_plan(scores: ScoreTable, pattern: str, threshold: str, sparsity: float, *,
-              base: Sequence[AttentionShape] | None = None, force_keep: Iterable[Head] = (),
-              force_remove: Iterable[Head] = (), budget: str = "separate") -> PruningPlan:
+def make_plan(
+    scores: ScoreTable,
+    pattern: str,
+    threshold: str,
+    sparsity: float,
+    *,
+    base: Sequence[AttentionShape] | None = None,
+    force_keep: Iterable[Head] = (),
+    force_remove: Iterable[Head] = (),
+    budget: str = "separate",
+) -> PruningPlan:
     """The plan that removes the lowest-scored units of ``pattern`` to reach ``sparsity``.
 
     scores: one scorer's ``ScoreTable`` (``scoring.score``), which carries the model shape; a bare
@@ -337,9 +370,17 @@ def make_plan(scores: ScoreTable, pattern: str, threshold: str, sparsity: float,
         layers = _per_head(table, threshold, target, alive, budget)
     else:
         layers = _same_channel(table, threshold, target, alive, budget)
-    plan = PruningPlan(tuple(layers), shapes, scorer=table.scorer, pattern=pattern, threshold=threshold,
-                       target_sparsity=target, budget=budget if budget_applies(pattern, threshold) else None,
-                       force_keep=tuple(keep), force_remove=tuple(gone))
+    plan = PruningPlan(
+        tuple(layers),
+        shapes,
+        scorer=table.scorer,
+        pattern=pattern,
+        threshold=threshold,
+        target_sparsity=target,
+        budget=budget if budget_applies(pattern, threshold) else None,
+        force_keep=tuple(keep),
+        force_remove=tuple(gone),
+    )
     return plan.validate()
 
 
@@ -357,7 +398,9 @@ def _local_fraction(shape: AttentionShape, alive: int, target: float) -> float:
     return max(0.0, target * shape.heads - (shape.heads - alive)) / alive if alive else 0.0
 
 
-def _global_budget(shapes, target: float, alive, sizes: Iterable[int], groups: Sequence[str] = GROUPS) -> float:
+def _global_budget(
+    shapes, target: float, alive, sizes: Iterable[int], groups: Sequence[str] = GROUPS
+) -> float:
     """Weights the ranked units of ``groups`` may remove: the target share of those groups'
     weights less what the force-removed heads take of them, plus half the smallest unit, so that
     with equal units the count taken is the nearest to the target."""
@@ -401,16 +444,24 @@ def _per_head(table: _Scores, threshold: str, target: float, alive, budget: str)
     shapes = table.shapes
     # (layer, group) -> (remaining heads, dim): each head's channels, lowest score first
     # (a stable sort, so ties go to the lower channel).
-    order = {(s.layer, g): np.argsort(table.channels(g)[s.layer][hs], axis=1, kind="stable")
-             for s, hs in zip(shapes, alive) for g in GROUPS}
+    order = {
+        (s.layer, g): np.argsort(table.channels(g)[s.layer][hs], axis=1, kind="stable")
+        for s, hs in zip(shapes, alive)
+        for g in GROUPS
+    }
     if threshold == "local":
-        cut = {(s.layer, g): _local_count(s, len(hs), target, _dim(s, g)) for s, hs in zip(shapes, alive)
-               for g in GROUPS}
+        cut = {
+            (s.layer, g): _local_count(s, len(hs), target, _dim(s, g))
+            for s, hs in zip(shapes, alive)
+            for g in GROUPS
+        }
     else:
         cut = _per_head_global(table, target, alive, budget)
     # Row i of order[l, g] is head alive[l][i]; it keeps all but its cut[l, g] lowest channels.
-    return [_layer_plan(hs, order[l, "qk"][:, cut[l, "qk"]:], order[l, "vo"][:, cut[l, "vo"]:])
-            for l, hs in enumerate(alive)]
+    return [
+        _layer_plan(hs, order[l, "qk"][:, cut[l, "qk"] :], order[l, "vo"][:, cut[l, "vo"] :])
+        for l, hs in enumerate(alive)
+    ]
 
 
 def _local_count(shape: AttentionShape, alive: int, target: float, dim: int) -> int:
@@ -430,8 +481,11 @@ def _per_head_global(table: _Scores, target: float, alive, budget: str) -> dict[
     all its moves have one size, exactly (``_exact_moves``) when head counts differ.
     """
     shapes = table.shapes
-    ranked = {(s.layer, g): np.sort(table.channels(g)[s.layer][hs], axis=1)  # (R, dim), ascending
-              for s, hs in zip(shapes, alive) for g in GROUPS}
+    ranked = {
+        (s.layer, g): np.sort(table.channels(g)[s.layer][hs], axis=1)  # (R, dim), ascending
+        for s, hs in zip(shapes, alive)
+        for g in GROUPS
+    }
     size = {(s.layer, g): len(hs) * 2 * s.hidden for s, hs in zip(shapes, alive) for g in GROUPS}
     cut = dict.fromkeys(ranked, 0)
     for groups in _budget_groups(budget):
@@ -442,8 +496,9 @@ def _per_head_global(table: _Scores, target: float, alive, budget: str) -> dict[
     return cut
 
 
-def _greedy_moves(ranked: dict[Move, np.ndarray], size: dict[Move, int], keys: Sequence[Move],
-                  budget: float) -> dict[Move, int]:
+def _greedy_moves(
+    ranked: dict[Move, np.ndarray], size: dict[Move, int], keys: Sequence[Move], budget: float
+) -> dict[Move, int]:
     """Moves of ``keys`` that fit ``budget``, cheapest per channel first (the mean over heads of
     their (k+1)-th smallest score). Marginal costs never decrease in k, so with moves of one
     size this is optimal (docs/methods.md); with unequal sizes it is not (``_exact_moves``)."""
@@ -463,8 +518,9 @@ def _greedy_moves(ranked: dict[Move, np.ndarray], size: dict[Move, int], keys: S
     return cut
 
 
-def _exact_moves(ranked: dict[Move, np.ndarray], size: dict[Move, int], keys: Sequence[Move],
-                 budget: float) -> dict[Move, int]:
+def _exact_moves(
+    ranked: dict[Move, np.ndarray], size: dict[Move, int], keys: Sequence[Move], budget: float
+) -> dict[Move, int]:
     """The allocation that removes the most weight within ``budget`` and, among those, the least
     score: a dynamic programme over the removed weight in units of the moves' common divisor
     (2 * hidden for AST: at most one unit per channel, 18,432 for AST-base), one stage per
@@ -484,7 +540,7 @@ def _exact_moves(ranked: dict[Move, np.ndarray], size: dict[Move, int], keys: Se
             shift = k * step
             if shift > cap:
                 break
-            candidate = best[:cap + 1 - shift] + cost[k]
+            candidate = best[: cap + 1 - shift] + cost[k]
             better = candidate < new[shift:]
             new[shift:][better] = candidate[better]
             pick[shift:][better] = k
@@ -502,8 +558,12 @@ def _same_channel(table: _Scores, threshold: str, target: float, alive, budget: 
     shapes = table.shapes
     combine = np.mean if _over_heads(table.scorer) == "mean" else np.sum
     # (layer, group) -> (dim,) unit score of each channel over the remaining heads.
-    unit = {(s.layer, g): combine(table.channels(g)[s.layer][hs], axis=0)
-            for s, hs in zip(shapes, alive) if hs for g in GROUPS}
+    unit = {
+        (s.layer, g): combine(table.channels(g)[s.layer][hs], axis=0)
+        for s, hs in zip(shapes, alive)
+        if hs
+        for g in GROUPS
+    }
     removed: dict[tuple[int, str], set[int]] = {key: set() for key in unit}
     if threshold == "local":
         for (l, g), u in unit.items():
@@ -514,8 +574,9 @@ def _same_channel(table: _Scores, threshold: str, target: float, alive, budget: 
         for groups in _budget_groups(budget):
             mine = {key: u for key, u in unit.items() if key[1] in groups}
             units = sorted((u[c], l, GROUPS.index(g), c) for (l, g), u in mine.items() for c in range(len(u)))
-            room = _global_budget(shapes, target, alive, (size[key] for key, u in mine.items() if len(u) > 1),
-                                  groups)
+            room = _global_budget(
+                shapes, target, alive, (size[key] for key, u in mine.items() if len(u) > 1), groups
+            )
             used = 0.0
             for _, l, gi, c in units:
                 key = (l, GROUPS[gi])
@@ -534,8 +595,9 @@ def _same_channel(table: _Scores, threshold: str, target: float, alive, budget: 
 
 
 # --- hand-made plans ----------------------------------------------------------------------------
-def plan_from_heads(base, kept_heads: Mapping[int, Iterable[int]] | Sequence[Iterable[int]],
-                    **metadata) -> PruningPlan:
+def plan_from_heads(
+    base, kept_heads: Mapping[int, Iterable[int]] | Sequence[Iterable[int]], **metadata
+) -> PruningPlan:
     """Keep exactly ``kept_heads`` (all their channels) in each layer.
 
     base: a model, a ``ScoreTable`` or a sequence of AttentionShape.
@@ -556,8 +618,13 @@ def plan_from_heads(base, kept_heads: Mapping[int, Iterable[int]] | Sequence[Ite
     return PruningPlan(tuple(layers), shapes, **metadata).validate()
 
 
-def plan_from_units(base, qk: Mapping[Head, Iterable[int]], vo: Mapping[Head, Iterable[int]],
-                    removed_heads: Iterable[Head] = (), **metadata) -> PruningPlan:
+def plan_from_units(
+    base,
+    qk: Mapping[Head, Iterable[int]],
+    vo: Mapping[Head, Iterable[int]],
+    removed_heads: Iterable[Head] = (),
+    **metadata,
+) -> PruningPlan:
     """Keep, per (layer, head), exactly the Q/K channels ``qk[(layer, head)]`` and the V/O
     channels ``vo[(layer, head)]``; heads not in a mapping keep all of that group's channels;
     ``removed_heads`` are dropped. ``base`` and ``metadata`` as in ``plan_from_heads``.
@@ -571,8 +638,13 @@ def plan_from_units(base, qk: Mapping[Head, Iterable[int]], vo: Mapping[Head, It
     layers = []
     for s in shapes:
         kept = [h for h in range(s.heads) if (s.layer, h) not in gone]
-        layers.append(_layer_plan(kept, [qk.get((s.layer, h), range(s.qk_dim)) for h in kept],
-                                  [vo.get((s.layer, h), range(s.v_dim)) for h in kept]))
+        layers.append(
+            _layer_plan(
+                kept,
+                [qk.get((s.layer, h), range(s.qk_dim)) for h in kept],
+                [vo.get((s.layer, h), range(s.v_dim)) for h in kept],
+            )
+        )
     return PruningPlan(tuple(layers), shapes, **metadata).validate()
 
 

@@ -78,43 +78,74 @@ def register(name: str, *, needs_data: bool, over_heads: str, options: Sequence[
 
 
 # --- the registered scorers --------------------------------------------------------------------
-@register("magnitude", needs_data=False, over_heads="mean", options=("norm",),
-          about="size of the weights (L1 norm), no data needed")
+@register(
+    "magnitude",
+    needs_data=False,
+    over_heads="mean",
+    options=("norm",),
+    about="size of the weights (L1 norm), no data needed",
+)
 def _magnitude(model: nn.Module, data: ScoringData | None, options: ScorerOptions) -> pd.DataFrame:
     rows = _magnitude_rows(model, options.norm)
-    return tidy_scores(anatomy.attention_shapes(model), "magnitude", rows,
-                       combine="l2" if options.norm == "l2" else "mean")
+    return tidy_scores(
+        anatomy.attention_shapes(model), "magnitude", rows, combine="l2" if options.norm == "l2" else "mean"
+    )
 
 
-@register("fisher", needs_data=True, over_heads="sum", options=("batch_size",),
-          about="squared loss gradient per batch (the paper's Fisher)")
+@register(
+    "fisher",
+    needs_data=True,
+    over_heads="sum",
+    options=("batch_size",),
+    about="squared loss gradient per batch (the paper's Fisher)",
+)
 def _fisher(model: nn.Module, data: ScoringData, options: ScorerOptions) -> pd.DataFrame:
     per_weight = _batch_fisher(model, data, options.batch_size, options.progress)
     return tidy_scores(anatomy.attention_shapes(model), "fisher", _rows_of(per_weight), combine="sum")
 
 
-@register("fisher-sample", needs_data=True, over_heads="sum", options=("batch_size",),
-          about="squared loss gradient per clip (textbook empirical Fisher)")
+@register(
+    "fisher-sample",
+    needs_data=True,
+    over_heads="sum",
+    options=("batch_size",),
+    about="squared loss gradient per clip (textbook empirical Fisher)",
+)
 def _fisher_sample(model: nn.Module, data: ScoringData, options: ScorerOptions) -> pd.DataFrame:
     per_weight = _sample_fisher(model, data, options.batch_size, options.progress)
     return tidy_scores(anatomy.attention_shapes(model), "fisher-sample", _rows_of(per_weight), combine="sum")
 
 
-@register("fisher-gate", needs_data=True, over_heads="sum", options=("batch_size",),
-          about="squared gradient of a gate on each unit, per clip")
+@register(
+    "fisher-gate",
+    needs_data=True,
+    over_heads="sum",
+    options=("batch_size",),
+    about="squared gradient of a gate on each unit, per clip",
+)
 def _fisher_gate(model: nn.Module, data: ScoringData, options: ScorerOptions) -> pd.DataFrame:
     return _gate_fisher(model, data, options.batch_size, options.progress)
 
 
-@register("taylor", needs_data=True, over_heads="sum", options=("batch_size",),
-          about="first-order change of the loss when the unit goes")
+@register(
+    "taylor",
+    needs_data=True,
+    over_heads="sum",
+    options=("batch_size",),
+    about="first-order change of the loss when the unit goes",
+)
 def _taylor_scores(model: nn.Module, data: ScoringData, options: ScorerOptions) -> pd.DataFrame:
     signed = _taylor(model, data, options.batch_size, options.progress)
     return tidy_scores(anatomy.attention_shapes(model), "taylor", _rows_of(signed), combine="abs-sum")
 
 
-@register("random", needs_data=False, over_heads="mean", options=("seed",),
-          about="seeded random scores: the floor every scorer must beat")
+@register(
+    "random",
+    needs_data=False,
+    over_heads="mean",
+    options=("seed",),
+    about="seeded random scores: the floor every scorer must beat",
+)
 def _random_scores(model: nn.Module, data: ScoringData | None, options: ScorerOptions) -> pd.DataFrame:
     return _random(anatomy.attention_shapes(model), options.seed)
 
@@ -126,18 +157,26 @@ def _weights(model: nn.Module, layer: int) -> dict[str, torch.Tensor]:
 
 def _rows_of(per_weight: list[dict[str, torch.Tensor]]) -> list[dict[str, np.ndarray]]:
     """Sum a per-weight statistic over each unit row: rows of W_q/W_k/W_v, columns of W_o."""
-    return [{m: (w.sum(0) if m == "o" else w.sum(1)).double().numpy() for m, w in layer.items()}
-            for layer in per_weight]
+    return [
+        {m: (w.sum(0) if m == "o" else w.sum(1)).double().numpy() for m, w in layer.items()}
+        for layer in per_weight
+    ]
 
 
 def _magnitude_rows(model: nn.Module, norm: str) -> list[dict[str, np.ndarray]]:
     """Per unit row: the L1 norm, or for L2 the squared L2 norm (summed, then rooted, by _tidy)."""
     with torch.no_grad():
-        return _rows_of([{m: (w.abs() if norm == "l1" else w.square()) for m, w in _weights(model, s.layer).items()}
-                         for s in anatomy.attention_shapes(model)])
+        return _rows_of(
+            [
+                {m: (w.abs() if norm == "l1" else w.square()) for m, w in _weights(model, s.layer).items()}
+                for s in anatomy.attention_shapes(model)
+            ]
+        )
 
 
-def _work_copy(model: nn.Module, *, weight_grads: bool = True) -> tuple[nn.Module, list[dict[str, torch.Tensor]]]:
+def _work_copy(
+    model: nn.Module, *, weight_grads: bool = True
+) -> tuple[nn.Module, list[dict[str, torch.Tensor]]]:
     """A copy in eval mode where only the attention weights require grad (none at all when
     ``weight_grads`` is False: gate gradients need no weight gradients)."""
     work = copy.deepcopy(model).eval()
@@ -154,7 +193,8 @@ def _work_copy(model: nn.Module, *, weight_grads: bool = True) -> tuple[nn.Modul
 def _loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
     if targets.ndim == 2:  # multi-label: per-clip loss is the mean over classes
         per_clip = nn.functional.binary_cross_entropy_with_logits(
-            logits, targets.float(), reduction="none").mean(1)
+            logits, targets.float(), reduction="none"
+        ).mean(1)
     else:
         per_clip = nn.functional.cross_entropy(logits, targets, reduction="none")
     return per_clip.mean() if reduction == "mean" else per_clip.sum()
@@ -163,7 +203,7 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.
 def _batches(data: ScoringData, batch_size: int, progress: Progress | None):
     n = len(data.features)
     for start in range(0, n, batch_size):
-        yield data.features[start:start + batch_size], data.targets[start:start + batch_size]
+        yield data.features[start : start + batch_size], data.targets[start : start + batch_size]
         if progress is not None:
             progress(min(start + batch_size, n), n)
 
@@ -203,8 +243,9 @@ def _batch_fisher(model, data, batch_size, progress) -> list[dict[str, torch.Ten
     """F(w) = mean over batches of (d mean-batch-loss / dw)^2 + 1e-6 (the paper's Fisher), over
     whole batches only: a partial last batch would enter the mean with a full batch's weight while
     its squared mean gradient is larger (fewer clips average out less noise), so it is dropped."""
-    weights, acc, batches = _batch_gradient_sums(model, data, batch_size, progress, square=True,
-                                                 whole_batches=True)
+    weights, acc, batches = _batch_gradient_sums(
+        model, data, batch_size, progress, square=True, whole_batches=True
+    )
     return _unflat([a / batches + FISHER_EPS for a in acc], weights)
 
 
@@ -224,6 +265,7 @@ def _sample_fisher(model, data, batch_size, progress) -> list[dict[str, torch.Te
         def hook(module, args, out):
             inputs[index] = args[0].detach()  # (B, T, in)
             outputs[index] = out  # (B, T, out)
+
         return hook
 
     handles = [lin.register_forward_hook(keep(i)) for i, lin in enumerate(linears)]
@@ -302,7 +344,10 @@ def _random(shapes, seed: int) -> pd.DataFrame:
     for s in shapes:
         if s.heads == 0:
             continue
-        for group, dim, matrices in (("qk", s.qk_dim, ("q", "k", "pair")), ("vo", s.v_dim, ("v", "o", "pair"))):
+        for group, dim, matrices in (
+            ("qk", s.qk_dim, ("q", "k", "pair")),
+            ("vo", s.v_dim, ("v", "o", "pair")),
+        ):
             for m in matrices:
                 parts.append(channel_rows(s.layer, group, m, rng.random((s.heads, dim)), "random"))
                 parts.append(head_rows(s.layer, group, m, rng.random(s.heads), "random"))

@@ -25,8 +25,16 @@ import torch
 from prunekit.errors import ConfigurationError, ScoresError
 from prunekit.models.anatomy import AttentionShape
 
-__all__ = ["COLUMNS", "ScoreTable", "ScoringData", "channel_rows", "concat_rows", "expected_rows", "head_rows",
-           "tidy_scores"]
+__all__ = [
+    "COLUMNS",
+    "ScoreTable",
+    "ScoringData",
+    "channel_rows",
+    "concat_rows",
+    "expected_rows",
+    "head_rows",
+    "tidy_scores",
+]
 
 COLUMNS = ("layer", "group", "matrix", "head", "channel", "scorer", "score")
 _MATRICES = ("q", "k", "v", "o")
@@ -75,7 +83,9 @@ class ScoringData:
 
     def __post_init__(self) -> None:
         if self.features.ndim != 3:
-            raise ConfigurationError(f"features must be (N, frames, mels), got shape {tuple(self.features.shape)}")
+            raise ConfigurationError(
+                f"features must be (N, frames, mels), got shape {tuple(self.features.shape)}"
+            )
         if len(self.features) != len(self.targets):
             raise ConfigurationError(f"{len(self.features)} feature rows but {len(self.targets)} targets")
         if len(self.features) == 0:
@@ -135,19 +145,32 @@ def tidy_scores(shapes, scorer: str, rows: list[dict[str, np.ndarray]], combine:
 def channel_rows(layer: int, group: str, matrix: str, values: np.ndarray, scorer: str) -> pd.DataFrame:
     """Rows for every channel of one (group, matrix): ``values`` is (heads, dim)."""
     heads, dim = values.shape  # (h, D)
-    return pd.DataFrame({
-        "layer": layer, "group": group, "matrix": matrix,
-        "head": np.repeat(np.arange(heads), dim), "channel": np.tile(np.arange(dim), heads),
-        "scorer": scorer, "score": values.reshape(-1).astype(np.float64),
-    })
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "group": group,
+            "matrix": matrix,
+            "head": np.repeat(np.arange(heads), dim),
+            "channel": np.tile(np.arange(dim), heads),
+            "scorer": scorer,
+            "score": values.reshape(-1).astype(np.float64),
+        }
+    )
 
 
 def head_rows(layer: int, group: str, matrix: str, values: np.ndarray, scorer: str) -> pd.DataFrame:
     """Rows for every head of one (group, matrix): ``values`` is (heads,); channel is <NA>."""
-    return pd.DataFrame({
-        "layer": layer, "group": group, "matrix": matrix, "head": np.arange(len(values)),
-        "channel": pd.NA, "scorer": scorer, "score": np.asarray(values, dtype=np.float64),
-    })
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "group": group,
+            "matrix": matrix,
+            "head": np.arange(len(values)),
+            "channel": pd.NA,
+            "scorer": scorer,
+            "score": np.asarray(values, dtype=np.float64),
+        }
+    )
 
 
 def concat_rows(parts: list[pd.DataFrame]) -> pd.DataFrame:

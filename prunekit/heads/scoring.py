@@ -27,8 +27,17 @@ from prunekit.models import anatomy
 from prunekit.progress import Progress
 from prunekit.store import atomic_write_bytes, cache_dir, content_key
 
-__all__ = ["SCORERS", "SCORES_VERSION", "ScoreTable", "ScoringData", "needs_data", "score",
-           "score_split", "scorer_names", "scoring_data"]
+__all__ = [
+    "SCORERS",
+    "SCORES_VERSION",
+    "ScoreTable",
+    "ScoringData",
+    "needs_data",
+    "score",
+    "score_split",
+    "scorer_names",
+    "scoring_data",
+]
 
 SCORES_VERSION = 2  # bump when a scorer's maths changes, so old cached scores are not reused
 # (2: Fisher averages over whole batches only)
@@ -50,8 +59,15 @@ def _scorer(name: str):
     return SCORERS[name]
 
 
-def scoring_data(dataset, feature_extractor, labels: Sequence[str], split: str = "validation",
-                 clips: int = 1000, seed: int = 0, progress: Progress | None = None) -> ScoringData:
+def scoring_data(
+    dataset,
+    feature_extractor,
+    labels: Sequence[str],
+    split: str = "validation",
+    clips: int = 1000,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> ScoringData:
     """Up to ``clips`` clips of ``split`` (a seeded random subset when there are more), featurised
     with the model's extractor (cached on disk). Targets are class indices (N,), or for a
     multi-label dataset {0, 1} rows (N, C), which make the gradient scorers use BCE."""
@@ -61,14 +77,24 @@ def scoring_data(dataset, feature_extractor, labels: Sequence[str], split: str =
     if len(pool) > clips:
         pick = np.sort(np.random.default_rng(seed).choice(len(pool), clips, replace=False))
         pool = [pool[i] for i in pick]
-    targets = torch.as_tensor(label_targets(pool, labels) if dataset.multilabel else label_indices(pool, labels))
+    targets = torch.as_tensor(
+        label_targets(pool, labels) if dataset.multilabel else label_indices(pool, labels)
+    )
     features = clip_features(pool, feature_extractor, progress=progress)
     return ScoringData(features, targets, name=f"{dataset.name}:{split}:{len(pool)}")
 
 
-def score(model: nn.Module, scorer: str, data: ScoringData | None = None, *, batch_size: int = 32,
-          norm: str = "l1", seed: int = 0, progress: Progress | None = None,
-          cache: bool = True) -> ScoreTable:
+def score(
+    model: nn.Module,
+    scorer: str,
+    data: ScoringData | None = None,
+    *,
+    batch_size: int = 32,
+    norm: str = "l1",
+    seed: int = 0,
+    progress: Progress | None = None,
+    cache: bool = True,
+) -> ScoreTable:
     """Score every attention unit of ``model`` with ``scorer`` (see ``scorers``).
 
     ``data`` is needed by the gradient scorers. ``norm`` ("l1" or "l2") is magnitude's,
@@ -85,8 +111,13 @@ def score(model: nn.Module, scorer: str, data: ScoringData | None = None, *, bat
     options = ScorerOptions(batch_size=batch_size, norm=norm, seed=seed, progress=progress)
     base = tuple(anatomy.attention_shapes(model))
     keyed = {f.name: getattr(options, f.name) for f in fields(options) if f.name in spec.options}
-    key = content_key(SCORES_VERSION, scorer, keyed, anatomy.fingerprint(model),
-                      data.fingerprint() if spec.needs_data else None)
+    key = content_key(
+        SCORES_VERSION,
+        scorer,
+        keyed,
+        anatomy.fingerprint(model),
+        data.fingerprint() if spec.needs_data else None,
+    )
     path = cache_dir() / "scores" / f"{key}.parquet"
     frame = _read_cached(path, base, scorer) if cache else None
     if frame is None:
@@ -100,17 +131,30 @@ def score(model: nn.Module, scorer: str, data: ScoringData | None = None, *, bat
     return ScoreTable(frame, base, scorer)
 
 
-def score_split(model: nn.Module, feature_extractor, labels: Sequence[str], scorer: str, dataset=None, *,
-                split: str = "validation", clips: int = 1000, batch_size: int = 32, norm: str = "l1",
-                seed: int = 0, features_progress: Progress | None = None,
-                progress: Progress | None = None) -> ScoreTable:
+def score_split(
+    model: nn.Module,
+    feature_extractor,
+    labels: Sequence[str],
+    scorer: str,
+    dataset=None,
+    *,
+    split: str = "validation",
+    clips: int = 1000,
+    batch_size: int = 32,
+    norm: str = "l1",
+    seed: int = 0,
+    features_progress: Progress | None = None,
+    progress: Progress | None = None,
+) -> ScoreTable:
     """Score ``model`` with ``scorer``; a gradient scorer reads up to ``clips`` clips of ``split``
     of ``dataset`` (featurised and cached first, reported by ``features_progress``)."""
     data = None
     if needs_data(scorer):
         if dataset is None:
             raise ConfigurationError(f"The {scorer} scorer needs a dataset to read clips from")
-        data = scoring_data(dataset, feature_extractor, labels, split, clips=clips, progress=features_progress)
+        data = scoring_data(
+            dataset, feature_extractor, labels, split, clips=clips, progress=features_progress
+        )
     return score(model, scorer, data, batch_size=batch_size, norm=norm, seed=seed, progress=progress)
 
 
@@ -123,7 +167,11 @@ def _read_cached(path, base, scorer: str) -> pd.DataFrame | None:
         frame = pd.read_parquet(path)
     except Exception:  # truncated or corrupt file: never trust it
         return None
-    if tuple(frame.columns) != COLUMNS or len(frame) != expected_rows(base) or frame["scorer"].ne(scorer).any():
+    if (
+        tuple(frame.columns) != COLUMNS
+        or len(frame) != expected_rows(base)
+        or frame["scorer"].ne(scorer).any()
+    ):
         return None
     if not np.isfinite(frame["score"].to_numpy(dtype=float, na_value=np.nan)).all():
         return None

@@ -27,7 +27,15 @@ from prunekit.models import anatomy
 from prunekit.models.anatomy import LayerStructure
 from prunekit.store import atomic_write_text
 
-__all__ = ["MARKER_FILE", "PLAN_FILE", "apply_plan", "check_output", "kept_structure", "load_plan", "save_pruned"]
+__all__ = [
+    "MARKER_FILE",
+    "PLAN_FILE",
+    "apply_plan",
+    "check_output",
+    "kept_structure",
+    "load_plan",
+    "save_pruned",
+]
 
 PLAN_FILE = "plan.json"
 # Written into every folder save_pruned makes. ``overwrite`` replaces a folder only when it holds
@@ -109,7 +117,9 @@ def save_pruned(
     if plan is not None and kept_structure(plan) != actual:
         raise PlanError(f"The plan produces {kept_structure(plan)} but the model has {actual}")
     if labels is not None and len(labels) != model.config.num_labels:
-        raise ConfigurationError(f"{len(labels)} labels given for a model with {model.config.num_labels} outputs")
+        raise ConfigurationError(
+            f"{len(labels)} labels given for a model with {model.config.num_labels} outputs"
+        )
     check_output(directory, overwrite=overwrite)
 
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -126,8 +136,10 @@ def save_pruned(
             feature_extractor.save_pretrained(tmp)
         if plan is not None:
             atomic_write_text(tmp / PLAN_FILE, plan.to_json(indent=2) + "\n")
-        atomic_write_text(tmp / MARKER_FILE, "Written by prunekit.heads.surgery.save_pruned; "
-                                             "overwrite=True may replace this folder.\n")
+        atomic_write_text(
+            tmp / MARKER_FILE,
+            "Written by prunekit.heads.surgery.save_pruned; overwrite=True may replace this folder.\n",
+        )
         _swap_in(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

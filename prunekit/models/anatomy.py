@@ -25,10 +25,30 @@ from prunekit.models.family import (
 )
 
 __all__ = [
-    "FAMILIES", "STRUCTURE_FIELD", "AttentionShape", "LayerStructure", "Projections", "attention",
-    "attention_parameters", "attention_shapes", "classifier", "config_structure", "describe", "dummy_input",
-    "ensure_prunable", "family_of", "fingerprint", "input_shape", "make_pruned", "patch_grid", "model_class_for", "original_head_dim",
-    "projections", "shrink_attention", "structure_of", "tokens",
+    "FAMILIES",
+    "STRUCTURE_FIELD",
+    "AttentionShape",
+    "LayerStructure",
+    "Projections",
+    "attention",
+    "attention_parameters",
+    "attention_shapes",
+    "classifier",
+    "config_structure",
+    "describe",
+    "dummy_input",
+    "ensure_prunable",
+    "family_of",
+    "fingerprint",
+    "input_shape",
+    "make_pruned",
+    "model_class_for",
+    "original_head_dim",
+    "patch_grid",
+    "projections",
+    "shrink_attention",
+    "structure_of",
+    "tokens",
 ]
 
 FAMILIES: tuple[ModelFamily, ...] = (ASTFamily(),)
@@ -104,8 +124,12 @@ def attention_shapes(model: nn.Module) -> list[AttentionShape]:
 def attention_parameters(model: nn.Module) -> int:
     """Parameters (weights and biases) of every q/k/v/o projection."""
     family = family_of(model)
-    return sum(p.numel() for block in family.attention_blocks(model)
-               for linear in family.projections(block) for p in linear.parameters())
+    return sum(
+        p.numel()
+        for block in family.attention_blocks(model)
+        for linear in family.projections(block)
+        for p in linear.parameters()
+    )
 
 
 def classifier(model: nn.Module) -> nn.Linear:

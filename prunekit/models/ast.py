@@ -29,7 +29,12 @@ from prunekit.models.family import (
 )
 
 __all__ = [
-    "ASTFamily", "PrunedASTAttention", "PrunedASTForAudioClassification", "backbone", "heads_of", "install_structure",
+    "ASTFamily",
+    "PrunedASTAttention",
+    "PrunedASTForAudioClassification",
+    "backbone",
+    "heads_of",
+    "install_structure",
 ]
 
 

@@ -22,8 +22,15 @@ from torch import nn
 
 from prunekit.errors import ModelError
 
-__all__ = ["STRUCTURE_FIELD", "AttentionShape", "LayerStructure", "ModelFamily", "PatchGrid", "Projections",
-           "config_structure"]
+__all__ = [
+    "STRUCTURE_FIELD",
+    "AttentionShape",
+    "LayerStructure",
+    "ModelFamily",
+    "PatchGrid",
+    "Projections",
+    "config_structure",
+]
 
 # A pruned model stores its per-layer attention structure in one extra config field. transformers'
 # configs save and restore unknown fields, so a saved pruned model reloads from config.json and
@@ -57,8 +64,13 @@ class AttentionShape:
         return self.hidden * self.heads * (2 * self.qk_dim + 2 * self.v_dim)
 
     def to_dict(self) -> dict[str, int]:
-        return {"layer": self.layer, "heads": self.heads, "qk_dim": self.qk_dim, "v_dim": self.v_dim,
-                "hidden": self.hidden}
+        return {
+            "layer": self.layer,
+            "heads": self.heads,
+            "qk_dim": self.qk_dim,
+            "v_dim": self.v_dim,
+            "hidden": self.hidden,
+        }
 
 
 @dataclass(frozen=True)

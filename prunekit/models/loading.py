@@ -38,7 +38,7 @@ from prunekit.errors import ModelLoadError
 from prunekit.models import token_pruned
 from prunekit.store import cache_dir, content_key
 
-__all__ = ["AST_MODEL_TYPE", "DEMO_DIR", "load_model", "LoadedModel"]
+__all__ = ["AST_MODEL_TYPE", "DEMO_DIR", "LoadedModel", "load_model"]
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_model"
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
@@ -72,8 +72,10 @@ def load_model(source: str | os.PathLike) -> LoadedModel:
     if path.is_file() and zipfile.is_zipfile(path):
         return _load_local(_unzipped(path))
     if path.exists():
-        raise ModelLoadError(f"{text} is a file, not a model folder (expected a folder with config.json, "
-                             "or the zip the app downloads).")
+        raise ModelLoadError(
+            f"{text} is a file, not a model folder (expected a folder with config.json, "
+            "or the zip the app downloads)."
+        )
     if text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
         raise ModelLoadError(f"No model folder at {text}, and it is not a valid Hugging Face hub id.")
     return _load_hub(text)
@@ -88,13 +90,19 @@ def _unzipped(archive: Path) -> Path:
         names = bundle.namelist()
         bad = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
         if bad:
-            raise ModelLoadError(f"{archive} has entries outside its folder ({bad[:3]}); refusing to unpack it.")
+            raise ModelLoadError(
+                f"{archive} has entries outside its folder ({bad[:3]}); refusing to unpack it."
+            )
         if not (target / ".complete").is_file():
             bundle.extractall(target)
             (target / ".complete").touch()
-    configs = sorted({Path(n).parts[0] for n in names if Path(n).name == "config.json" and len(Path(n).parts) <= 2})
+    configs = sorted(
+        {Path(n).parts[0] for n in names if Path(n).name == "config.json" and len(Path(n).parts) <= 2}
+    )
     if len(configs) != 1:
-        raise ModelLoadError(f"{archive} should hold one model folder with a config.json; found {len(configs)}.")
+        raise ModelLoadError(
+            f"{archive} should hold one model folder with a config.json; found {len(configs)}."
+        )
     folder = target / configs[0]
     return folder if folder.is_dir() else target  # a zip of the folder's files, with no top folder
 
@@ -126,7 +134,8 @@ def _load_local(path: Path) -> LoadedModel:
     try:
         # A pruned model (config.prunekit_structure, config.prunekit_tokens) rebuilds from the config.
         model, info = token_pruned.model_class_for(config).from_pretrained(
-            path, use_safetensors=True, output_loading_info=True, **_SAFE)
+            path, use_safetensors=True, output_loading_info=True, **_SAFE
+        )
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"Could not load the weights in {path}: {exc}") from exc
     _check_loading_info(info, config, str(path))
@@ -170,7 +179,8 @@ def _from_hub(repo_id: str, *, local_files_only: bool) -> LoadedModel:
     _refuse_remote_code(getattr(config, "auto_map", None), repo_id)
     _check_model_type(config, repo_id)
     model, info = token_pruned.model_class_for(config).from_pretrained(
-        repo_id, local_files_only=local_files_only, use_safetensors=True, output_loading_info=True, **_SAFE)
+        repo_id, local_files_only=local_files_only, use_safetensors=True, output_loading_info=True, **_SAFE
+    )
     _check_loading_info(info, config, repo_id)
     try:
         extractor = ASTFeatureExtractor.from_pretrained(repo_id, local_files_only=local_files_only, **_SAFE)
@@ -212,11 +222,19 @@ def _refuse_remote_code(auto_map, source: str) -> None:
 def _check_loading_info(info: dict, config, source: str) -> None:
     """Refuse weights that do not fill the model the config describes (transformers would drop the
     unexpected ones and randomly initialise the missing ones, silently)."""
-    report = {kind: sorted(map(str, info.get(key) or ())) for kind, key in
-              (("missing from the weights", "missing_keys"), ("in the weights but not in the model",
-               "unexpected_keys"), ("with another shape", "mismatched_keys"))}
-    problems = [f"{len(keys)} keys {kind} ({', '.join(keys[:_SHOWN_KEYS])}{', ...' if len(keys) > _SHOWN_KEYS else ''})"
-                for kind, keys in report.items() if keys]
+    report = {
+        kind: sorted(map(str, info.get(key) or ()))
+        for kind, key in (
+            ("missing from the weights", "missing_keys"),
+            ("in the weights but not in the model", "unexpected_keys"),
+            ("with another shape", "mismatched_keys"),
+        )
+    }
+    problems = [
+        f"{len(keys)} keys {kind} ({', '.join(keys[:_SHOWN_KEYS])}{', ...' if len(keys) > _SHOWN_KEYS else ''})"
+        for kind, keys in report.items()
+        if keys
+    ]
     if problems:
         raise ModelLoadError(
             f"The weights in {source} do not match its config.json (num_hidden_layers="
@@ -247,11 +265,17 @@ def _feature_extractor(path: Path, config: ASTConfig) -> ASTFeatureExtractor:
 def _check_extractor(extractor: ASTFeatureExtractor, config: ASTConfig, where: str) -> None:
     """Settings the features are computed with must fit the model: else every clip fails later,
     deep in a forward pass, with a shape error instead of the field at fault."""
-    expected = {"num_mel_bins": config.num_mel_bins, "max_length": config.max_length, "sampling_rate": TARGET_SR}
+    expected = {
+        "num_mel_bins": config.num_mel_bins,
+        "max_length": config.max_length,
+        "sampling_rate": TARGET_SR,
+    }
     for field, want in expected.items():
         value = getattr(extractor, field, None)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ModelLoadError(f"{where}: {field} is {value!r}; it must be a whole number >= 1 ({want} here).")
+            raise ModelLoadError(
+                f"{where}: {field} is {value!r}; it must be a whole number >= 1 ({want} here)."
+            )
         if value != want:
             source = "prunekit reads audio at" if field == "sampling_rate" else "the model's config.json has"
             raise ModelLoadError(f"{where}: {field} is {value}, but {source} {want}.")
@@ -261,7 +285,9 @@ def _check_extractor(extractor: ASTFeatureExtractor, config: ASTConfig, where: s
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ModelLoadError(f"{where}: {field} is {value!r}; it must be a finite number.")
         if extractor.std <= 0:
-            raise ModelLoadError(f"{where}: std is {extractor.std!r}; features are divided by it, so it must be > 0.")
+            raise ModelLoadError(
+                f"{where}: std is {extractor.std!r}; features are divided by it, so it must be > 0."
+            )
 
 
 def _default_extractor(config: ASTConfig) -> ASTFeatureExtractor:

@@ -50,6 +50,7 @@ __all__ = [
     "run_tokens",
 ]
 
+
 def patch_values(model: nn.Module, input_values: torch.Tensor) -> torch.Tensor:
     """The input values under each patch, in token order: (B, N, size * size).
 
@@ -78,7 +79,8 @@ def _capture_query_key(attention: nn.Module) -> Iterator[dict[str, torch.Tensor]
     seen: dict[str, torch.Tensor] = {}
     handles = [
         getattr(attention, name).register_forward_hook(
-            lambda _module, _args, out, name=name: seen.__setitem__(name, out))
+            lambda _module, _args, out, name=name: seen.__setitem__(name, out)
+        )
         for name in ("q_proj", "k_proj")
     ]
     try:
@@ -88,8 +90,14 @@ def _capture_query_key(attention: nn.Module) -> Iterator[dict[str, torch.Tensor]
             handle.remove()
 
 
-def _drop_block(layer: nn.Module, index: int, hidden: torch.Tensor, positions: torch.Tensor,
-                selector: Selector, patches: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _drop_block(
+    layer: nn.Module,
+    index: int,
+    hidden: torch.Tensor,
+    positions: torch.Tensor,
+    selector: Selector,
+    patches: Callable[[], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One ``ASTLayer`` with token dropping between the attention residual and the MLP.
 
     hidden: (B, 2 + n, d); positions: (B, n). Returns (B, 2 + k, d) and the kept positions (B, k).
@@ -98,8 +106,9 @@ def _drop_block(layer: nn.Module, index: int, hidden: torch.Tensor, positions: t
     with _capture_query_key(layer.attention) as seen:
         attended, _ = layer.attention(layer.layernorm_before(hidden), None)
     hidden = layer.dropout(attended) + residual  # (B, 2 + n, d)
-    keep = selector(DropBlock(index, positions, layer.attention, seen.get("q_proj"), seen.get("k_proj"),
-                                patches))
+    keep = selector(
+        DropBlock(index, positions, layer.attention, seen.get("q_proj"), seen.get("k_proj"), patches)
+    )
     if keep.shape[1] < positions.shape[1]:  # keeping all of them changes nothing: skip the copy
         rows = keep.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])  # (B, k, d)
         hidden = torch.cat([hidden[:, :EXTRA_TOKENS], hidden[:, EXTRA_TOKENS:].gather(1, rows)], dim=1)
@@ -161,8 +170,9 @@ class TokenPrunedASTForAudioClassification(ASTForAudioClassification):
     def selectors(self) -> dict[int, Selector]:
         return topk_selectors(self.token_pruning())
 
-    def forward(self, input_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                **kwargs) -> SequenceClassifierOutput:
+    def forward(
+        self, input_values: torch.Tensor | None = None, labels: torch.Tensor | None = None, **kwargs
+    ) -> SequenceClassifierOutput:
         """input_values: (B, frames, mels); labels: (B,). Returns the logits (B, C) (and the loss)."""
         logits = run_tokens(self, input_values, self.selectors()).logits
         loss = self.loss_function(labels, logits, self.config, **kwargs) if labels is not None else None

@@ -156,7 +156,8 @@ class TokenPruning:
         bad = [b for b in self.blocks if not 0 <= b < depth]
         if bad:
             raise ConfigurationError(
-                f"Drop block(s) {bad} outside the model: it has {depth} blocks (indices 0 to {depth - 1})")
+                f"Drop block(s) {bad} outside the model: it has {depth} blocks (indices 0 to {depth - 1})"
+            )
         return self
 
     def to_dict(self) -> dict:
@@ -169,7 +170,9 @@ class TokenPruning:
         if raw is None:
             raise ModelError(f"A token-pruned model needs config.{TOKEN_FIELD}; this config has none")
         try:
-            pruning = cls(keep=raw["keep"], blocks=tuple(raw["blocks"]), rule=raw["rule"], seed=int(raw["seed"]))
+            pruning = cls(
+                keep=raw["keep"], blocks=tuple(raw["blocks"]), rule=raw["rule"], seed=int(raw["seed"])
+            )
         except (KeyError, TypeError) as exc:
             raise ModelError(f"config.{TOKEN_FIELD} is malformed ({exc!r}): {raw}") from exc
         return pruning.check_depth(config.num_hidden_layers)
@@ -223,5 +226,4 @@ def topk_selectors(pruning: TokenPruning, keep: float | None = None) -> dict[int
             return torch.arange(n, device=block.positions.device).expand(block.positions.shape[0], n)
         return select_top(score_tokens(pruning.rule, block, pruning.seed), count)
 
-    return {b: select for b in pruning.blocks}
-
+    return dict.fromkeys(pruning.blocks, select)

@@ -13,6 +13,7 @@ original heads and channels are left. Removed units are physically gone and neve
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,15 +41,18 @@ def geometric_schedule(steps: int, fraction: float = 0.1) -> tuple[float, ...]:
     """Attention sparsity after each step when every step removes ``fraction`` of what remains:
     1 - (1 - fraction)^k for k = 1..steps (10 % steps: 10.0, 19.0, 27.1, 34.4, ... %)."""
     if steps < 1 or not 0 < fraction < 1:
-        raise ConfigurationError(f"A geometric schedule needs steps >= 1 and fraction in (0, 1), "
-                         f"got {steps=}, {fraction=}")
+        raise ConfigurationError(
+            f"A geometric schedule needs steps >= 1 and fraction in (0, 1), got {steps=}, {fraction=}"
+        )
     return tuple(float(1 - (1 - fraction) ** k) for k in range(1, steps + 1))
 
 
 def linear_schedule(steps: int, target: float) -> tuple[float, ...]:
     """Equal steps of attention sparsity up to ``target``: target * k / steps for k = 1..steps."""
     if steps < 1 or not 0 < target < 1:
-        raise ConfigurationError(f"A linear schedule needs steps >= 1 and target in (0, 1), got {steps=}, {target=}")
+        raise ConfigurationError(
+            f"A linear schedule needs steps >= 1 and target in (0, 1), got {steps=}, {target=}"
+        )
     return tuple(float(v) for v in np.linspace(target / steps, target, steps))
 
 
@@ -61,7 +65,7 @@ class IterativeConfig:
     threshold: str = "global"
     budget: str = "separate"  # Q/K and V/O budgets of a global channel threshold (planner.make_plan)
     schedule: tuple[float, ...] = geometric_schedule(10)
-    recovery: RecoveryConfig | None = RecoveryConfig()
+    recovery: RecoveryConfig | None = field(default_factory=RecoveryConfig)
     score_split: str = "validation"  # the gradient scorers read this split (the paper: validation)
     score_clips: int = 1000
     eval_split: str = "test"  # accuracy before and after recovery
@@ -72,16 +76,21 @@ class IterativeConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", tuple(float(s) for s in self.schedule))
-        for name, value, valid in (("scorer", self.scorer, SCORERS), ("pattern", self.pattern, PATTERNS),
-                                   ("threshold", self.threshold, THRESHOLDS), ("budget", self.budget, BUDGETS)):
+        for name, value, valid in (
+            ("scorer", self.scorer, SCORERS),
+            ("pattern", self.pattern, PATTERNS),
+            ("threshold", self.threshold, THRESHOLDS),
+            ("budget", self.budget, BUDGETS),
+        ):
             if value not in valid:
                 raise ConfigurationError(f"Unknown {name} {value!r}; choose one of {', '.join(valid)}")
         s = self.schedule
-        if not s or not all(0 < a < 1 for a in s) or any(b <= a for a, b in zip(s, s[1:])):
+        if not s or not all(0 < a < 1 for a in s) or any(b <= a for a, b in itertools.pairwise(s)):
             raise ConfigurationError(f"The schedule must be increasing sparsities in (0, 1), got {list(s)}")
         if self.score_clips < 1 or (self.eval_clips is not None and self.eval_clips < 1):
-            raise ConfigurationError(f"Clip counts must be >= 1, got score_clips={self.score_clips}, "
-                             f"eval_clips={self.eval_clips}")
+            raise ConfigurationError(
+                f"Clip counts must be >= 1, got score_clips={self.score_clips}, eval_clips={self.eval_clips}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,8 +98,13 @@ class IterativeConfig:
     @classmethod
     def from_dict(cls, data: dict) -> IterativeConfig:
         recovery = data.get("recovery")
-        return cls(**{**data, "schedule": tuple(data["schedule"]),
-                      "recovery": None if recovery is None else RecoveryConfig(**recovery)})
+        return cls(
+            **{
+                **data,
+                "schedule": tuple(data["schedule"]),
+                "recovery": None if recovery is None else RecoveryConfig(**recovery),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +135,10 @@ def compose(first: PruningPlan, then: PruningPlan) -> PruningPlan:
 
     ``then`` indexes the model ``first`` produces (its i-th head is ``first``'s i-th kept head,
     its c-th channel that head's c-th kept channel); the result indexes ``first.base``."""
-    produced = [AttentionShape(i, s.heads, s.qk_head_dim, s.v_head_dim, base.hidden)
-                for i, (s, base) in enumerate(zip(kept_structure(first), first.base))]
+    produced = [
+        AttentionShape(i, s.heads, s.qk_head_dim, s.v_head_dim, base.hidden)
+        for i, (s, base) in enumerate(zip(kept_structure(first), first.base))
+    ]
     if list(then.base) != produced:
         raise PlanError(f"The second plan is for {list(then.base)}, but the first one produces {produced}")
     layers = []
@@ -131,13 +147,25 @@ def compose(first: PruningPlan, then: PruningPlan) -> PruningPlan:
         qk = [[outer.qk[h][c] for c in kept] for h, kept in zip(inner.heads, inner.qk)]
         vo = [[outer.vo[h][c] for c in kept] for h, kept in zip(inner.heads, inner.vo)]
         layers.append(LayerPlan(heads, qk, vo))
-    return PruningPlan(tuple(layers), first.base, scorer=then.scorer, pattern=then.pattern,
-                       threshold=then.threshold, target_sparsity=then.target_sparsity,
-                       budget=then.budget).validate()
+    return PruningPlan(
+        tuple(layers),
+        first.base,
+        scorer=then.scorer,
+        pattern=then.pattern,
+        threshold=then.threshold,
+        target_sparsity=then.target_sparsity,
+        budget=then.budget,
+    ).validate()
 
 
-def step_sparsity(done: PruningPlan, target: float, scores: pd.DataFrame, pattern: str,
-                  threshold: str, budget: str = "separate") -> float:
+def step_sparsity(
+    done: PruningPlan,
+    target: float,
+    scores: pd.DataFrame,
+    pattern: str,
+    threshold: str,
+    budget: str = "separate",
+) -> float:
     """The sparsity, relative to the current model (what ``make_plan`` takes), that brings the
     original to ``target``; clipped to [0, the pattern's ceiling on the current model]."""
     kept = done.kept_weights()
@@ -154,8 +182,16 @@ def kept_units(plan: PruningPlan) -> list[dict]:
         kept = dict(zip(lp.heads, zip(lp.qk, lp.vo)))
         for h in range(s.heads):
             qk, vo = kept.get(h, ((), ()))
-            rows.append({"layer": s.layer, "head": h, "qk_kept": len(qk), "qk_dim": s.qk_dim,
-                         "vo_kept": len(vo), "v_dim": s.v_dim})
+            rows.append(
+                {
+                    "layer": s.layer,
+                    "head": h,
+                    "qk_kept": len(qk),
+                    "qk_dim": s.qk_dim,
+                    "vo_kept": len(vo),
+                    "v_dim": s.v_dim,
+                }
+            )
     return rows
 
 
@@ -175,10 +211,14 @@ class _RunData:
     @classmethod
     def prepare(cls, dataset, extractor, labels, config: IterativeConfig) -> _RunData:
         pick, rec = (dataset, extractor, labels), config.recovery
-        scoring = (split_data(*pick, config.score_split, config.score_clips, seed=config.seed)
-                   if needs_data(config.scorer) else None)
-        validation = (split_data(*pick, rec.validation_split, rec.validation_clips, seed=rec.seed)
-                      if rec else None)
+        scoring = (
+            split_data(*pick, config.score_split, config.score_clips, seed=config.seed)
+            if needs_data(config.scorer)
+            else None
+        )
+        validation = (
+            split_data(*pick, rec.validation_split, rec.validation_clips, seed=rec.seed) if rec else None
+        )
         evaluation = split_data(*pick, config.eval_split, config.eval_clips, seed=config.seed)
         return cls(dataset, extractor, tuple(labels), config, scoring, validation, evaluation)
 
@@ -188,10 +228,15 @@ class _RunData:
         return split_data(*pick, rec.train_split, rec.train_clips, seed=seed)
 
 
-def prune_iteratively(loaded: LoadedModel, dataset, config: IterativeConfig = IterativeConfig(), *,
-                      state: IterativeState | None = None,
-                      on_step: Callable[[IterativeState], None] | None = None,
-                      progress: StageProgress | None = None) -> IterativeState:
+def prune_iteratively(
+    loaded: LoadedModel,
+    dataset,
+    config: IterativeConfig = IterativeConfig(),
+    *,
+    state: IterativeState | None = None,
+    on_step: Callable[[IterativeState], None] | None = None,
+    progress: StageProgress | None = None,
+) -> IterativeState:
     """Run ``config.schedule`` on ``loaded.model`` (never modified), or continue ``state``.
 
     Step 0 records the starting model; step k prunes to ``schedule[k-1]`` of the original's
@@ -221,12 +266,22 @@ def _first_state(model: nn.Module, data: _RunData, report: StageProgress) -> Ite
     start = time.perf_counter()
     plan = PruningPlan.dense(model)
     quality = _evaluate(model, data, report)
-    record = {"step": 0, "target_sparsity": 0.0, "attention_sparsity": 0.0,
-              "accuracy_before": quality["accuracy"], "loss_before": quality["loss"],
-              "accuracy_after": quality["accuracy"], "loss_after": quality["loss"],
-              "val_loss_before": np.nan, "val_loss_after": np.nan, "recovered": False,
-              **_cost(model, data, report), "score_seconds": 0.0, "recovery_seconds": 0.0,
-              "eval_seconds": time.perf_counter() - start}
+    record = {
+        "step": 0,
+        "target_sparsity": 0.0,
+        "attention_sparsity": 0.0,
+        "accuracy_before": quality["accuracy"],
+        "loss_before": quality["loss"],
+        "accuracy_after": quality["accuracy"],
+        "loss_after": quality["loss"],
+        "val_loss_before": np.nan,
+        "val_loss_after": np.nan,
+        "recovered": False,
+        **_cost(model, data, report),
+        "score_seconds": 0.0,
+        "recovery_seconds": 0.0,
+        "eval_seconds": time.perf_counter() - start,
+    }
     record["seconds"] = time.perf_counter() - start
     return IterativeState(model, plan, (record,), tuple({"step": 0, **row} for row in kept_units(plan)))
 
@@ -243,64 +298,107 @@ def _step(state: IterativeState, step: int, data: _RunData, report: StageProgres
     model, val_before, val_after = _recover(pruned, step, data, report)
     recovered = time.perf_counter()
     after = _evaluate(model, data, report) if data.config.recovery else before
-    seconds = {"score_seconds": scored - start, "recovery_seconds": recovered - evaluated,
-               "eval_seconds": evaluated - scored + time.perf_counter() - recovered}
-    record = {"step": step, "target_sparsity": target, "attention_sparsity": overall.attention_sparsity(),
-              "accuracy_before": before["accuracy"], "loss_before": before["loss"],
-              "accuracy_after": after["accuracy"], "loss_after": after["loss"],
-              "val_loss_before": val_before, "val_loss_after": val_after,
-              "recovered": data.config.recovery is not None, **_cost(model, data, report), **seconds}
+    seconds = {
+        "score_seconds": scored - start,
+        "recovery_seconds": recovered - evaluated,
+        "eval_seconds": evaluated - scored + time.perf_counter() - recovered,
+    }
+    record = {
+        "step": step,
+        "target_sparsity": target,
+        "attention_sparsity": overall.attention_sparsity(),
+        "accuracy_before": before["accuracy"],
+        "loss_before": before["loss"],
+        "accuracy_after": after["accuracy"],
+        "loss_after": after["loss"],
+        "val_loss_before": val_before,
+        "val_loss_after": val_after,
+        "recovered": data.config.recovery is not None,
+        **_cost(model, data, report),
+        **seconds,
+    }
     record["seconds"] = time.perf_counter() - start
     structure = tuple({"step": step, **row} for row in kept_units(overall))
-    return IterativeState(model, overall, state.steps + (record,), state.structure + structure)
+    return IterativeState(model, overall, (*state.steps, record), state.structure + structure)
 
 
-def _unchanged(state: IterativeState, step: int, target: float, overall: PruningPlan,
-               seconds: float) -> IterativeState:
+def _unchanged(
+    state: IterativeState, step: int, target: float, overall: PruningPlan, seconds: float
+) -> IterativeState:
     """A step whose plan removes nothing: the model stays as it is, so its record repeats the last
     step's accuracy and cost, and it is not recovered (a recovery would only train the same
     sparsity longer, which the other steps do not get)."""
     last = state.steps[-1]
-    record = {**last, "step": step, "target_sparsity": target, "accuracy_before": last["accuracy_after"],
-              "loss_before": last["loss_after"], "val_loss_before": np.nan, "val_loss_after": np.nan,
-              "recovered": False, "score_seconds": seconds, "recovery_seconds": 0.0, "eval_seconds": 0.0,
-              "seconds": seconds}
+    record = {
+        **last,
+        "step": step,
+        "target_sparsity": target,
+        "accuracy_before": last["accuracy_after"],
+        "loss_before": last["loss_after"],
+        "val_loss_before": np.nan,
+        "val_loss_after": np.nan,
+        "recovered": False,
+        "score_seconds": seconds,
+        "recovery_seconds": 0.0,
+        "eval_seconds": 0.0,
+        "seconds": seconds,
+    }
     structure = tuple({"step": step, **row} for row in kept_units(overall))
-    return IterativeState(state.model, overall, state.steps + (record,), state.structure + structure)
+    return IterativeState(state.model, overall, (*state.steps, record), state.structure + structure)
 
 
-def _prune(state: IterativeState, step: int, target: float, data: _RunData,
-           report: StageProgress) -> tuple[nn.Module, PruningPlan]:
+def _prune(
+    state: IterativeState, step: int, target: float, data: _RunData, report: StageProgress
+) -> tuple[nn.Module, PruningPlan]:
     """Score the current model and prune it to ``target`` of the original: (pruned model, the plan
     from the original to it)."""
     cfg = data.config
     report("scoring", 0, 1)
-    scores = score(state.model, cfg.scorer, data.scoring, batch_size=cfg.batch_size,
-                   seed=_seed(cfg.seed, step), progress=lambda done, total: report("scoring", done, total))
-    plan = make_plan(scores, cfg.pattern, cfg.threshold,
-                     step_sparsity(state.plan, target, scores, cfg.pattern, cfg.threshold, cfg.budget),
-                     budget=cfg.budget)
+    scores = score(
+        state.model,
+        cfg.scorer,
+        data.scoring,
+        batch_size=cfg.batch_size,
+        seed=_seed(cfg.seed, step),
+        progress=lambda done, total: report("scoring", done, total),
+    )
+    plan = make_plan(
+        scores,
+        cfg.pattern,
+        cfg.threshold,
+        step_sparsity(state.plan, target, scores, cfg.pattern, cfg.threshold, cfg.budget),
+        budget=cfg.budget,
+    )
     overall = compose(state.plan, dataclasses.replace(plan, target_sparsity=target))
     return apply_plan(state.model, plan), overall
 
 
-def _recover(pruned: nn.Module, step: int, data: _RunData,
-             report: StageProgress) -> tuple[nn.Module, float, float]:
+def _recover(
+    pruned: nn.Module, step: int, data: _RunData, report: StageProgress
+) -> tuple[nn.Module, float, float]:
     """(recovered model, validation loss before, after); the pruned model and NaNs without recovery."""
     rec = data.config.recovery
     if rec is None:
         return pruned, np.nan, np.nan
     seed = _seed(data.config.seed, rec.seed, step)  # each step trains on its own subset of clips
-    model, history = recover_on(pruned, data.train(seed), data.validation,
-                                config=dataclasses.replace(rec, seed=seed),
-                                progress=lambda done, total: report("recovering", done, total))
+    model, history = recover_on(
+        pruned,
+        data.train(seed),
+        data.validation,
+        config=dataclasses.replace(rec, seed=seed),
+        progress=lambda done, total: report("recovering", done, total),
+    )
     return model, float(history["val_loss"].iloc[0]), float(history.loc[history["kept"], "val_loss"].iloc[0])
 
 
 def _evaluate(model: nn.Module, data: _RunData, report: StageProgress) -> dict[str, float]:
     ev = data.evaluation
-    logits = predict_logits(model, ev.features, batch_size=data.config.batch_size,
-                            progress=lambda done, total: report("evaluating", done, total))
+    logits = predict_logits(
+        model,
+        ev.features,
+        batch_size=data.config.batch_size,
+        progress=lambda done, total: report("evaluating", done, total),
+    )
     summary = classification_metrics(logits, ev.targets.numpy(), list(data.labels)).summary.iloc[0]
     return {"accuracy": float(summary["accuracy"]), "loss": float(summary["loss"])}
 
@@ -312,4 +410,3 @@ def _cost(model: nn.Module, data: _RunData, report: StageProgress) -> dict[str, 
     counts = {k: int(row[k]) for k in ("parameters", "attention_parameters", "macs_per_clip")}
     heads = sum(s.heads for s in anatomy.attention_shapes(model))
     return {"heads_left": heads, **counts, "latency_b1_ms": float(row["latency_b1_ms"])}
-

@@ -27,7 +27,7 @@ from prunekit.evaluation.metrics import predict_logits
 from prunekit.heads.scoring import ScoringData, scoring_data
 from prunekit.progress import Progress
 
-__all__ = ["add_adapters", "recover", "recover_on", "RecoveryConfig", "split_data", "train_adapters"]
+__all__ = ["RecoveryConfig", "add_adapters", "recover", "recover_on", "split_data", "train_adapters"]
 
 
 @dataclass(frozen=True)
@@ -53,27 +53,41 @@ class RecoveryConfig:
 
     def __post_init__(self) -> None:
         checks = (
-            ("rank", self.rank, self.rank >= 1), ("alpha", self.alpha, self.alpha > 0),
-            ("lr", self.lr, self.lr > 0), ("weight_decay", self.weight_decay, self.weight_decay >= 0),
+            ("rank", self.rank, self.rank >= 1),
+            ("alpha", self.alpha, self.alpha > 0),
+            ("lr", self.lr, self.lr > 0),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0),
             ("dropout", self.dropout, 0 <= self.dropout < 1),
             ("warmup_fraction", self.warmup_fraction, 0 <= self.warmup_fraction < 1),
-            ("epochs", self.epochs, self.epochs >= 1), ("batch_size", self.batch_size, self.batch_size >= 1),
+            ("epochs", self.epochs, self.epochs >= 1),
+            ("batch_size", self.batch_size, self.batch_size >= 1),
             ("train_clips", self.train_clips, self.train_clips is None or self.train_clips >= 1),
-            ("validation_clips", self.validation_clips,
-             self.validation_clips is None or self.validation_clips >= 1),
+            (
+                "validation_clips",
+                self.validation_clips,
+                self.validation_clips is None or self.validation_clips >= 1,
+            ),
             ("validations_per_epoch", self.validations_per_epoch, self.validations_per_epoch >= 1),
             ("freq_mask", self.freq_mask, self.freq_mask >= 0),
             ("time_mask", self.time_mask, self.time_mask >= 0),
         )
         bad = {name: value for name, value, ok in checks if not ok}
         if bad:
-            raise ConfigurationError(f"Invalid recovery settings {bad}: counts, rank, alpha and lr must be positive, "
-                             "weight decay and mask widths >= 0, dropout and warmup_fraction in [0, 1)")
+            raise ConfigurationError(
+                f"Invalid recovery settings {bad}: counts, rank, alpha and lr must be positive, "
+                "weight decay and mask widths >= 0, dropout and warmup_fraction in [0, 1)"
+            )
 
 
-def recover(model: nn.Module, feature_extractor, labels: Sequence[str], dataset, *,
-            config: RecoveryConfig = RecoveryConfig(),
-            progress: Progress | None = None) -> tuple[nn.Module, pd.DataFrame]:
+def recover(
+    model: nn.Module,
+    feature_extractor,
+    labels: Sequence[str],
+    dataset,
+    *,
+    config: RecoveryConfig = RecoveryConfig(),
+    progress: Progress | None = None,
+) -> tuple[nn.Module, pd.DataFrame]:
     """Recover ``model`` with LoRA on ``dataset`` (features from the disk cache).
 
     Returns the merged model (new; same class and structure) and the training history, one row
@@ -87,21 +101,29 @@ def recover(model: nn.Module, feature_extractor, labels: Sequence[str], dataset,
     return recover_on(model, train, validation, config=config, progress=progress)
 
 
-def split_data(dataset, feature_extractor, labels: Sequence[str], split: str, clips: int | None, *,
-               seed: int = 0) -> ScoringData:
+def split_data(
+    dataset, feature_extractor, labels: Sequence[str], split: str, clips: int | None, *, seed: int = 0
+) -> ScoringData:
     """Features (disk-cached) and class indices of a seeded subset of ``clips`` clips of ``split``
     (the whole split when None)."""
     count = len(dataset.split(split)) if clips is None else clips
     return scoring_data(dataset, feature_extractor, labels, split, clips=count, seed=seed)
 
 
-def recover_on(model: nn.Module, train: ScoringData, validation: ScoringData, *,
-               config: RecoveryConfig = RecoveryConfig(),
-               progress: Progress | None = None) -> tuple[nn.Module, pd.DataFrame]:
+def recover_on(
+    model: nn.Module,
+    train: ScoringData,
+    validation: ScoringData,
+    *,
+    config: RecoveryConfig = RecoveryConfig(),
+    progress: Progress | None = None,
+) -> tuple[nn.Module, pd.DataFrame]:
     """``recover`` on prepared data: features (N, frames, mels) and class indices (N,)."""
     for name, data in (("train", train), ("validation", validation)):
         if data.multilabel:
-            raise ConfigurationError(f"Recovery trains single-label classifiers; the {name} data is multi-label")
+            raise ConfigurationError(
+                f"Recovery trains single-label classifiers; the {name} data is multi-label"
+            )
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's generator
         torch.manual_seed(config.seed)
         lora = add_adapters(model, config)
@@ -120,14 +142,24 @@ def add_adapters(model: nn.Module, config: RecoveryConfig = RecoveryConfig()) ->
     attribute deprecated in v5, and merging needs no wrapper."""
     work = copy.deepcopy(model)
     targets = [name for name, m in work.named_modules() if isinstance(m, nn.Linear) and m.weight.numel()]
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=targets, bias="none")
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=targets,
+        bias="none",
+    )
     return LoraModel(work, lora, "default")
 
 
-def train_adapters(lora: LoraModel, train: ScoringData, validation: ScoringData, *,
-                   config: RecoveryConfig = RecoveryConfig(),
-                   progress: Progress | None = None) -> pd.DataFrame:
+def train_adapters(
+    lora: LoraModel,
+    train: ScoringData,
+    validation: ScoringData,
+    *,
+    config: RecoveryConfig = RecoveryConfig(),
+    progress: Progress | None = None,
+) -> pd.DataFrame:
     """Train the adapters of ``lora`` in place; leave it holding the adapters of the lowest
     validation loss seen (the start included); return the history (see ``recover``)."""
     params = [p for p in lora.parameters() if p.requires_grad]
@@ -141,17 +173,24 @@ def train_adapters(lora: LoraModel, train: ScoringData, validation: ScoringData,
     best = (history[0]["val_loss"], _adapter_state(lora), 0)
     losses: list[float] = []
     step = 0
-    for epoch in range(config.epochs):
+    for _epoch in range(config.epochs):
         order = torch.randperm(len(train.features))
         for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
+            batch = order[start : start + config.batch_size]
             losses.append(_train_step(lora, optimizer, augment(train.features[batch]), train.targets[batch]))
             lr = schedule.get_last_lr()[0]
             schedule.step()
             step += 1
             if step in checks:
-                row = _validate(lora, validation, config, step=step, epoch=step / per_epoch,
-                                train_loss=sum(losses) / len(losses), lr=lr)
+                row = _validate(
+                    lora,
+                    validation,
+                    config,
+                    step=step,
+                    epoch=step / per_epoch,
+                    train_loss=sum(losses) / len(losses),
+                    lr=lr,
+                )
                 history.append(row)
                 losses = []
                 if row["val_loss"] < best[0]:

@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +57,15 @@ TABLE_FILE, TABLE_MARKDOWN = "table.csv", "table.md"
 CONFIG_COLUMNS = ("scorer", "pattern", "threshold", "seed")
 TIMING_COLUMNS = ("latency_b1_ms", "seconds", "score_seconds", "eval_seconds", "recovery_seconds")  # vary
 TABLE_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # the paper's reference table (docs/methods.md)
-_SHORT = {"per-head": "PH", "entire-head": "EH", "same-channel": "SC", "global": "G", "local": "L",
-          "fisher": "Fisher", "magnitude": "Mag"}
+_SHORT = {
+    "per-head": "PH",
+    "entire-head": "EH",
+    "same-channel": "SC",
+    "global": "G",
+    "local": "L",
+    "fisher": "Fisher",
+    "magnitude": "Mag",
+}
 
 # Budgeted defaults: the 8-configuration demo grid (10 steps) in about 57 minutes on 2 cores.
 # Measured per step of the demo: recovery 29 s (3,000 clips; plus 6 s of features the first time
@@ -86,20 +93,31 @@ class SweepConfig:
     run: IterativeConfig = SWEEP_RUN
 
     def __post_init__(self) -> None:
-        for name, valid in (("scorers", SCORERS), ("patterns", PATTERNS), ("thresholds", THRESHOLDS),
-                            ("seeds", None)):
+        for name, valid in (
+            ("scorers", SCORERS),
+            ("patterns", PATTERNS),
+            ("thresholds", THRESHOLDS),
+            ("seeds", None),
+        ):
             values = tuple(getattr(self, name))
             object.__setattr__(self, name, values)
             if not values or len(set(values)) != len(values):
-                raise ConfigurationError(f"{name} must be a non-empty list without repeats, got {list(values)}")
+                raise ConfigurationError(
+                    f"{name} must be a non-empty list without repeats, got {list(values)}"
+                )
             unknown = [v for v in values if valid is not None and v not in valid]
             if unknown:
                 raise ConfigurationError(f"Unknown {name} {unknown}; choose from {', '.join(valid)}")
 
     def runs(self) -> list[IterativeConfig]:
         """One run per configuration, in the order the sweep visits them."""
-        return [dataclasses.replace(self.run, scorer=s, pattern=p, threshold=t, seed=seed)
-                for s in self.scorers for p in self.patterns for t in self.thresholds for seed in self.seeds]
+        return [
+            dataclasses.replace(self.run, scorer=s, pattern=p, threshold=t, seed=seed)
+            for s in self.scorers
+            for p in self.patterns
+            for t in self.thresholds
+            for seed in self.seeds
+        ]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -114,9 +132,14 @@ def run_name(run: IterativeConfig) -> str:
 
 
 # --- running ------------------------------------------------------------------------------------
-def run_sweep(config: SweepConfig, out_dir: str | os.PathLike, *, overwrite: bool = False,
-              progress: Callable[[int, int], None] | None = None,
-              on_step: Callable[[str, dict], None] | None = None) -> pd.DataFrame:
+def run_sweep(
+    config: SweepConfig,
+    out_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    on_step: Callable[[str, dict], None] | None = None,
+) -> pd.DataFrame:
     """Run (or continue) the sweep into ``out_dir``; return the results table.
 
     ``progress(done, total)`` counts steps over all configurations (step 0, the starting model,
@@ -159,10 +182,15 @@ def _claim(out: Path, config: SweepConfig, overwrite: bool) -> None:
     if path.is_file() and not overwrite:
         theirs, ours = _flat(json.loads(path.read_text())), _flat(json.loads(mine))
         if theirs != ours:
-            diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(theirs.keys() | ours.keys())
-                    if theirs.get(k) != ours.get(k)}
-            raise SweepError(f"{out} holds another sweep (settings differ, theirs vs these: {diff}); use "
-                             "another folder or overwrite to start afresh")
+            diff = {
+                k: (theirs.get(k), ours.get(k))
+                for k in sorted(theirs.keys() | ours.keys())
+                if theirs.get(k) != ours.get(k)
+            }
+            raise SweepError(
+                f"{out} holds another sweep (settings differ, theirs vs these: {diff}); use "
+                "another folder or overwrite to start afresh"
+            )
         return
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} is a file, not a folder")
@@ -184,15 +212,18 @@ def _flat(settings: dict, prefix: str = "") -> dict:
     return out
 
 
-def _run_one(run: IterativeConfig, loaded, dataset, out: Path, status: _Status,
-             progress, on_step) -> None:
+def _run_one(run: IterativeConfig, loaded, dataset, out: Path, status: _Status, progress, on_step) -> None:
     name = run_name(run)
     folder = out / "runs" / name
     if _steps_saved(folder) > len(run.schedule):
         return  # finished earlier
     state = _restore(folder, loaded)
-    status.update(current=name, current_config={c: getattr(run, c) for c in CONFIG_COLUMNS},
-                  step=state.next_step if state else 0, stage="starting")
+    status.update(
+        current=name,
+        current_config={c: getattr(run, c) for c in CONFIG_COLUMNS},
+        step=state.next_step if state else 0,
+        stage="starting",
+    )
 
     def saved(state: IterativeState) -> None:
         status.update(stage="saving")
@@ -216,10 +247,21 @@ def _save(folder: Path, run: IterativeConfig, state: IterativeState, loaded) -> 
     step = state.next_step - 1
     model_dir = f"step-{step}" if step else None
     if model_dir:
-        save_pruned(state.model, folder / model_dir, plan=state.plan,
-                    feature_extractor=loaded.feature_extractor, labels=list(loaded.labels), overwrite=True)
-    payload = {"config": run.to_dict(), "model": model_dir, "done": step == len(run.schedule),
-               "steps": [_plain(r) for r in state.steps], "structure": list(state.structure)}
+        save_pruned(
+            state.model,
+            folder / model_dir,
+            plan=state.plan,
+            feature_extractor=loaded.feature_extractor,
+            labels=list(loaded.labels),
+            overwrite=True,
+        )
+    payload = {
+        "config": run.to_dict(),
+        "model": model_dir,
+        "done": step == len(run.schedule),
+        "steps": [_plain(r) for r in state.steps],
+        "structure": list(state.structure),
+    }
     atomic_write_text(folder / STATE_FILE, json.dumps(payload, indent=1) + "\n")
     for old in folder.glob("step-*"):
         if old.name != model_dir:
@@ -252,7 +294,7 @@ def _restore(folder: Path, loaded) -> IterativeState | None:
 
 # --- status -------------------------------------------------------------------------------------
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class _Status:
@@ -263,11 +305,24 @@ class _Status:
         self.runs = config.runs()
         steps = len(config.run.schedule)
         done = [_steps_saved(out / "runs" / run_name(r)) for r in self.runs]
-        self.data = {"state": "running", "pid": os.getpid(), "started": _now(), "updated": _now(),
-                     "configs_total": len(self.runs), "configs_done": sum(d > steps for d in done),
-                     "steps_total": len(self.runs) * (steps + 1), "steps_done": sum(done), "steps": steps,
-                     "current": None, "current_config": None, "step": None, "stage": "starting",
-                     "stage_done": 0, "stage_total": 0, "error": None}
+        self.data = {
+            "state": "running",
+            "pid": os.getpid(),
+            "started": _now(),
+            "updated": _now(),
+            "configs_total": len(self.runs),
+            "configs_done": sum(d > steps for d in done),
+            "steps_total": len(self.runs) * (steps + 1),
+            "steps_done": sum(done),
+            "steps": steps,
+            "current": None,
+            "current_config": None,
+            "step": None,
+            "stage": "starting",
+            "stage_done": 0,
+            "stage_total": 0,
+            "error": None,
+        }
         self._written = 0.0
         self._write()
 
@@ -352,8 +407,9 @@ def _write_summary(out: Path) -> None:
     atomic_write_text(out / TABLE_MARKDOWN, table_markdown(table))
 
 
-def interpolated_table(results: pd.DataFrame, points: Sequence[float] = TABLE_POINTS,
-                       column: str = "accuracy_after") -> pd.DataFrame:
+def interpolated_table(
+    results: pd.DataFrame, points: Sequence[float] = TABLE_POINTS, column: str = "accuracy_after"
+) -> pd.DataFrame:
     """Per pattern x threshold x scorer (mean over seeds): ``column`` in % at each attention
     sparsity in ``points``, linearly interpolated between the steps' reached sparsities (NaN past
     the last step), and at step 0 (``dense``). A sparsity reached twice counts its first step (the
@@ -363,8 +419,13 @@ def interpolated_table(results: pd.DataFrame, points: Sequence[float] = TABLE_PO
         curve = run.sort_values("step").groupby("attention_sparsity")[column].first()  # ascending sparsity
         values = np.interp(points, curve.index.to_numpy(), curve.to_numpy(), right=np.nan)
         dense = run.loc[run["step"] == 0, column]
-        rows.append({**dict(zip(CONFIG_COLUMNS, key)), "dense": dense.iloc[0] if len(dense) else np.nan,
-                     **{f"{p:.0%}": v for p, v in zip(points, values)}})
+        rows.append(
+            {
+                **dict(zip(CONFIG_COLUMNS, key)),
+                "dense": dense.iloc[0] if len(dense) else np.nan,
+                **{f"{p:.0%}": v for p, v in zip(points, values)},
+            }
+        )
     frame = pd.DataFrame(rows)
     keys = ["pattern", "threshold", "scorer"]
     table = frame.drop(columns="seed").groupby(keys, sort=False).mean() * 100
@@ -400,9 +461,13 @@ def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout
     log_path = Path(f"{out}.log")
     started = time.time()
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "prunekit", "sweep", "--out", str(out), *args],
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   cwd=Path(__file__).resolve().parents[2])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prunekit", "sweep", "--out", str(out), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
     status_file = out / STATUS_FILE
     while time.time() - started <= timeout:
         exited = process.poll() is not None

@@ -22,11 +22,28 @@ from prunekit.heads.scores import ScoreTable
 from prunekit.store import atomic_write_bytes, atomic_write_text
 
 __all__ = [
+    "FIGURE_HTML",
+    "FIGURE_PNG",
+    "VIEWS",
+    "agreement_bars",
     "attention_maps",
-    "FIGURE_HTML", "FIGURE_PNG", "VIEWS", "agreement_bars", "channel_bars", "channel_scores",
-    "class_change_bars", "confusion_map", "head_grid", "head_map", "picked_head", "plan_map",
-    "removal_grids", "removal_maps", "spectrogram", "square_map", "sweep_curves", "sweep_structure_maps",
-    "top_bars", "variants_chart", "write_sweep_figure",
+    "channel_bars",
+    "channel_scores",
+    "class_change_bars",
+    "confusion_map",
+    "head_grid",
+    "head_map",
+    "picked_head",
+    "plan_map",
+    "removal_grids",
+    "removal_maps",
+    "spectrogram",
+    "square_map",
+    "sweep_curves",
+    "sweep_structure_maps",
+    "top_bars",
+    "variants_chart",
+    "write_sweep_figure",
 ]
 
 # What a person picks -> (group, matrix) rows of the score frame.
@@ -61,37 +78,70 @@ def head_grid(scores: ScoreTable, group: str, matrix: str, scale: str = "linear"
     return grid
 
 
-def square_map(grid: pd.DataFrame, *, title: str, value: str = "score", colorscale: str = "Viridis",
-               zrange: tuple[float, float] | None = None, marks: dict[tuple[int, int], str] | None = None,
-               fmt: str = ".4g") -> go.Figure:
+def square_map(
+    grid: pd.DataFrame,
+    *,
+    title: str,
+    value: str = "score",
+    colorscale: str = "Viridis",
+    zrange: tuple[float, float] | None = None,
+    marks: dict[tuple[int, int], str] | None = None,
+    fmt: str = ".4g",
+) -> go.Figure:
     """A layers x heads grid (layer 0 at the top) drawn as clickable squares; NaN cells are left
     out. ``marks`` puts a symbol on chosen (layer, head) cells (e.g. forced keep/remove)."""
     cells = grid.stack().rename(value).reset_index()  # layer, head, value
     cmin, cmax = zrange if zrange else (None, None)
-    fig = go.Figure(go.Scatter(
-        x=cells["head"], y=cells["layer"], mode="markers", showlegend=False,
-        marker={"symbol": "square", "size": 34, "color": cells[value], "colorscale": colorscale,
-                "cmin": cmin, "cmax": cmax, "colorbar": {"title": value}, "line": {"width": 1, "color": "white"}},
-        customdata=cells[["layer", "head"]].to_numpy(),
-        hovertemplate=f"layer %{{y}}, head %{{x}}<br>{value} %{{marker.color:{fmt}}}<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Scatter(
+            x=cells["head"],
+            y=cells["layer"],
+            mode="markers",
+            showlegend=False,
+            marker={
+                "symbol": "square",
+                "size": 34,
+                "color": cells[value],
+                "colorscale": colorscale,
+                "cmin": cmin,
+                "cmax": cmax,
+                "colorbar": {"title": value},
+                "line": {"width": 1, "color": "white"},
+            },
+            customdata=cells[["layer", "head"]].to_numpy(),
+            hovertemplate=f"layer %{{y}}, head %{{x}}<br>{value} %{{marker.color:{fmt}}}<extra></extra>",
+        )
+    )
     for (layer, head), text in (marks or {}).items():
         fig.add_annotation(x=head, y=layer, text=text, showarrow=False, font={"size": 18, "color": "white"})
     fig.update_layout(
-        title=title, xaxis={"title": "head", "dtick": 1},
+        title=title,
+        xaxis={"title": "head", "dtick": 1},
         yaxis={"title": "layer", "dtick": 1, "autorange": "reversed"},
-        height=120 + 48 * len(grid), margin={"t": 60, "b": 40}, clickmode="event+select",
+        height=120 + 48 * len(grid),
+        margin={"t": 60, "b": 40},
+        clickmode="event+select",
     )
     return fig
 
 
-def head_map(scores: ScoreTable, view: str, *, title: str | None = None,
-             zrange: tuple[float, float] | None = None, scale: str = "linear") -> go.Figure:
+def head_map(
+    scores: ScoreTable,
+    view: str,
+    *,
+    title: str | None = None,
+    zrange: tuple[float, float] | None = None,
+    scale: str = "linear",
+) -> go.Figure:
     """Layers x heads, coloured by the view's score (e.g. "W_q" or "Whole head") on ``scale``."""
     group, matrix = VIEWS[view]
     value = {"log": "log10 score", "per layer": "share of layer max"}.get(scale, "score")
-    return square_map(head_grid(scores, group, matrix, scale), zrange=zrange, value=value,
-                      title=title or f"{view}: {scores.scorer} score per head (click a head for its channels)")
+    return square_map(
+        head_grid(scores, group, matrix, scale),
+        zrange=zrange,
+        value=value,
+        title=title or f"{view}: {scores.scorer} score per head (click a head for its channels)",
+    )
 
 
 def picked_head(event) -> tuple[int, int] | None:
@@ -123,10 +173,17 @@ def channel_bars(scores: ScoreTable, layer: int, head: int) -> go.Figure:
     for col, group in ((1, "qk"), (2, "vo")):
         part = rows[rows["group"] == group]
         for matrix, sub in part.groupby("matrix", sort=False):
-            fig.add_trace(go.Bar(x=sub["channel"], y=sub["score"], name=f"{group.upper()} {names[matrix]}"),
-                          row=1, col=col)
-    fig.update_layout(barmode="group", height=360, title=f"Layer {layer}, head {head}: score per channel",
-                      margin={"t": 70, "b": 40})
+            fig.add_trace(
+                go.Bar(x=sub["channel"], y=sub["score"], name=f"{group.upper()} {names[matrix]}"),
+                row=1,
+                col=col,
+            )
+    fig.update_layout(
+        barmode="group",
+        height=360,
+        title=f"Layer {layer}, head {head}: score per channel",
+        margin={"t": 70, "b": 40},
+    )
     fig.update_xaxes(title_text="channel")
     return fig
 
@@ -134,26 +191,47 @@ def channel_bars(scores: ScoreTable, layer: int, head: int) -> go.Figure:
 def removal_maps(plans: dict[str, PruningPlan]) -> go.Figure:
     """For each named plan (a row), the fraction of each head's Q/K and V/O channels it removes
     (two columns), on one 0-1 scale: the layer-wise sparsity of what a scorer would cut."""
-    return removal_grids({name: (removal_grid(plan, "qk"), removal_grid(plan, "vo")) for name, plan in plans.items()})
+    return removal_grids(
+        {name: (removal_grid(plan, "qk"), removal_grid(plan, "vo")) for name, plan in plans.items()}
+    )
 
 
 def removal_grids(grids: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> go.Figure:
     """Rows of (Q/K, V/O) layers x heads grids of the share removed, named, on one 0-1 scale."""
     names = list(grids)
     titles = [f"{name}: {part} removed" for name in names for part in ("Q/K", "V/O")]
-    fig = make_subplots(rows=len(names), cols=2, subplot_titles=titles, horizontal_spacing=0.08,
-                        vertical_spacing=min(0.12, 0.5 / len(names)) if len(names) > 1 else 0.0)
+    fig = make_subplots(
+        rows=len(names),
+        cols=2,
+        subplot_titles=titles,
+        horizontal_spacing=0.08,
+        vertical_spacing=min(0.12, 0.5 / len(names)) if len(names) > 1 else 0.0,
+    )
     for row, name in enumerate(names, start=1):
         for col, grid in enumerate(grids[name], start=1):
-            fig.add_trace(go.Heatmap(
-                z=grid.to_numpy(), x=list(grid.columns), y=list(grid.index), coloraxis="coloraxis",
-                hovertemplate="layer %{y}, head %{x}<br>removed %{z:.0%}<extra></extra>",
-            ), row=row, col=col)
+            fig.add_trace(
+                go.Heatmap(
+                    z=grid.to_numpy(),
+                    x=list(grid.columns),
+                    y=list(grid.index),
+                    coloraxis="coloraxis",
+                    hovertemplate="layer %{y}, head %{x}<br>removed %{z:.0%}<extra></extra>",
+                ),
+                row=row,
+                col=col,
+            )
     fig.update_yaxes(autorange="reversed", dtick=1, title_text="layer")
     fig.update_xaxes(dtick=1, title_text="head")
-    fig.update_layout(coloraxis={"colorscale": "Reds", "cmin": 0, "cmax": 1,
-                                 "colorbar": {"title": "removed", "tickformat": ".0%"}},
-                      height=80 + 330 * len(names), margin={"t": 60, "b": 40})
+    fig.update_layout(
+        coloraxis={
+            "colorscale": "Reds",
+            "cmin": 0,
+            "cmax": 1,
+            "colorbar": {"title": "removed", "tickformat": ".0%"},
+        },
+        height=80 + 330 * len(names),
+        margin={"t": 60, "b": 40},
+    )
     return fig
 
 
@@ -166,9 +244,11 @@ def sweep_structure_maps(structure: pd.DataFrame, step: int) -> go.Figure:
         scorer, pattern, threshold, seed = key
         name = f"{scorer} {pattern} {threshold}" + (f" seed {seed}" if at_step["seed"].nunique() > 1 else "")
         qk = 1 - rows.pivot(index="layer", columns="head", values="qk_kept") / rows.pivot(
-            index="layer", columns="head", values="qk_dim")
+            index="layer", columns="head", values="qk_dim"
+        )
         vo = 1 - rows.pivot(index="layer", columns="head", values="vo_kept") / rows.pivot(
-            index="layer", columns="head", values="v_dim")
+            index="layer", columns="head", values="v_dim"
+        )
         grids[name] = (qk, vo)
     if not grids:
         raise ConfigurationError(f"No configuration has finished step {step}")
@@ -185,42 +265,77 @@ def sweep_curves(results: pd.DataFrame) -> go.Figure:
     curves["attention sparsity (%)"] = 100 * curves["attention_sparsity"]
     curves["accuracy after recovery (%)"] = 100 * curves["accuracy_after"]
     curves["configuration"] = curves["scorer"] + " " + curves["threshold"]
-    fig = px.line(curves, x="attention sparsity (%)", y="accuracy after recovery (%)", color="configuration",
-                  facet_col="pattern", markers=True, hover_data=["step"],
-                  title="Iterative pruning with LoRA recovery: accuracy against attention sparsity")
+    fig = px.line(
+        curves,
+        x="attention sparsity (%)",
+        y="accuracy after recovery (%)",
+        color="configuration",
+        facet_col="pattern",
+        markers=True,
+        hover_data=["step"],
+        title="Iterative pruning with LoRA recovery: accuracy against attention sparsity",
+    )
     fig.update_layout(height=450, margin={"t": 80, "b": 40})
     return fig
 
 
 def agreement_bars(agreement: pd.DataFrame) -> go.Figure:
     """Per-layer Spearman and Kendall rank correlation between two scorers (``compare.rank_agreement``)."""
-    fig = go.Figure([go.Bar(x=agreement["layer"], y=agreement[k], name=k.capitalize())
-                     for k in ("spearman", "kendall")])
-    fig.update_layout(barmode="group", height=320, yaxis={"range": [-1, 1], "title": "rank correlation"},
-                      xaxis={"title": "layer", "type": "category"}, margin={"t": 30, "b": 40})
+    fig = go.Figure(
+        [go.Bar(x=agreement["layer"], y=agreement[k], name=k.capitalize()) for k in ("spearman", "kendall")]
+    )
+    fig.update_layout(
+        barmode="group",
+        height=320,
+        yaxis={"range": [-1, 1], "title": "rank correlation"},
+        xaxis={"title": "layer", "type": "category"},
+        margin={"t": 30, "b": 40},
+    )
     return fig
 
 
 def confusion_map(confusion: pd.DataFrame, title: str) -> go.Figure:
     """A true x predicted count matrix, rows normalised to fractions for colour, counts on hover."""
     fractions = confusion.div(confusion.sum(axis=1).replace(0, 1), axis=0)
-    fig = go.Figure(go.Heatmap(
-        z=fractions.to_numpy(), x=list(confusion.columns), y=list(confusion.index), zmin=0, zmax=1,
-        colorscale="Blues", customdata=confusion.to_numpy(),
-        hovertemplate="true %{y}, predicted %{x}<br>%{customdata} clips (%{z:.0%})<extra></extra>",
-    ))
-    fig.update_layout(title=title, height=560, xaxis={"title": "predicted", "tickangle": -60},
-                      yaxis={"title": "true", "autorange": "reversed"}, margin={"t": 50, "b": 80})
+    fig = go.Figure(
+        go.Heatmap(
+            z=fractions.to_numpy(),
+            x=list(confusion.columns),
+            y=list(confusion.index),
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            customdata=confusion.to_numpy(),
+            hovertemplate="true %{y}, predicted %{x}<br>%{customdata} clips (%{z:.0%})<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=560,
+        xaxis={"title": "predicted", "tickangle": -60},
+        yaxis={"title": "true", "autorange": "reversed"},
+        margin={"t": 50, "b": 80},
+    )
     return fig
 
 
 def class_change_bars(changes: pd.DataFrame) -> go.Figure:
     """Per-class accuracy change, pruned minus dense (``evaluation.changes.class_changes``), worst first."""
     colours = ["#d62728" if c < 0 else "#2ca02c" for c in changes["change"]]
-    fig = go.Figure(go.Bar(x=changes["label"], y=100 * changes["change"], marker_color=colours,
-                           hovertemplate="%{x}: %{y:+.1f} points<extra></extra>"))
-    fig.update_layout(height=320, yaxis={"title": "accuracy change (points)"}, xaxis={"tickangle": -60},
-                      margin={"t": 30, "b": 80})
+    fig = go.Figure(
+        go.Bar(
+            x=changes["label"],
+            y=100 * changes["change"],
+            marker_color=colours,
+            hovertemplate="%{x}: %{y:+.1f} points<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=320,
+        yaxis={"title": "accuracy change (points)"},
+        xaxis={"tickangle": -60},
+        margin={"t": 30, "b": 80},
+    )
     return fig
 
 
@@ -231,12 +346,25 @@ def variants_chart(table: pd.DataFrame, x: str = "MACs per clip (M)") -> go.Figu
     fig = go.Figure()
     for mask, name, symbol in ((original, "original", "star"), (~original, "pruned variants", "circle")):
         part = table[mask]
-        fig.add_trace(go.Scatter(x=part[x], y=part["Accuracy (%)"], mode="markers+text", name=name,
-                                 text=part["Variant"], textposition="top center",
-                                 marker={"symbol": symbol, "size": 14 if symbol == "star" else 10},
-                                 hovertemplate="%{text}<br>%{x:.4g}, %{y:.1f} %<extra></extra>"))
-    fig.update_layout(height=380, xaxis={"title": x}, yaxis={"title": "accuracy (%)"},
-                      margin={"t": 30, "b": 40}, legend={"orientation": "h"})
+        fig.add_trace(
+            go.Scatter(
+                x=part[x],
+                y=part["Accuracy (%)"],
+                mode="markers+text",
+                name=name,
+                text=part["Variant"],
+                textposition="top center",
+                marker={"symbol": symbol, "size": 14 if symbol == "star" else 10},
+                hovertemplate="%{text}<br>%{x:.4g}, %{y:.1f} %<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        height=380,
+        xaxis={"title": x},
+        yaxis={"title": "accuracy (%)"},
+        margin={"t": 30, "b": 40},
+        legend={"orientation": "h"},
+    )
     return fig
 
 
@@ -245,10 +373,18 @@ def attention_maps(maps: dict[str, np.ndarray], *, title: str, hop_ms: int = 10)
     goes on the spectrogram, time across and mel bins up, brighter = more attention."""
     fig = make_subplots(rows=1, cols=len(maps), subplot_titles=list(maps), horizontal_spacing=0.08)
     for col, values in enumerate(maps.values(), start=1):
-        fig.add_trace(go.Heatmap(z=values, x=[i * hop_ms / 1000 for i in range(values.shape[1])],
-                                 colorscale="Viridis", showscale=col == len(maps),
-                                 colorbar={"title": "attention"},
-                                 hovertemplate="%{x:.2f} s, mel bin %{y}: %{z:.3g}<extra></extra>"), 1, col)
+        fig.add_trace(
+            go.Heatmap(
+                z=values,
+                x=[i * hop_ms / 1000 for i in range(values.shape[1])],
+                colorscale="Viridis",
+                showscale=col == len(maps),
+                colorbar={"title": "attention"},
+                hovertemplate="%{x:.2f} s, mel bin %{y}: %{z:.3g}<extra></extra>",
+            ),
+            1,
+            col,
+        )
         fig.update_xaxes(title_text="time (s)", row=1, col=col)
     fig.update_yaxes(title_text="mel bin", row=1, col=1)
     fig.update_layout(title=title, height=300, margin={"t": 70, "b": 40})
@@ -260,12 +396,24 @@ def spectrogram(log_mel, *, title: str = "log-mel spectrogram", hop_ms: int = 10
     below the loudest bin (natural log: 13.8), so digital silence (Kaldi's log floor, far below)
     is drawn black like every quiet bin instead of stretching the scale."""
     top = float(np.max(log_mel)) if np.size(log_mel) else 0.0
-    fig = go.Figure(go.Heatmap(z=log_mel.T, x=[i * hop_ms / 1000 for i in range(len(log_mel))],
-                               zmin=top - 13.8, zmax=top,
-                               colorscale="Magma", colorbar={"title": "log energy"},
-                               hovertemplate="%{x:.2f} s, mel bin %{y}<extra></extra>"))
-    fig.update_layout(title=title, height=260, xaxis={"title": "time (s)"}, yaxis={"title": "mel bin"},
-                      margin={"t": 40, "b": 40})
+    fig = go.Figure(
+        go.Heatmap(
+            z=log_mel.T,
+            x=[i * hop_ms / 1000 for i in range(len(log_mel))],
+            zmin=top - 13.8,
+            zmax=top,
+            colorscale="Magma",
+            colorbar={"title": "log energy"},
+            hovertemplate="%{x:.2f} s, mel bin %{y}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=260,
+        xaxis={"title": "time (s)"},
+        yaxis={"title": "mel bin"},
+        margin={"t": 40, "b": 40},
+    )
     return fig
 
 
@@ -273,8 +421,17 @@ def top_bars(tops: dict[str, pd.DataFrame]) -> go.Figure:
     """Top-k probabilities of several models (name -> frame with label, probability) side by side."""
     fig = make_subplots(rows=1, cols=len(tops), subplot_titles=list(tops), horizontal_spacing=0.15)
     for col, frame in enumerate(tops.values(), start=1):
-        fig.add_trace(go.Bar(x=frame["probability"], y=frame["label"], orientation="h", showlegend=False,
-                             hovertemplate="%{y}: %{x:.1%}<extra></extra>"), row=1, col=col)
+        fig.add_trace(
+            go.Bar(
+                x=frame["probability"],
+                y=frame["label"],
+                orientation="h",
+                showlegend=False,
+                hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(height=260, margin={"t": 40, "b": 30})
@@ -289,8 +446,15 @@ def plan_map(plan: PruningPlan, marks: dict[tuple[int, int], str] | None = None)
     qk_dim = pd.Series({layer: d[0] for layer, d in dims.items()})
     v_dim = pd.Series({layer: d[1] for layer, d in dims.items()})
     removed = (qk.mul(qk_dim, axis=0) + vo.mul(v_dim, axis=0)).div(qk_dim + v_dim, axis=0)
-    return square_map(removed, value="removed", colorscale="Reds", zrange=(0, 1), marks=marks, fmt=".0%",
-                      title="What goes: share of each head removed (click a head to force it)")
+    return square_map(
+        removed,
+        value="removed",
+        colorscale="Reds",
+        zrange=(0, 1),
+        marks=marks,
+        fmt=".0%",
+        title="What goes: share of each head removed (click a head to force it)",
+    )
 
 
 FIGURE_HTML, FIGURE_PNG = "accuracy.html", "accuracy.png"

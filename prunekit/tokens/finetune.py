@@ -49,19 +49,26 @@ class TokenFinetuneConfig:
 
     def __post_init__(self) -> None:
         checks = (
-            ("epochs", self.epochs, self.epochs >= 1), ("lr", self.lr, self.lr > 0),
+            ("epochs", self.epochs, self.epochs >= 1),
+            ("lr", self.lr, self.lr > 0),
             ("shrink_fraction", self.shrink_fraction, 0 <= self.shrink_fraction <= 1),
             ("weight_decay", self.weight_decay, self.weight_decay >= 0),
             ("warmup_fraction", self.warmup_fraction, 0 <= self.warmup_fraction < 1),
             ("batch_size", self.batch_size, self.batch_size >= 1),
             ("train_clips", self.train_clips, self.train_clips is None or self.train_clips >= 1),
-            ("validation_clips", self.validation_clips, self.validation_clips is None or self.validation_clips >= 1),
+            (
+                "validation_clips",
+                self.validation_clips,
+                self.validation_clips is None or self.validation_clips >= 1,
+            ),
             ("validations_per_epoch", self.validations_per_epoch, self.validations_per_epoch >= 1),
         )
         bad = {name: value for name, value, ok in checks if not ok}
         if bad:
-            raise ConfigurationError(f"Invalid fine-tuning settings {bad}: epochs, lr, batch size and clip counts "
-                                     "must be positive, shrink_fraction in [0, 1], warmup_fraction in [0, 1)")
+            raise ConfigurationError(
+                f"Invalid fine-tuning settings {bad}: epochs, lr, batch size and clip counts "
+                "must be positive, shrink_fraction in [0, 1], warmup_fraction in [0, 1)"
+            )
 
 
 def keep_schedule(step: int, shrink_steps: int, target: float) -> float:
@@ -72,9 +79,15 @@ def keep_schedule(step: int, shrink_steps: int, target: float) -> float:
     return target + (1 - target) * (1 + math.cos(math.pi * step / shrink_steps)) / 2
 
 
-def finetune_tokens(model: nn.Module, feature_extractor, labels: Sequence[str], dataset, *,
-                    config: TokenFinetuneConfig = TokenFinetuneConfig(),
-                    progress: Progress | None = None) -> tuple[nn.Module, pd.DataFrame]:
+def finetune_tokens(
+    model: nn.Module,
+    feature_extractor,
+    labels: Sequence[str],
+    dataset,
+    *,
+    config: TokenFinetuneConfig = TokenFinetuneConfig(),
+    progress: Progress | None = None,
+) -> tuple[nn.Module, pd.DataFrame]:
     """Fine-tune the token-pruned ``model`` on ``dataset``'s train split (features from the disk
     cache), choosing the checkpoint on its validation split. See ``finetune_tokens_on``."""
     pick = (dataset, feature_extractor, labels)
@@ -83,9 +96,14 @@ def finetune_tokens(model: nn.Module, feature_extractor, labels: Sequence[str], 
     return finetune_tokens_on(model, train, validation, config=config, progress=progress)
 
 
-def finetune_tokens_on(model: nn.Module, train: ScoringData, validation: ScoringData, *,
-                       config: TokenFinetuneConfig = TokenFinetuneConfig(),
-                       progress: Progress | None = None) -> tuple[nn.Module, pd.DataFrame]:
+def finetune_tokens_on(
+    model: nn.Module,
+    train: ScoringData,
+    validation: ScoringData,
+    *,
+    config: TokenFinetuneConfig = TokenFinetuneConfig(),
+    progress: Progress | None = None,
+) -> tuple[nn.Module, pd.DataFrame]:
     """A fine-tuned copy of the token-pruned ``model`` and its history, one row per validation:
     ``step, epoch, keep, train_loss, val_loss, val_accuracy, lr, kept`` (row 0 is the starting
     point; ``kept`` marks the weights returned). ``progress(done, total)`` counts optimiser steps.
@@ -94,10 +112,14 @@ def finetune_tokens_on(model: nn.Module, train: ScoringData, validation: Scoring
     """
     pruning = token_pruning_of(model)
     if pruning is None:
-        raise ModelError("Fine-tuning with a shrinking keep rate needs a token-pruned model (see prune_tokens)")
+        raise ModelError(
+            "Fine-tuning with a shrinking keep rate needs a token-pruned model (see prune_tokens)"
+        )
     for name, data in (("train", train), ("validation", validation)):
         if data.multilabel:
-            raise ConfigurationError(f"Token fine-tuning trains single-label classifiers; the {name} data is multi-label")
+            raise ConfigurationError(
+                f"Token fine-tuning trains single-label classifiers; the {name} data is multi-label"
+            )
     work = copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's generator
         torch.manual_seed(config.seed)
@@ -105,8 +127,13 @@ def finetune_tokens_on(model: nn.Module, train: ScoringData, validation: Scoring
     return work.eval(), history
 
 
-def _train(work: nn.Module, train: ScoringData, validation: ScoringData, config: TokenFinetuneConfig,
-           progress: Progress | None) -> pd.DataFrame:
+def _train(
+    work: nn.Module,
+    train: ScoringData,
+    validation: ScoringData,
+    config: TokenFinetuneConfig,
+    progress: Progress | None,
+) -> pd.DataFrame:
     """Train ``work`` in place; leave it holding the weights of the lowest validation loss."""
     pruning = token_pruning_of(work)
     target = pruning.keep
@@ -116,16 +143,21 @@ def _train(work: nn.Module, train: ScoringData, validation: ScoringData, config:
     total = per_epoch * config.epochs
     shrink = round(config.shrink_fraction * total)
     schedule = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_fraction * total), total)
-    checks = {e * per_epoch + round(j * per_epoch / min(config.validations_per_epoch, per_epoch))
-              for e in range(config.epochs) for j in range(1, min(config.validations_per_epoch, per_epoch) + 1)}
-    history = [_validate(work, validation, config, step=0, epoch=0.0, keep=target, train_loss=math.nan, lr=0.0)]
+    checks = {
+        e * per_epoch + round(j * per_epoch / min(config.validations_per_epoch, per_epoch))
+        for e in range(config.epochs)
+        for j in range(1, min(config.validations_per_epoch, per_epoch) + 1)
+    }
+    history = [
+        _validate(work, validation, config, step=0, epoch=0.0, keep=target, train_loss=math.nan, lr=0.0)
+    ]
     best = (history[0]["val_loss"], copy.deepcopy(work.state_dict()), 0)
     losses: list[float] = []
     step = 0
     for _ in range(config.epochs):
         order = torch.randperm(len(train.features))
         for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
+            batch = order[start : start + config.batch_size]
             keep = keep_schedule(step, shrink, target)
             work.train()
             logits = run_tokens(work, train.features[batch], topk_selectors(pruning, keep)).logits  # (b, C)
@@ -138,8 +170,16 @@ def _train(work: nn.Module, train: ScoringData, validation: ScoringData, config:
             schedule.step()
             step += 1
             if step in checks:
-                row = _validate(work, validation, config, step=step, epoch=step / per_epoch, keep=keep,
-                                train_loss=sum(losses) / len(losses), lr=lr)
+                row = _validate(
+                    work,
+                    validation,
+                    config,
+                    step=step,
+                    epoch=step / per_epoch,
+                    keep=keep,
+                    train_loss=sum(losses) / len(losses),
+                    lr=lr,
+                )
                 history.append(row)
                 losses = []
                 if row["val_loss"] < best[0]:

@@ -53,12 +53,14 @@ PAPER_AST_SPEECH_COMMANDS = {
 
 
 @torch.no_grad()
-def patch_statistics(model: nn.Module, features: torch.Tensor, *, batch_size: int = 256) -> dict[str, torch.Tensor]:
+def patch_statistics(
+    model: nn.Module, features: torch.Tensor, *, batch_size: int = 256
+) -> dict[str, torch.Tensor]:
     """``{"intensity": (N, P), "variation": (N, P)}`` for features (N, frames, mels): the mean and
     the (unbiased) standard deviation of each patch's input values, patches in token order."""
     means, stds = [], []
     for start in range(0, len(features), batch_size):
-        values = patch_values(model, features[start:start + batch_size])  # (b, P, s*s)
+        values = patch_values(model, features[start : start + batch_size])  # (b, P, s*s)
         means.append(values.mean(-1))
         stds.append(values.std(-1))
     return {"intensity": torch.cat(means), "variation": torch.cat(stds)}
@@ -85,8 +87,17 @@ def cluster_ranks(values: torch.Tensor, clusters: int = 5, seed: int = 123) -> C
     rank_of = np.empty(clusters, dtype=np.int64)
     rank_of[order] = np.arange(clusters)
     ranks = rank_of[labels]
-    table = pd.DataFrame([{"cluster": r, "low": float(flat[ranks == r].min()), "high": float(flat[ranks == r].max()),
-                           "share": float((ranks == r).mean())} for r in range(clusters)])
+    table = pd.DataFrame(
+        [
+            {
+                "cluster": r,
+                "low": float(flat[ranks == r].min()),
+                "high": float(flat[ranks == r].max()),
+                "share": float((ranks == r).mean()),
+            }
+            for r in range(clusters)
+        ]
+    )
     return Clusters(torch.from_numpy(ranks.reshape(values.shape)), table)
 
 
@@ -99,8 +110,9 @@ class BlockScores:
 
 
 @torch.no_grad()
-def block_scores(model: nn.Module, features: torch.Tensor, *, batch_size: int = 64,
-                 progress: Progress | None = None) -> BlockScores:
+def block_scores(
+    model: nn.Module, features: torch.Tensor, *, batch_size: int = 64, progress: Progress | None = None
+) -> BlockScores:
     """The CLS attention row (mean over heads) over the patch tokens in every block, for the
     tokens present there: all of them for an unpruned model; for a token-pruned model, what its
     own pruning left (scores are read before a drop block drops)."""
@@ -117,18 +129,21 @@ def block_scores(model: nn.Module, features: torch.Tensor, *, batch_size: int = 
             if index in own:
                 return own[index](block)
             return torch.arange(block.positions.shape[1]).expand_as(block.positions)
+
         return select
 
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(features), batch_size):
-            run_tokens(model, features[start:start + batch_size], {i: spy(i) for i in range(depth)})
+            run_tokens(model, features[start : start + batch_size], {i: spy(i) for i in range(depth)})
             if progress:
                 progress(min(start + batch_size, len(features)), len(features))
     finally:
         model.train(was_training)
-    return BlockScores({i: torch.cat(p) for i, p in positions.items()}, {i: torch.cat(s) for i, s in scores.items()})
+    return BlockScores(
+        {i: torch.cat(p) for i, p in positions.items()}, {i: torch.cat(s) for i, s in scores.items()}
+    )
 
 
 def authors_kendall(scores: torch.Tensor, ranks: torch.Tensor) -> float:
@@ -141,7 +156,7 @@ def authors_kendall(scores: torch.Tensor, ranks: torch.Tensor) -> float:
     upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
     balance = 0
     for start in range(0, len(scores), 64):  # clips in chunks: the pair tensors are (chunk, n, n)
-        s, r = scores[start:start + 64].double(), ranks[start:start + 64].double()
+        s, r = scores[start : start + 64].double(), ranks[start : start + 64].double()
         product = ((s.unsqueeze(-1) - s.unsqueeze(-2)) * (r.unsqueeze(-1) - r.unsqueeze(-2)))[:, upper]
         balance += (product >= 0).sum().item() - (product < 0).sum().item()
     return balance / (len(scores) * n * (n - 1) // 2)
@@ -163,32 +178,51 @@ def correlations(scores: BlockScores, ranks: dict[str, torch.Tensor]) -> pd.Data
         for name, rank in ranks.items():
             here = rank.gather(1, present)  # (N, n): ranks of the tokens present in this block
             tau, defined = _tau_b(scores.scores[block], here)
-            rows.append({"block": block, "statistic": name, "tokens": present.shape[1],
-                         "authors_kendall": authors_kendall(scores.scores[block], here),
-                         "tau_b": tau, "tau_b_clips": defined})
+            rows.append(
+                {
+                    "block": block,
+                    "statistic": name,
+                    "tokens": present.shape[1],
+                    "authors_kendall": authors_kendall(scores.scores[block], here),
+                    "tau_b": tau,
+                    "tau_b_clips": defined,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 @torch.no_grad()
-def cluster_drop(model: nn.Module, features: torch.Tensor, targets: torch.Tensor, ranks: torch.Tensor,
-                 block: int, drop: Sequence[int], *, progress: Progress | None = None) -> float:
+def cluster_drop(
+    model: nn.Module,
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    ranks: torch.Tensor,
+    block: int,
+    drop: Sequence[int],
+    *,
+    progress: Progress | None = None,
+) -> float:
     """Accuracy when, in ``block`` (after its attention, before its MLP), every patch token whose
     cluster rank is in ``drop`` is removed; clip by clip, since the count left differs per clip.
     A clip may lose every patch token (CLS and distillation go on alone). The model's own token
     pruning, if any, is not applied: this ablates the unpruned forward. features: (N, frames, mels); targets: (N,); ranks: (N, P)."""
     depth = len(anatomy.attention_shapes(model))
     if not 0 <= block < depth:
-        raise ConfigurationError(f"Block {block} is outside the model: it has {depth} blocks (0 to {depth - 1})")
+        raise ConfigurationError(
+            f"Block {block} is outside the model: it has {depth} blocks (0 to {depth - 1})"
+        )
     dropped = torch.tensor(sorted(drop))
     was_training = model.training
     model.eval()
     correct = 0
     try:
         for i in range(len(features)):
+
             def select(view: DropBlock, i=i) -> torch.Tensor:
                 keep = ~torch.isin(ranks[i, view.positions[0]], dropped)  # (n,)
                 return keep.nonzero().T  # (1, k), ascending
-            logits = run_tokens(model, features[i:i + 1], {block: select}).logits
+
+            logits = run_tokens(model, features[i : i + 1], {block: select}).logits
             correct += int(logits.argmax(-1).item() == targets[i].item())
             if progress:
                 progress(i + 1, len(features))

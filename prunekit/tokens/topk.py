@@ -26,8 +26,9 @@ from prunekit.models.token_rules import TokenPruning, default_blocks, topk_selec
 __all__ = ["prune_tokens", "token_pruning_of", "trace_tokens"]
 
 
-def prune_tokens(model: nn.Module, keep: float, blocks: Sequence[int] | None = None, rule: str = "cls",
-                 seed: int = 0) -> TokenPrunedASTForAudioClassification:
+def prune_tokens(
+    model: nn.Module, keep: float, blocks: Sequence[int] | None = None, rule: str = "cls", seed: int = 0
+) -> TokenPrunedASTForAudioClassification:
     """A copy of ``model`` that keeps ceil(keep x n) patch tokens in each of ``blocks`` (default:
     ``default_blocks`` of its depth), chosen by ``rule``. A token-pruned model gets new settings.
 

@@ -42,11 +42,37 @@ from prunekit.models.loading import LoadedModel, load_model
 from prunekit.store import cache_dir
 
 __all__ = [
-    "ATTENTION_CACHE", "DATA_KINDS", "DEFAULT_CLIPS", "MANIFEST_PRESETS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
-    "cached_dataset", "cached_model", "clip_attention_maps", "current_variants", "data_source", "dataset_or_report",
-    "dense_evaluation", "dense_macs", "eval_split", "forget", "history", "load_or_report", "max_variants",
-    "model_facts", "model_source", "remember", "session_folder", "score_clips", "scores_or_report", "sidebar",
-    "sparsity_slider", "with_model",
+    "ATTENTION_CACHE",
+    "DATA_KINDS",
+    "DEFAULT_CLIPS",
+    "MANIFEST_PRESETS",
+    "MODEL_KINDS",
+    "REPORTED",
+    "Applied",
+    "bar",
+    "bar_into",
+    "cached_dataset",
+    "cached_model",
+    "clip_attention_maps",
+    "current_variants",
+    "data_source",
+    "dataset_or_report",
+    "dense_evaluation",
+    "dense_macs",
+    "eval_split",
+    "forget",
+    "history",
+    "load_or_report",
+    "max_variants",
+    "model_facts",
+    "model_source",
+    "remember",
+    "score_clips",
+    "scores_or_report",
+    "session_folder",
+    "sidebar",
+    "sparsity_slider",
+    "with_model",
 ]
 
 DEFAULT_CLIPS = 1000
@@ -71,21 +97,39 @@ def sidebar() -> None:
     with st.sidebar:
         st.radio("Model", list(MODEL_KINDS), key="model_kind")
         if st.session_state.get("model_kind", "Embedded demo") != "Embedded demo":
-            st.text_input("Model id or folder", key="model_ref",
-                          placeholder=MODEL_KINDS[st.session_state["model_kind"]])
+            st.text_input(
+                "Model id or folder", key="model_ref", placeholder=MODEL_KINDS[st.session_state["model_kind"]]
+            )
         st.radio("Dataset", list(DATA_KINDS), key="data_kind")
         if st.session_state.get("data_kind", "Synthetic demo set") != "Synthetic demo set":
-            st.text_input("Dataset folder", key="data_ref", placeholder=DATA_KINDS[st.session_state["data_kind"]])
+            st.text_input(
+                "Dataset folder", key="data_ref", placeholder=DATA_KINDS[st.session_state["data_kind"]]
+            )
         if st.session_state.get("data_kind") == "CSV manifest":
-            st.selectbox("Manifest layout", MANIFEST_PRESETS, key="data_preset",
-                         help="which columns name the files, labels and splits; see the README's "
-                              "'Datasets with a manifest'")
-        st.number_input("Clips for gradient scorers", min_value=8, max_value=20000, value=DEFAULT_CLIPS, step=100,
-                        key="score_clips",
-                        help="validation clips Fisher, Taylor and the other gradient scorers read "
-                             "(the paper uses about 1000)")
-        st.selectbox("Evaluation split", SPLITS, index=SPLITS.index("test"), key="eval_split",
-                     help="the clips Apply evaluates on and the Listen page browses")
+            st.selectbox(
+                "Manifest layout",
+                MANIFEST_PRESETS,
+                key="data_preset",
+                help="which columns name the files, labels and splits; see the README's "
+                "'Datasets with a manifest'",
+            )
+        st.number_input(
+            "Clips for gradient scorers",
+            min_value=8,
+            max_value=20000,
+            value=DEFAULT_CLIPS,
+            step=100,
+            key="score_clips",
+            help="validation clips Fisher, Taylor and the other gradient scorers read "
+            "(the paper uses about 1000)",
+        )
+        st.selectbox(
+            "Evaluation split",
+            SPLITS,
+            index=SPLITS.index("test"),
+            key="eval_split",
+            help="the clips Apply evaluates on and the Listen page browses",
+        )
 
 
 def model_source() -> str | None:
@@ -161,13 +205,24 @@ def bar_into(widget, text: str):
     return widget, progress
 
 
-def sparsity_slider(base, pattern: str, threshold: str, *, key: str, container=st, force_keep=(),
-                    force_remove=(), budget: str = "separate", help: str | None = None) -> float | None:
+def sparsity_slider(
+    base,
+    pattern: str,
+    threshold: str,
+    *,
+    key: str,
+    container=st,
+    force_keep=(),
+    force_remove=(),
+    budget: str = "separate",
+    help: str | None = None,
+) -> float | None:
     """An attention-sparsity slider whose maximum is what ``pattern``/``threshold`` can reach on
     ``base`` (a model or a ScoreTable) with the forced heads, so every position is a plan that can
     be made. None, after saying why, when nothing can be removed at all."""
-    ceiling = max_sparsity(base, pattern, threshold, force_keep=force_keep, force_remove=force_remove,
-                           budget=budget)
+    ceiling = max_sparsity(
+        base, pattern, threshold, force_keep=force_keep, force_remove=force_remove, budget=budget
+    )
     top = math.floor(ceiling * 100 + 1e-9) / 100  # a slider step is 1 %: never past the ceiling
     if top <= 0:
         container.info(f"{pattern} / {threshold} cannot remove anything from this model.")
@@ -175,9 +230,17 @@ def sparsity_slider(base, pattern: str, threshold: str, *, key: str, container=s
     # Streamlit resets a slider whose range changed to its ``value``: make that the user's last
     # choice, clamped to the new ceiling, rather than the default.
     wanted = min(st.session_state.get(f"{key}_last", 0.5), top)
-    chosen = container.slider("Attention sparsity", 0.0, top, wanted, 0.01, key=key, format="%.2f",
-                              help=(help or "share of the attention weights (W_q, W_k, W_v, W_o) to remove")
-                              + f"; {pattern} / {threshold} can reach at most {ceiling:.1%} on this model")
+    chosen = container.slider(
+        "Attention sparsity",
+        0.0,
+        top,
+        wanted,
+        0.01,
+        key=key,
+        format="%.2f",
+        help=(help or "share of the attention weights (W_q, W_k, W_v, W_o) to remove")
+        + f"; {pattern} / {threshold} can reach at most {ceiling:.1%} on this model",
+    )
     st.session_state[f"{key}_last"] = chosen
     return chosen
 
@@ -216,8 +279,10 @@ def dataset_or_report() -> AudioDataset | None:
 def dense_evaluation(source: str, dataset: AudioDataset, split: str) -> Evaluation | None:
     """The unpruned model's evaluation on ``split`` (computed once per process, with a bar)."""
     if dataset.multilabel:  # the pages show accuracy; mAP on them is issue 16's next step
-        st.error(f"{dataset.name} is multi-label: the app's pages do not show mAP yet; evaluate it with "
-                 f"`python -m prunekit evaluate --data ...` instead.")
+        st.error(
+            f"{dataset.name} is multi-label: the app's pages do not show mAP yet; evaluate it with "
+            f"`python -m prunekit evaluate --data ...` instead."
+        )
         return None
     key = (source, data_source(), split)
     shared = _dense_evaluations()
@@ -252,8 +317,14 @@ def scores_or_report(source: str, scorer: str) -> ScoreTable | None:
     widget, progress = bar(f"{scorer} scores:")
     _, features = bar_into(widget, "Features of the validation clips:")
     try:
-        table = score_split(*cached_model(source), scorer, dataset, clips=score_clips(),
-                            features_progress=features, progress=progress)
+        table = score_split(
+            *cached_model(source),
+            scorer,
+            dataset,
+            clips=score_clips(),
+            features_progress=features,
+            progress=progress,
+        )
     except REPORTED as exc:
         st.error(f"Could not score with {scorer}: {exc}")
         return None
@@ -276,7 +347,9 @@ def clip_attention_maps(name: str, model, extractor, wave) -> list | None:
     if key not in store:
         try:
             with st.spinner("Computing attention for this clip…"):
-                store[key] = clip_attention(model, features([wave[: window_samples(extractor)]], extractor)[0])
+                store[key] = clip_attention(
+                    model, features([wave[: window_samples(extractor)]], extractor)[0]
+                )
         except REPORTED as exc:
             st.error(f"Could not compute the attention: {exc}")
             return None
@@ -331,9 +404,12 @@ def remember(variant: Variant, source: str) -> None:
     entries.append(Applied(variant, source, data_source() or ""))
     in_memory = [i for i, a in enumerate(entries) if a.folder is None]
     for i in in_memory[: max(len(in_memory) - max_variants(), 0)]:
-        folder = save_pruned(entries[i].variant.model, session_folder() / f"variant-{i}", plan=entries[i].variant.plan)
-        entries[i] = dataclasses.replace(entries[i], variant=dataclasses.replace(entries[i].variant, model=None),
-                                         folder=folder)
+        folder = save_pruned(
+            entries[i].variant.model, session_folder() / f"variant-{i}", plan=entries[i].variant.plan
+        )
+        entries[i] = dataclasses.replace(
+            entries[i], variant=dataclasses.replace(entries[i].variant, model=None), folder=folder
+        )
 
 
 def forget(variants: list[Variant]) -> None:

@@ -19,13 +19,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
-    "CHROMIUM_FLAGS", "REPO", "browser_page", "chromium_path", "free_port", "go_to", "serve_app",
+    "CHROMIUM_FLAGS",
+    "REPO",
+    "browser_page",
+    "chromium_path",
+    "free_port",
+    "go_to",
+    "serve_app",
     "wait_idle",
 ]
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: app.py and pages/ live there
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def chromium_path() -> str | None:
@@ -44,16 +57,34 @@ def serve_app(env: dict[str, str] | None = None, timeout: float = 120) -> Iterat
     endpoint answers; stop it afterwards."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {server.returncode}: {server.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(
+                    f"streamlit exited with {server.returncode}: {server.stderr.read().decode()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
                     if reply.status == 200:
@@ -78,7 +109,9 @@ def browser_page(width: int = 1400, height: int = 1000):
 
     executable = chromium_path()
     if executable is None:
-        raise RuntimeError("chromium is not installed: run `scripts/ensure-chromium` (apt-get install chromium)")
+        raise RuntimeError(
+            "chromium is not installed: run `scripts/ensure-chromium` (apt-get install chromium)"
+        )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
@@ -98,4 +131,5 @@ def wait_idle(page, timeout: float = 300_000) -> None:
     """Wait until the app has finished its rerun (Streamlit shows a status widget while running)."""
     page.wait_for_timeout(300)
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout
+    )

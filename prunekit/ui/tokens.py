@@ -95,7 +95,9 @@ def evaluate_settings(source: str, dataset: AudioDataset, split: str, settings: 
         widget, progress = bar(f"Evaluating keep {settings.keep:g} ({settings.rule}) on the {split} split:")
         try:
             pruned = prune_tokens(loaded.model, settings.keep, settings.blocks, settings.rule, settings.seed)
-            result = evaluate(pruned, loaded.feature_extractor, loaded.labels, dataset, split, progress=progress)
+            result = evaluate(
+                pruned, loaded.feature_extractor, loaded.labels, dataset, split, progress=progress
+            )
             seen[key] = {"accuracy": result.accuracy, "macs": count_macs(pruned), "settings": settings}
         except REPORTED as exc:
             st.error(f"Could not evaluate the token-pruned model: {exc}")
@@ -111,15 +113,29 @@ def points(source: str, dataset: AudioDataset, split: str) -> pd.DataFrame:
     rows = []
     dense = dense_evaluation(source, dataset, split)
     if dense is not None:
-        rows.append({"kind": "dense", "label": "dense", "macs": dense_macs(source), "accuracy": dense.accuracy})
+        rows.append(
+            {"kind": "dense", "label": "dense", "macs": dense_macs(source), "accuracy": dense.accuracy}
+        )
     for (src, data, sp, s), r in _evaluations().items():
         if (src, data, sp) == (source, data_source(), split):
-            rows.append({"kind": f"tokens ({s.rule}, blocks {','.join(map(str, s.blocks))})",
-                         "label": f"keep {s.keep:g}", "macs": r["macs"], "accuracy": r["accuracy"]})
+            rows.append(
+                {
+                    "kind": f"tokens ({s.rule}, blocks {','.join(map(str, s.blocks))})",
+                    "label": f"keep {s.keep:g}",
+                    "macs": r["macs"],
+                    "accuracy": r["accuracy"],
+                }
+            )
     for v in current_variants(source):
         if v.split == split:
-            rows.append({"kind": "head pruning", "label": v.name, "macs": float(v.cost.loc["pruned", "macs_per_clip"]),
-                         "accuracy": v.accuracy})
+            rows.append(
+                {
+                    "kind": "head pruning",
+                    "label": v.name,
+                    "macs": float(v.cost.loc["pruned", "macs_per_clip"]),
+                    "accuracy": v.accuracy,
+                }
+            )
     return pd.DataFrame(rows, columns=["kind", "label", "macs", "accuracy"])
 
 
@@ -146,8 +162,12 @@ def trace_clip(loaded: LoadedModel, settings: TokenPruning, wave: np.ndarray) ->
     pruned = prune_tokens(loaded.model, settings.keep, settings.blocks, settings.rule, settings.seed)
     run = trace_tokens(pruned, features)
     dense = trace_tokens(loaded.model, features)
-    return ClipTrace(features[0].numpy(), patch_grid(loaded.model), {b: k[0].tolist() for b, k in run.kept.items()},
-                     {"Original": _top(dense.logits, loaded.labels), "Token-pruned": _top(run.logits, loaded.labels)})
+    return ClipTrace(
+        features[0].numpy(),
+        patch_grid(loaded.model),
+        {b: k[0].tolist() for b, k in run.kept.items()},
+        {"Original": _top(dense.logits, loaded.labels), "Token-pruned": _top(run.logits, loaded.labels)},
+    )
 
 
 @dataclass(frozen=True)
@@ -167,8 +187,9 @@ def patch_report(source: str, dataset: AudioDataset, clips: int) -> PatchReport 
         loaded = cached_model(source)
         widget, progress = bar("Features of the validation clips:")
         try:
-            data = scoring_data(dataset, loaded.feature_extractor, loaded.labels, "validation", clips=clips,
-                                progress=progress)
+            data = scoring_data(
+                dataset, loaded.feature_extractor, loaded.labels, "validation", clips=clips, progress=progress
+            )
             stats = patches.patch_statistics(loaded.model, data.features)
             clusters = {name: patches.cluster_ranks(v) for name, v in stats.items()}
             _, progress = bar_into(widget, "Attention scores per block:")
@@ -179,6 +200,9 @@ def patch_report(source: str, dataset: AudioDataset, clips: int) -> PatchReport 
             return None
         finally:
             widget.empty()
-        seen[key] = PatchReport({n: v.flatten().numpy() for n, v in stats.items()},
-                                {n: c.table for n, c in clusters.items()}, table)
+        seen[key] = PatchReport(
+            {n: v.flatten().numpy() for n, v in stats.items()},
+            {n: c.table for n, c in clusters.items()},
+            table,
+        )
     return seen[key]
