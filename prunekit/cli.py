@@ -17,22 +17,12 @@ from pathlib import Path
 
 from prunekit.data.datasets import SPLITS
 from prunekit.errors import PrunekitError
+from prunekit.progress import console_bar
 
 __all__ = ["build_parser", "main"]
 
 
 # --- shared helpers --------------------------------------------------------------------------------
-def _bar(desc: str, unit: str = "clip"):
-    """A tqdm bar and a ``progress(done, total)`` callback that drives it."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc=desc, unit=unit, total=0)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    return bar, progress
 
 
 def _positive(text: str) -> int:
@@ -76,7 +66,7 @@ def _count_or_all(text: str) -> int | None:
 def _open_data(spec: str):
     from prunekit.data.datasets import open_dataset
 
-    bar, progress = _bar("preparing data")
+    bar, progress = console_bar("preparing data")
     try:
         return open_dataset(spec, progress=progress)
     finally:
@@ -131,8 +121,8 @@ def _scores(args: argparse.Namespace, loaded, dataset=None):
 
     if needs_data(args.scorer) and dataset is None:
         dataset = _open_data(args.data)
-    features_bar, features = _bar(f"features of {args.score_split}")
-    scores_bar, progress = _bar(f"{args.scorer} scores")
+    features_bar, features = console_bar(f"features of {args.score_split}")
+    scores_bar, progress = console_bar(f"{args.scorer} scores")
     try:
         return score_split(
             *loaded,
@@ -162,7 +152,7 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
     from prunekit.data.datasets import demo_dataset, demo_root
 
     start = time.perf_counter()
-    bar, progress = _bar("generating synthetic speech commands")
+    bar, progress = console_bar("generating synthetic speech commands")
     data = demo_dataset(args.seed, progress=progress)
     bar.close()
     counts = data.counts()
@@ -219,7 +209,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     model, extractor, labels = load_model(args.model)
     data = _open_data(args.data)
-    bar, progress = _bar(f"evaluating on {args.split}")
+    bar, progress = console_bar(f"evaluating on {args.split}")
     result = evaluate(
         model, extractor, labels, data, args.split, batch_size=args.batch_size, progress=progress
     )
@@ -349,7 +339,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         f"target {args.sparsity:.1%} -> attention sparsity reached {plan.attention_sparsity():.1%}"
     )
     print(plan.summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    bar, progress = _bar(f"evaluating dense on {args.split}")
+    bar, progress = console_bar(f"evaluating dense on {args.split}")
     dense = evaluate(
         loaded.model,
         loaded.feature_extractor,
@@ -360,7 +350,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         progress=progress,
     )
     bar.close()
-    bar, progress = _bar(f"pruning and evaluating on {args.split}")
+    bar, progress = console_bar(f"pruning and evaluating on {args.split}")
     variant = prune_and_evaluate(
         *loaded, plan, data, args.split, dense=dense, repeats=args.repeats, progress=progress
     )
@@ -506,7 +496,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         run=run,
     )
     start = time.perf_counter()
-    bar, progress = _bar(f"sweep of {len(config.runs())} configurations", unit="step")
+    bar, progress = console_bar(f"sweep of {len(config.runs())} configurations", unit="step")
 
     def on_step(name: str, r: dict) -> None:
         bar.write(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["halves"]
+__all__ = ["Progress", "console_bar", "halves"]
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: called as work finishes; ``done`` grows to ``total``."""
@@ -16,3 +16,17 @@ def halves(progress: Progress | None) -> tuple[Progress | None, Progress | None]
     if progress is None:
         return None, None
     return (lambda d, n: progress(d // 2, n)), (lambda d, n: progress((n + d) // 2, n))
+
+
+def console_bar(desc: str, unit: str = "clip"):
+    """A tqdm bar for the command line and a ``progress(done, total)`` callback that drives it;
+    close the bar when the work is done."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, total=0)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, progress

@@ -4,22 +4,13 @@ metrics and an <audio> element checked. Screenshots go to PRUNEKIT_SCREENSHOTS (
 sets it to docs/) or to the test's temporary folder."""
 
 import os
-import re
 from pathlib import Path
 
 import pytest
 
-from prunekit.ui.driver import browser_page, go_to, serve_app, wait_idle
+from prunekit.ui.driver import browser_page, go_to, metric_value, serve_app, wait_idle
 
 pytestmark = pytest.mark.slow
-
-
-def _metric(page, label: str) -> str:
-    """The value of the st.metric whose label is ``label``."""
-    box = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(f"^{re.escape(label)}$"))
-    )
-    return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=300_000)
 
 
 def test_the_golden_path_in_chromium(tmp_path):
@@ -27,7 +18,7 @@ def test_the_golden_path_in_chromium(tmp_path):
     with serve_app() as url, browser_page(height=2000) as page:
         page.goto(url)
         page.get_by_role("heading", name="prunekit", exact=True).wait_for(timeout=180_000)
-        assert _metric(page, "Layers") == "6"
+        assert metric_value(page, "Layers") == "6"
         page.get_by_text("Accuracy on the test split").wait_for(timeout=300_000)
         wait_idle(page)
         page.screenshot(path=str(shots / "overview.png"), full_page=True)
@@ -46,7 +37,7 @@ def test_the_golden_path_in_chromium(tmp_path):
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
         go_to(page, "Prune")
-        reached = _metric(page, "Attention sparsity reached")
+        reached = metric_value(page, "Attention sparsity reached")
         slider = page.get_by_role("slider").first
         slider.focus()
         page.keyboard.press("ArrowRight")  # 0.50 -> 0.55
@@ -57,14 +48,16 @@ def test_the_golden_path_in_chromium(tmp_path):
             timeout=60_000,
         )
         wait_idle(page)
-        assert float(_metric(page, "Attention sparsity reached").rstrip("%")) > float(reached.rstrip("%"))
+        assert float(metric_value(page, "Attention sparsity reached").rstrip("%")) > float(
+            reached.rstrip("%")
+        )
         page.get_by_role("slider").first.focus()
         page.keyboard.press("ArrowLeft")  # back to 0.50
         wait_idle(page)
-        assert _metric(page, "Attention sparsity reached") == reached
+        assert metric_value(page, "Attention sparsity reached") == reached
         page.get_by_role("button", name="Apply").click()
-        pruned = _metric(page, "Pruned accuracy")
-        original = _metric(page, "Original accuracy")
+        pruned = metric_value(page, "Pruned accuracy")
+        original = metric_value(page, "Original accuracy")
         assert pruned.endswith("%") and original.endswith("%")
         assert 0 < float(pruned.rstrip("%")) <= 100
         page.get_by_text("This session's variants").wait_for()

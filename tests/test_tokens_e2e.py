@@ -2,20 +2,13 @@
 moves with the keyboard, and Evaluate shows dense vs token-pruned accuracy and MACs."""
 
 import os
-import re
 from pathlib import Path
 
 import pytest
-from appdriver import browser_page, go_to, serve_app, wait_idle
+
+from prunekit.ui.driver import browser_page, go_to, metric_value, serve_app, wait_idle
 
 pytestmark = pytest.mark.slow
-
-
-def _metric(page, label: str) -> str:
-    box = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(f"^{re.escape(label)}$"))
-    )
-    return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=300_000)
 
 
 def test_tokens_page_in_chromium(tmp_path):
@@ -34,10 +27,10 @@ def test_tokens_page_in_chromium(tmp_path):
         wait_idle(page)
         page.get_by_role("tab", name="Accuracy and MACs").click()
         page.get_by_role("button", name="Evaluate on the test split").click()
-        pruned = _metric(page, "Accuracy, token-pruned")
+        pruned = metric_value(page, "Accuracy, token-pruned")
         assert pruned.endswith("%") and 50 < float(pruned.rstrip("%")) <= 100
-        assert float(_metric(page, "MACs per clip, token-pruned").rstrip(" M")) < float(
-            _metric(page, "MACs per clip, original").rstrip(" M")
+        assert float(metric_value(page, "MACs per clip, token-pruned").rstrip(" M")) < float(
+            metric_value(page, "MACs per clip, original").rstrip(" M")
         )
         page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
         wait_idle(page)

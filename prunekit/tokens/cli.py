@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from prunekit.errors import ConfigurationError, OutputExistsError
+from prunekit.progress import console_bar
 
 __all__ = ["add_commands", "parse_blocks"]
 
@@ -27,18 +28,6 @@ def parse_blocks(text: str | None) -> tuple[int, ...] | None:
         raise ConfigurationError(
             f"--blocks takes block indices separated by commas (e.g. 3,6,9), got {text!r}"
         ) from None
-
-
-def _bar(desc: str, unit: str = "clip"):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc=desc, unit=unit, total=0)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    return bar, progress
 
 
 def cmd_tokens(args: argparse.Namespace) -> None:
@@ -61,7 +50,7 @@ def cmd_tokens(args: argparse.Namespace) -> None:
     pruned = prune_tokens(
         model, args.keep, parse_blocks(args.blocks), args.rule, seed=args.seed
     )  # checks options
-    bar, progress = _bar("preparing data")
+    bar, progress = console_bar("preparing data")
     data = open_dataset(args.data, progress=progress)
     bar.close()
     if args.finetune_epochs:
@@ -74,7 +63,7 @@ def cmd_tokens(args: argparse.Namespace) -> None:
             seed=args.seed,
         )
         start = time.perf_counter()
-        bar, progress = _bar("fine-tuning with a shrinking keep rate", unit="step")
+        bar, progress = console_bar("fine-tuning with a shrinking keep rate", unit="step")
         pruned, history = finetune_tokens(pruned, extractor, labels, data, config=config, progress=progress)
         bar.close()
         best = history[history["kept"]].iloc[0]
@@ -85,7 +74,7 @@ def cmd_tokens(args: argparse.Namespace) -> None:
     settings = pruned.token_pruning()
     rows = {}
     for name, variant in (("dense", model), ("token-pruned", pruned)):
-        bar, progress = _bar(f"evaluating {name} on {args.split}")
+        bar, progress = console_bar(f"evaluating {name} on {args.split}")
         result = evaluate(
             variant, extractor, labels, data, args.split, batch_size=args.batch_size, progress=progress
         )
@@ -122,11 +111,11 @@ def cmd_patch_stats(args: argparse.Namespace) -> None:
     )
 
     model, extractor, labels = load_model(args.model)
-    bar, progress = _bar("preparing data")
+    bar, progress = console_bar("preparing data")
     dataset = open_dataset(args.data, progress=progress)
     bar.close()
     count = args.clips or len(dataset.split(args.split))
-    bar, progress = _bar(f"features of {args.split}")
+    bar, progress = console_bar(f"features of {args.split}")
     data = scoring_data(dataset, extractor, labels, args.split, clips=count, progress=progress)
     bar.close()
     statistics = patch_statistics(model, data.features)
@@ -134,7 +123,7 @@ def cmd_patch_stats(args: argparse.Namespace) -> None:
     for name, c in clusters.items():
         print(f"{name} clusters over {statistics[name].numel()} patches of {len(data.features)} clips:")
         print(c.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    bar, progress = _bar("attention scores")
+    bar, progress = console_bar("attention scores")
     scores = block_scores(model, data.features, progress=progress)
     bar.close()
     table = correlations(scores, {name: c.ranks for name, c in clusters.items()})

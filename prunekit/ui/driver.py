@@ -25,6 +25,7 @@ __all__ = [
     "chromium_path",
     "free_port",
     "go_to",
+    "metric_value",
     "serve_app",
     "wait_idle",
 ]
@@ -133,3 +134,13 @@ def wait_idle(page, timeout: float = 300_000) -> None:
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout
     )
+
+
+def metric_value(page, label: str, timeout: float = 300_000) -> str:
+    """The value shown by the ``st.metric`` whose label is exactly ``label``."""
+    import re
+
+    box = page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(f"^{re.escape(label)}$"))
+    )
+    return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=timeout)
