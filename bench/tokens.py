@@ -19,19 +19,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from prunekit.data.datasets import demo_dataset
+from prunekit.evaluation.cost import count_macs, latencies_ms
+from prunekit.evaluation.metrics import classification_metrics, predict_logits
+from prunekit.heads.scoring import scoring_data
+from prunekit.models import load_model
+from prunekit.models.token_rules import RULES
+from prunekit.recovery.lora import split_data
+from prunekit.tokens import patches
+from prunekit.tokens.finetune import TokenFinetuneConfig, finetune_tokens_on
+from prunekit.tokens.topk import prune_tokens
 
-from prunekit.data.datasets import demo_dataset  # noqa: E402
-from prunekit.evaluation.cost import count_macs, latencies_ms  # noqa: E402
-from prunekit.evaluation.metrics import classification_metrics, predict_logits  # noqa: E402
-from prunekit.heads.scoring import scoring_data  # noqa: E402
-from prunekit.models import load_model  # noqa: E402
-from prunekit.models.token_rules import RULES  # noqa: E402
-from prunekit.recovery.lora import split_data  # noqa: E402
-from prunekit.tokens import patches  # noqa: E402
-from prunekit.tokens.finetune import TokenFinetuneConfig, finetune_tokens_on  # noqa: E402
-from prunekit.tokens.topk import prune_tokens  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 OUT = REPO / "bench" / "results" / "tokens"
 KEEPS = (0.9, 0.8, 0.7, 0.6, 0.5)
