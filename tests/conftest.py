@@ -90,6 +90,27 @@ def run_cli():
 
 
 @pytest.fixture
+def run_main(monkeypatch, capsys):
+    """``run_main(*args, cache=None)``: like ``run_cli`` but in-process (``prunekit.cli.main``, the
+    code ``python -m prunekit`` runs, without starting an interpreter); same CompletedProcess."""
+
+    def run(*args, cache=None):
+        from prunekit.cli import main
+
+        if cache is not None:
+            monkeypatch.setenv("PRUNEKIT_CACHE", str(cache))
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse refusing an option
+            code = exc.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+    return run
+
+
+@pytest.fixture
 def tiny_model() -> ASTForAudioClassification:
     torch.manual_seed(0)
     return ASTForAudioClassification(_tiny_config()).eval()

@@ -9,8 +9,8 @@ import pytest
 from conftest import REPO
 
 
-def test_evaluate_tiny_model_on_tiny_dataset(tmp_path, tiny_model_dir, tiny_speech_commands, run_cli):
-    out = run_cli(
+def test_evaluate_tiny_model_on_tiny_dataset(tmp_path, tiny_model_dir, tiny_speech_commands, run_main):
+    out = run_main(
         "evaluate",
         "--model",
         tiny_model_dir,

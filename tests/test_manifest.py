@@ -415,10 +415,10 @@ def test_multilabel_dataset_scores_and_evaluates_with_bce(fsd50k, tiny_model_dir
 
 
 # --- the command line --------------------------------------------------------------------------------
-def test_cli_evaluates_an_esc50_layout(esc50, tiny_model_dir, run_cli, tmp_path):
+def test_cli_evaluates_an_esc50_layout(esc50, tiny_model_dir, run_main, tmp_path):
     from prunekit.models import load_model
 
-    out = run_cli(
+    out = run_main(
         "evaluate",
         "--model",
         tiny_model_dir,
@@ -434,13 +434,13 @@ def test_cli_evaluates_an_esc50_layout(esc50, tiny_model_dir, run_cli, tmp_path)
     assert "ESC-50 (esc50.csv) [test], 3 clips" in out.stdout
     expected = evaluate(*load_model(tiny_model_dir), open_dataset(esc50), "test").accuracy
     assert float(re.search(r"accuracy (\S+)", out.stdout).group(1)) == pytest.approx(expected, abs=5e-5)
-    bad = run_cli(
+    bad = run_main(
         "evaluate", "--model", tiny_model_dir, "--data", esc50, "--preset", "esc51", cache=tmp_path / "cache"
     )
     assert bad.returncode == 2 and "Unknown manifest preset 'esc51'" in bad.stderr
 
 
-def test_cli_reports_map_on_a_multilabel_manifest(tmp_path, write_tone, tiny_model_dir, run_cli):
+def test_cli_reports_map_on_a_multilabel_manifest(tmp_path, write_tone, tiny_model_dir, run_main):
     from prunekit.models import load_model
 
     rows = [
@@ -455,7 +455,7 @@ def test_cli_reports_map_on_a_multilabel_manifest(tmp_path, write_tone, tiny_mod
     (tmp_path / "tags" / "tags.csv").write_text(
         "file,labels,split\n" + "".join(f'{f},"{lab}",{s}\n' for f, lab, s in rows)
     )
-    out = run_cli(
+    out = run_main(
         "evaluate",
         "--model",
         tiny_model_dir,
