@@ -60,6 +60,9 @@ def render() -> None:
     overall = per_layer.iloc[-1]
     st.write(f"Over all heads: Spearman **{overall['spearman']:.2f}**, Kendall **{overall['kendall']:.2f}** "
              "(1: same order, 0: unrelated, -1: reversed).")
+    st.caption("The overall figure ranks every head of every layer together, so it also compares the "
+               "layers: one scorer may find all of layer 0 important and the other layer 5. It can be near "
+               "zero or negative while most layers, each ranked on its own, agree.")
     st.plotly_chart(figures.agreement_bars(per_layer.iloc[:-1]), key="cmp_agreement")
     st.subheader("Heads they disagree on most")
     gaps = agreement.disagreements(a_scores, b_scores, group, matrix, top=8)

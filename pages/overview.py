@@ -26,6 +26,31 @@ GUIDE = """
 """
 
 
+GLOSSARY = """
+- **Attention head**: one of the parallel "lookups" in a transformer layer; each decides which parts of
+  the spectrogram to combine. This model has several heads per layer.
+- **W_q, W_k, W_v, W_o**: a head's four weight matrices (query, key, value, output).
+- **QK pair / VO pair**: the units prunekit cuts. A QK unit is one row of W_q and the same row of W_k
+  (removed together); a VO unit is one row of W_v and the column of W_o it feeds. QK and VO are cut
+  independently.
+- **Entire-head / per-head / same-channel**: remove whole heads; remove the same number of channels from
+  every head of a layer, each head its own weakest; remove the same channel positions from every head.
+- **Global / local threshold**: rank all layers together (layers may lose different amounts) or remove
+  the same share from every layer.
+- **Separate / joint budget**: with a global threshold, the QK and the VO channels each give up the target
+  share (the paper's), or one budget is shared by both.
+- **Attention sparsity**: the share of the attention weights removed.
+- **MACs**: multiply-accumulate operations for one clip, the usual measure of compute.
+- **Magnitude / Fisher**: scorers; magnitude looks at the size of the weights, Fisher at how much the loss
+  reacts to them on real clips (the paper's method).
+- **Percentile rank**: a score's position among the units of its kind, 1 = most important.
+- **Spearman / Kendall**: how much two rankings agree: 1 the same order, 0 unrelated, -1 reversed.
+- **Original**: the unpruned model; it is never changed.
+- **95 % CI**: the range the true value lies in with 95 % confidence, from resampling the clips (accuracy)
+  or the timing rounds (speed).
+"""
+
+
 def render() -> None:
     source = model_source()
     loaded = load_or_report(source)
@@ -43,6 +68,8 @@ def render() -> None:
     st.write(f"Input: {facts['input']}; {facts['classes']} classes; hidden size {facts['hidden_size']}; "
              f"head dim {facts['head_dim']}.")
     st.markdown(GUIDE)
+    with st.expander("Words used in this app"):
+        st.markdown(GLOSSARY)
     dataset = dataset_or_report()
     if dataset is None:
         return

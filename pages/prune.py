@@ -1,9 +1,11 @@
 """Prune: choose how, preview the plan, apply it to a copy and compare with the original."""
 
+import pandas as pd
 import streamlit as st
 
 from prunekit.errors import PrunekitError
 from prunekit.evaluation import changes
+from prunekit.evaluation.cost import ratio_from
 from prunekit.heads import pipeline, planner, scoring
 from prunekit.heads.cost import plan_cost
 from prunekit.report import figures
@@ -15,6 +17,7 @@ from prunekit.ui import (
     dense_evaluation,
     dense_macs,
     eval_split,
+    forget,
     history,
     load_or_report,
     max_variants,
@@ -68,7 +71,13 @@ def _apply_click(event, pattern: str) -> None:
     action = st.session_state.get("prune_click", "remove")
     keep.discard(picked)
     remove.discard(picked)
-    if action == "keep" and pattern == "entire-head":
+    if action == "keep" and pattern != "entire-head":
+        # Shown after the rerun: under a channel pattern every head of a layer loses the same
+        # number of channels, so no single head can be kept whole.
+        st.session_state["prune_notice"] = (
+            f"Layer {picked[0]} head {picked[1]} was not pinned: 'keep' works with the entire-head pattern "
+            f"only; under {pattern} every head of a layer loses the same number of channels.")
+    elif action == "keep":
         keep.add(picked)
     elif action == "remove":
         remove.add(picked)
@@ -107,11 +116,9 @@ def _preview(plan, source, loaded) -> None:
 def _in_plain_words(variant, dense) -> str:
     cost = variant.cost
     smaller = 1 - cost.loc["pruned", "parameters"] / cost.loc["dense", "parameters"]
-    faster = 1 - cost.loc["pruned", "latency_b32_ms"] / cost.loc["dense", "latency_b32_ms"]
+    speed = ratio_from(cost.loc["pruned"], 32).describe()  # a 95 % interval, not one noisy reading
     agree = 1 - changes.prediction_changes(dense, variant.evaluation)["differ"].mean()
-    speed = (f"runs {faster:.0%} faster" if faster >= 0.01 else f"runs {-faster:.0%} slower" if faster <= -0.01
-             else "runs about as fast")
-    return (f"In plain words: the pruned model is {smaller:.0%} smaller and {speed} on a batch of clips. "
+    return (f"In plain words: the pruned model is {smaller:.0%} smaller and, on a batch of 32 clips, {speed}. "
             f"Out of 100 clips it gets {100 * variant.accuracy:.0f} right, where the original gets "
             f"{100 * dense.accuracy:.0f}; the two give the same answer on {agree:.0%} of the clips.")
 
@@ -134,8 +141,9 @@ def _results(variant, dense) -> None:
     for col, b in zip(cols, (1, 32)):
         col.metric(f"Latency, batch {b}", f"{cost.loc['pruned', f'latency_b{b}_ms']:.1f} ms",
                    f"{cost.loc['pruned', f'latency_b{b}_ms'] / cost.loc['dense', f'latency_b{b}_ms'] - 1:+.1%}",
-                   delta_color="inverse", help=f"dense: {cost.loc['dense', f'latency_b{b}_ms']:.1f} ms (median, "
-                                               "timed interleaved with the pruned model)")
+                   delta_color="inverse", help=f"original: {cost.loc['dense', f'latency_b{b}_ms']:.1f} ms (medians, "
+                                               "timed interleaved with the pruned model); "
+                                               + ratio_from(cost.loc["pruned"], b).describe())
     st.markdown("**Accuracy change per class** (pruned minus original)")
     st.plotly_chart(figures.class_change_bars(changes.class_changes(dense, variant.evaluation)), key="prune_classes")
     with st.expander("Confusion matrices"):
@@ -144,18 +152,43 @@ def _results(variant, dense) -> None:
         right.plotly_chart(figures.confusion_map(variant.evaluation.confusion, "Pruned"), key="prune_conf_pruned")
 
 
+def _history_table(source, dataset, done) -> pd.DataFrame:
+    """One row per variant, the original first: what the chart plots and the CSV holds."""
+    cost = done[0].cost.loc["dense"]
+    original = dense_evaluation(source, dataset, done[0].split)
+    rows = [{"Variant": "original", "Split": done[0].split, "Attention removed (%)": 0.0,
+             "Accuracy (%)": 100 * original.accuracy, "Change vs original (points)": 0.0,
+             "Parameters (M)": cost["parameters"] / 1e6, "MACs per clip (M)": cost["macs_per_clip"] / 1e6,
+             "Latency b1 (ms)": cost["latency_b1_ms"], "Speed (batch 32)": "-"}]
+    for v in done:
+        pruned = v.cost.loc["pruned"]
+        change = 100 * (v.accuracy - dense_evaluation(source, dataset, v.split).accuracy)
+        rows.append({"Variant": v.name, "Split": v.split, "Attention removed (%)": 100 * v.plan.attention_sparsity(),
+                     "Accuracy (%)": 100 * v.accuracy, "Change vs original (points)": change,
+                     "Parameters (M)": pruned["parameters"] / 1e6, "MACs per clip (M)": pruned["macs_per_clip"] / 1e6,
+                     "Latency b1 (ms)": pruned["latency_b1_ms"], "Speed (batch 32)": ratio_from(pruned, 32).describe()})
+    return pd.DataFrame(rows)
+
+
 def _history(source, dataset, loaded) -> None:
     done = current_variants(source)
     if not done:
         return
     st.subheader("This session's variants")
-    rows = [{"variant": v.name, "split": v.split, "attention sparsity": v.plan.attention_sparsity(),
-             "accuracy": v.accuracy,
-             "change (points)": 100 * (v.accuracy - dense_evaluation(source, dataset, v.split).accuracy),
-             "parameters (M)": v.cost.loc["pruned", "parameters"] / 1e6,
-             "MACs (M)": v.cost.loc["pruned", "macs_per_clip"] / 1e6,
-             "latency b1 (ms)": v.cost.loc["pruned", "latency_b1_ms"]} for v in done]
-    st.dataframe(rows, hide_index=True, key="prune_history")
+    table = _history_table(source, dataset, done)
+    axis = st.radio("Accuracy against", ["MACs per clip (M)", "Latency b1 (ms)"], horizontal=True,
+                    key="prune_history_axis", help="MACs: compute per clip; latency: median time for one clip")
+    st.plotly_chart(figures.variants_chart(table, axis), key="prune_history_chart")
+    event = st.dataframe(table, hide_index=True, key="prune_history", on_select="rerun", selection_mode="multi-row",
+                         column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns
+                                        if "(%)" in c or "points" in c})
+    chosen_rows = [r for r in event.selection.rows if r > 0]  # row 0 is the original: never deleted
+    c1, c2 = st.columns(2)
+    if c1.button(f"Delete the {len(chosen_rows)} selected", key="prune_delete", disabled=not chosen_rows):
+        forget([done[r - 1] for r in chosen_rows])
+        st.rerun()
+    c2.download_button("Download this table (CSV)", table.to_csv(index=False).encode(), file_name="variants.csv",
+                       mime="text/csv", key="prune_history_csv")
     if len(history()) > max_variants():
         st.caption(f"The {max_variants()} newest variants of this session are kept in memory; older ones "
                    "are on disk under cache/sessions/ and are read back when you download or listen to them.")
@@ -179,6 +212,9 @@ def render() -> None:
         return
     st.radio("Clicking a head on the map", ["remove", "keep", "clear"], horizontal=True, key="prune_click",
              help="force a head out of (or into) the plan; keep works with the entire-head pattern")
+    notice = st.session_state.pop("prune_notice", None)
+    if notice:
+        st.info(notice)
     keep, remove = _forced()
     if keep or remove:
         st.caption(f"Forced: keep {sorted(keep) or '-'}, remove {sorted(remove) or '-'}")

@@ -46,6 +46,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _heads(text: str) -> list[tuple[int, int]]:
+    """(layer, head) pairs written as ``0:1,3:2``."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        layer, sep, head = item.partition(":")
+        if not sep or not layer.strip().isdigit() or not head.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected LAYER:HEAD pairs such as 0:1,3:2, got {item!r}")
+        pairs.append((int(layer), int(head)))
+    return pairs
+
+
 def _fraction(text: str) -> float:
     """A number in [0, 1] (a sparsity), checked before any model is loaded or scored."""
     try:
@@ -240,6 +251,10 @@ def add_prune(sub) -> None:
     p.add_argument("--threshold", default="global", choices=THRESHOLDS)
     p.add_argument("--budget", default="separate", choices=BUDGETS, help=BUDGET_HELP)
     p.add_argument("--sparsity", type=_fraction, default=0.5, help="target attention sparsity in [0, 1]")
+    p.add_argument("--force-remove", type=_heads, default=[], metavar="L:H,...",
+                   help="heads to remove whatever their score, e.g. 0:1,3:2 (they count towards the sparsity)")
+    p.add_argument("--force-keep", type=_heads, default=[], metavar="L:H,...",
+                   help="heads never to remove (entire-head pattern only)")
     p.add_argument("--out", required=True, help="folder for the pruned model (save_pretrained layout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
     p.add_argument("--split", default="test", choices=SPLITS, help="evaluation split")
@@ -260,7 +275,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
     check_output(out, overwrite=args.overwrite)  # before the work, not after it
     loaded = load_model(args.model)
     data = _open_data(args.data)  # read once: the scorer and the evaluation share it
-    plan = make_plan(_scores(args, loaded, data), args.pattern, args.threshold, args.sparsity, budget=args.budget)
+    plan = make_plan(_scores(args, loaded, data), args.pattern, args.threshold, args.sparsity, budget=args.budget,
+                     force_keep=args.force_keep, force_remove=args.force_remove)
     budget = f", {args.budget} Q/K and V/O budgets" if budget_applies(args.pattern, args.threshold) else ""
     print(f"plan: {args.scorer} scores, {args.pattern} pattern, {args.threshold} threshold{budget}, "
           f"target {args.sparsity:.1%} -> attention sparsity reached {plan.attention_sparsity():.1%}")

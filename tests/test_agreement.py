@@ -80,3 +80,16 @@ def test_disagreements_list_the_largest_rank_gaps_first(two_scorers):
     assert (gaps["gap"].abs().diff().dropna() <= 0).all()
     assert np.allclose(gaps["gap"], gaps["rank_a"] - gaps["rank_b"])
     assert (disagreements(magnitude, magnitude)["gap"] == 0).all()
+
+
+def test_head_grid_scales(two_scorers):
+    from prunekit.report.figures import head_grid
+
+    magnitude, _ = two_scorers
+    linear = head_grid(magnitude, "head", "pair")
+    np.testing.assert_allclose(head_grid(magnitude, "head", "pair", "log"), np.log10(linear))
+    per_layer = head_grid(magnitude, "head", "pair", "per layer")
+    np.testing.assert_allclose(per_layer.max(axis=1), 1.0)
+    np.testing.assert_allclose(per_layer.mul(linear.max(axis=1), axis=0), linear)
+    with pytest.raises(ValueError, match="Unknown scale 'cubic'"):
+        head_grid(magnitude, "head", "pair", "cubic")

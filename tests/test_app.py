@@ -180,8 +180,14 @@ def test_golden_path_pick_scorer_move_sparsity_apply_read_metrics(real_cache, de
     assert variant.plan == plan
     accuracy = evaluate(variant.model, extractor, labels, data, "test").accuracy
     assert metrics["Pruned accuracy"] == f"{accuracy:.1%}"
-    assert metrics["Original accuracy"] == f"{evaluate(model, extractor, labels, data, 'test').accuracy:.1%}"
-    assert len(at.get("download_button")) == 1 and len(at.dataframe) >= 1
+    original = evaluate(model, extractor, labels, data, "test").accuracy
+    assert metrics["Original accuracy"] == f"{original:.1%}"
+    assert len(at.get("download_button")) == 2  # the history table (CSV) and the variant (zip)
+    table = [d.value for d in at.dataframe if "Variant" in d.value.columns][0]
+    assert list(table["Variant"]) == ["original", variant.name]
+    assert table["Accuracy (%)"].tolist() == pytest.approx([100 * original, 100 * accuracy])
+    chart = [c.proto.spec for c in at.get("plotly_chart") if "pruned variants" in c.proto.spec]
+    assert chart and variant.name in chart[0]
     assert _weights_fingerprint(base) == fingerprint
 
 
@@ -262,9 +268,12 @@ def test_listen_page_browses_plays_and_compares(real_cache):
     assert "log-mel" in specs[0] and "Original" in specs[1] and "Pruned" in specs[1]
     at.checkbox(key="listen_diff").check().run()
     shown = at.dataframe[0].value
-    assert len(shown) > 0 and (shown["dense"] != shown["pruned"]).all()
+    assert len(shown) > 0 and (shown["original"] != shown["pruned"]).all()
     at.selectbox(key="listen_class").set_value("yes").run()
     assert not at.exception, at.exception
+    assert at.selectbox(key="listen_clip").value.startswith("yes #")  # by label and index, not file hash
+    truth = [m.value for m in at.markdown if m.value.startswith("True label:")]
+    assert truth and truth[0].startswith("True label: **yes**. Original hears **")
 
 
 def test_listen_page_uploads_good_and_bad_audio():
@@ -321,6 +330,41 @@ def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_swe
     assert "accuracy against attention sparsity" in specs[0] and "removed" in specs[1]
     table = at.dataframe[0].value
     assert list(table["scorer"]) == ["magnitude"] and list(table["pattern"]) == ["entire-head"]
+
+
+def test_score_maps_offer_log_and_per_layer_scales():
+    at = _app("importance")
+    assert at.radio(key="imp_scale").options == ["linear", "log", "per layer"]
+    linear = at.get("plotly_chart")[0].proto.spec
+    at.radio(key="imp_scale").set_value("per layer").run()
+    assert not at.exception, at.exception
+    per_layer = at.get("plotly_chart")[0].proto.spec
+    assert "share of layer max" in per_layer and "share of layer max" not in linear
+
+
+def test_overview_has_a_glossary():
+    at = _app()
+    glossary = [e for e in at.expander if e.label == "Words used in this app"]
+    assert glossary and "1 = most important" in glossary[0].markdown[0].value
+
+
+def test_listen_shows_where_the_model_listens_on_an_upload():
+    at = _app("listen")
+    at.file_uploader(key="listen_upload").set_value(("tone.wav", _wav_bytes(1.0, 16000, 1), "audio/wav")).run()
+    at.toggle(key="listen_rollout_True").set_value(True).run()
+    assert not at.exception, at.exception
+    spec = [c.proto.spec for c in at.get("plotly_chart") if "Attention rollout" in c.proto.spec]
+    assert spec and "Original" in spec[0]
+
+
+@pytest.mark.slow
+def test_head_importance_shows_what_a_head_attends_to(real_cache):
+    at = _app("importance", demo_data=True)
+    at.toggle(key="imp_attention").set_value(True).run()
+    assert not at.exception, at.exception
+    layer, head = at.selectbox(key="imp_layer").value, at.selectbox(key="imp_head").value
+    assert any(f"CLS attention of layer {layer} head {head}" in c.proto.spec for c in at.get("plotly_chart"))
+    assert len(at.get("audio")) == 1
 
 
 def test_experiments_page_reports_a_sweep_that_fails_at_start(tiny_sweep_args, tmp_path):

@@ -92,6 +92,16 @@ def test_score_and_prune_tiny_model(tmp_path, tiny_model_dir, tiny_speech_comman
     assert main(joint) == 0
     assert "global threshold, joint Q/K and V/O budgets" in capsys.readouterr().out
     assert json.loads((tmp_path / "joint" / "plan.json").read_text())["budget"] == "joint"
+    forced = ["prune", "--model", str(tiny_model_dir), "--scorer", "magnitude", "--pattern", "entire-head",
+              "--sparsity", "0.25", "--force-remove", "0:1,1:3", "--out", str(tmp_path / "forced"), "--repeats", "1",
+              "--data", str(tiny_speech_commands)]
+    assert main(forced) == 0
+    saved = json.loads((tmp_path / "forced" / "plan.json").read_text())
+    assert saved["force_remove"] == [[0, 1], [1, 3]] and saved["layers"][0]["heads"] == [0, 2, 3]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # argparse: a malformed pair is refused before anything runs
+        main([*forced[:-4], "--force-remove", "0-1"])
+    assert "expected LAYER:HEAD pairs such as 0:1,3:2, got '0-1'" in capsys.readouterr().err
     bad = ["prune", "--model", str(tiny_model_dir), "--scorer", "magnitude", "--pattern", "per-head",
            "--threshold", "local", "--sparsity", "0.99", "--out", str(tmp_path / "p2")]
     assert main(bad) == 2

@@ -92,3 +92,50 @@ def test_cost_leaves_the_model_alone(tiny_model):
     assert tiny_model.config._attn_implementation == impl
     assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
     assert anatomy.attention_parameters(tiny_model) == row["attention_parameters"]
+
+
+def test_latency_ratio_is_the_median_of_per_round_ratios_with_a_bootstrap_interval():
+    from prunekit.evaluation.cost import LatencyRatio, _ratio
+
+    reference = np.array([10.0, 20.0, 10.0, 10.0, 40.0])  # the machine's speed drifts between rounds
+    model = 0.8 * reference * np.array([1.0, 1.0, 1.01, 0.99, 1.0])
+    r = _ratio(reference, model)
+    assert r.median == pytest.approx(0.8) and r.rounds == 5
+    assert r.low <= r.median <= r.high and r.high < 1.0 and r.measurable
+    assert r.describe() == f"runs 20% faster (95 % CI {1 - r.high:.0%} to {1 - r.low:.0%})"
+    noisy = _ratio(reference, reference * np.array([0.9, 1.1, 0.95, 1.05, 1.0]))
+    assert noisy.low < 1.0 < noisy.high and not noisy.measurable
+    assert noisy.describe().startswith("no measurable difference in speed (ratio 1.00")
+    assert LatencyRatio(1.3, 1.2, 1.4, 9).describe() == "runs 30% slower (95 % CI 20% to 40%)"
+
+
+def test_compare_cost_stores_the_ratio_to_the_first_model(tiny_model):
+    from prunekit.evaluation.cost import compare_cost, ratio_from
+
+    table = compare_cost({"a": tiny_model, "b": tiny_model}, batches=(1,), repeats=4)
+    first = ratio_from(table.loc["a"], 1)
+    assert (first.median, first.low, first.high, first.rounds) == (1.0, 1.0, 1.0, 4)  # itself, exactly
+    second = ratio_from(table.loc["b"], 1)
+    assert second.low <= second.median <= second.high and second.rounds == 4
+
+
+def test_an_evaluation_can_be_cached_on_disk_and_a_damaged_file_is_recomputed(
+        tiny_model_dir, tiny_speech_commands, monkeypatch, tmp_path):
+    from prunekit.evaluation import metrics
+    from prunekit.models import load_model
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
+    loaded, data = load_model(tiny_model_dir), read_speech_commands(tiny_speech_commands)
+    first = evaluate(*loaded, data, "test", cache=True)
+    (path,) = (tmp_path / "evaluations").glob("*.safetensors")
+    calls = []
+    real = metrics.predict_logits
+    monkeypatch.setattr(metrics, "predict_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = evaluate(*loaded, data, "test", cache=True)
+    assert calls == [] and again.predictions.equals(first.predictions)  # read back, model not run
+    path.write_bytes(b"not safetensors")
+    assert evaluate(*loaded, data, "test", cache=True).predictions.equals(first.predictions) and calls == [1]
+    with torch.no_grad():  # other weights are another key
+        next(loaded.model.parameters()).add_(1.0)
+    evaluate(*loaded, data, "test", cache=True)
+    assert calls == [1, 1] and len(list((tmp_path / "evaluations").glob("*.safetensors"))) == 2

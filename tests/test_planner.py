@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prunekit.errors import ScoresError
+from prunekit.heads.pipeline import describe_plan
 from prunekit.heads.plan import PruningPlan
 from prunekit.heads.planner import (
     BUDGETS,
@@ -445,9 +446,16 @@ def test_forced_heads():
     plan = make_plan(frame, "per-head", "global", 0.5, force_remove=[(1, 0)])
     assert plan.layers[1].heads == (1,) and plan.layers[0].heads == (0, 1)
     assert plan.attention_sparsity() == pytest.approx(0.5, abs=8 / 160)  # a channel is 8 weights
+    assert plan.force_remove == ((1, 0),) and plan.force_keep == ()
     # Entire-head: the lowest head (0, 0) is kept, so (1, 1) and then (1, 0) go instead.
     kept = make_plan(frame, "entire-head", "global", 0.5, force_keep=[(0, 0)])
     assert [lp.heads for lp in kept.layers] == [(0, 1), ()]
+    # The pins are part of the plan: its JSON remakes it, and its name tells it from an unpinned one.
+    back = PruningPlan.from_json(kept.to_json())
+    assert back == kept and back.force_keep == ((0, 0),)
+    plain = make_plan(frame, "entire-head", "global", 0.5)
+    assert describe_plan(kept) == "fisher entire-head global 50% +L0H0" != describe_plan(plain)
+    assert describe_plan(plan).endswith("-L1H0")
     assert make_plan(frame, "entire-head", "local", 0.5, force_keep=[(0, 0)]).layers[0].heads == (0,)
     # Forced removals beyond the target are still made; the plan reports what it reaches.
     over = make_plan(frame, "entire-head", "global", 0.1, force_remove=[(0, 1), (1, 1)])

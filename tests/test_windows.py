@@ -66,3 +66,14 @@ def test_log_mel_covers_the_whole_clip(tiny):
     n = extractor.max_length
     raw = (feats * (2 * extractor.std) + extractor.mean) if extractor.do_normalize else feats
     assert torch.allclose(raw, torch.from_numpy(spec[:n]), atol=1e-3)
+
+
+def test_spectrogram_draws_digital_silence_black(tiny):
+    from prunekit.report.figures import spectrogram
+
+    _, extractor, _ = tiny
+    wave = np.concatenate([np.zeros(8000, np.float32), _tone(0.5, 1000)])  # silence, then a tone
+    mel = log_mel(wave, extractor)
+    heat = spectrogram(mel).data[0]
+    assert heat.zmax == pytest.approx(mel.max()) and heat.zmin == pytest.approx(mel.max() - 13.8)
+    assert mel[:40].max() < heat.zmin  # the silent half sits below the scale: the darkest colour

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prunekit.data.clips import AUDIO_SUFFIXES, SPLITS, Clip
 from prunekit.errors import DatasetError
 from prunekit.store import cache_dir
 
@@ -26,17 +27,8 @@ __all__ = [
     "read_class_folders", "read_speech_commands",
 ]
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-SPLITS = ("train", "validation", "test")
 _SC_LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
 _IGNORED_DIRS = {"_background_noise_"}
-
-
-@dataclass(frozen=True)
-class Clip:
-    path: Path
-    label: str
-    split: str
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from safetensors.torch import load_file, save
 from transformers import ASTFeatureExtractor
 
 from prunekit.data import audio
-from prunekit.data.datasets import Clip
+from prunekit.data.clips import Clip
 from prunekit.progress import Progress
 from prunekit.store import atomic_write_bytes, cache_dir, content_key
 
-__all__ = ["clip_features", "compute_features", "extractor_settings"]
+__all__ = ["clip_features", "clips_key", "compute_features", "extractor_settings"]
 
 
 def extractor_settings(extractor: ASTFeatureExtractor) -> dict:
@@ -44,6 +44,16 @@ def compute_features(
     return torch.cat(out) if out else torch.empty(0, extractor.max_length, extractor.num_mel_bins)
 
 
+def clips_key(clips: Sequence[Clip], extractor: ASTFeatureExtractor) -> str:
+    """What identifies the features of ``clips``: each file's path, size and modification time,
+    and the extractor settings (a changed file or setting is another key)."""
+    stamps = []
+    for c in clips:
+        stat = c.path.stat()
+        stamps.append((str(c.path.resolve()), stat.st_size, stat.st_mtime_ns))
+    return content_key(stamps, extractor_settings(extractor))
+
+
 def clip_features(
     clips: Sequence[Clip],
     extractor: ASTFeatureExtractor,
@@ -55,11 +65,7 @@ def clip_features(
     size, modification time) were featurised with the same settings before."""
     if not use_cache:
         return compute_features(clips, extractor, progress=progress)
-    stamps = []
-    for c in clips:
-        stat = c.path.stat()
-        stamps.append((str(c.path.resolve()), stat.st_size, stat.st_mtime_ns))
-    path = cache_dir() / "features" / f"{content_key(stamps, extractor_settings(extractor))}.safetensors"
+    path = cache_dir() / "features" / f"{clips_key(clips, extractor)}.safetensors"
     if path.is_file():
         try:
             cached = load_file(path)["features"]

@@ -38,7 +38,7 @@ import espeakng_loader
 import numpy as np
 import soundfile as sf
 
-from prunekit.data.datasets import SPLITS  # datasets imports synth lazily: no cycle
+from prunekit.data.clips import SPLITS
 from prunekit.errors import ConfigurationError, OutputExistsError
 
 __all__ = [

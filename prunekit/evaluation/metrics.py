@@ -10,11 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file, save
 from sklearn.metrics import average_precision_score, confusion_matrix
 
 from prunekit.data.datasets import AudioDataset, Clip, label_indices
-from prunekit.data.features import clip_features
+from prunekit.data.features import clip_features, clips_key
+from prunekit.models import anatomy
 from prunekit.progress import Progress, halves
+from prunekit.store import atomic_write_bytes, cache_dir, content_key
 
 __all__ = ["classification_metrics", "evaluate", "Evaluation", "multilabel_metrics", "predict_logits"]
 
@@ -127,11 +130,36 @@ def evaluate(
     *,
     batch_size: int = 32,
     progress: Progress | None = None,
+    cache: bool = False,
 ) -> Evaluation:
-    """Featurise ``split`` of ``dataset`` (cached) and score ``model`` on it."""
+    """Featurise ``split`` of ``dataset`` (cached) and score ``model`` on it. With ``cache`` the
+    logits are kept on disk, keyed by the model's weights and the clips' files, so the same
+    evaluation after a restart (the app's Overview) is read back instead of recomputed."""
     clips = dataset.split(split)
     targets = label_indices(clips, model_labels)
+    path = None
+    if cache:
+        key = content_key("logits", anatomy.fingerprint(model), clips_key(clips, feature_extractor))
+        path = cache_dir() / "evaluations" / f"{key}.safetensors"
+        logits = _read_logits(path, len(clips), model.config.num_labels)
+        if logits is not None:
+            if progress is not None:
+                progress(len(clips), len(clips))
+            return classification_metrics(logits, targets, list(model_labels), clips)
     first, second = halves(progress)  # featurising fills the first half of the bar, the model the rest
     feats = clip_features(clips, feature_extractor, progress=first)
     logits = predict_logits(model, feats, batch_size=batch_size, progress=second)
+    if path is not None:
+        atomic_write_bytes(path, save({"logits": logits.contiguous()}))
     return classification_metrics(logits, targets, list(model_labels), clips)
+
+
+def _read_logits(path, clips: int, classes: int) -> torch.Tensor | None:
+    """Cached logits of the right shape, or None (missing or damaged: recomputed, never trusted)."""
+    if not path.is_file():
+        return None
+    try:
+        logits = load_file(path)["logits"]
+    except Exception:  # truncated or corrupt file
+        return None
+    return logits if tuple(logits.shape) == (clips, classes) and torch.isfinite(logits).all() else None

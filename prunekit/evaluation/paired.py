@@ -22,6 +22,11 @@ from scipy.stats import binomtest, chi2
 from prunekit.errors import ConfigurationError
 from prunekit.evaluation.metrics import Evaluation
 
+__all__ = [
+    "TESTS", "bootstrap_difference", "compare_correct", "compare_evaluations", "mcnemar",
+    "PairedComparison",
+]
+
 TESTS = ("exact", "chi-square")
 
 

@@ -71,16 +71,19 @@ def prune_and_evaluate(
 
 
 def describe_plan(plan: PruningPlan) -> str:
-    """A short name for people: 'fisher per-head global 50%' (a joint budget says so)."""
+    """A short name for people: 'fisher per-head global 50%', plus 'joint' for a joint budget and
+    the forced heads ('-L0H1 -L3H2 +L1H0': forced out, kept), so two different plans never share
+    a name (or a zip name)."""
+    forced = [f"-L{l}H{h}" for l, h in plan.force_remove] + [f"+L{l}H{h}" for l, h in plan.force_keep]
     parts = [plan.scorer or "manual", plan.pattern or "", plan.threshold or "",
-             "joint" if plan.budget == "joint" else "", f"{plan.attention_sparsity():.0%}"]
+             "joint" if plan.budget == "joint" else "", f"{plan.attention_sparsity():.0%}", " ".join(forced)]
     return " ".join(p for p in parts if p)
 
 
 def variant_zip(variant: Variant, extractor, labels: Sequence[str]) -> bytes:
     """The variant's ``save_pruned`` folder (config, safetensors, plan.json, extractor settings,
     labels) as zip bytes, under a top-level folder named after it."""
-    folder = "".join(c if c.isalnum() or c in "-_." else "-" for c in variant.name).strip("-") or "pruned"
+    folder = "".join(c if c.isalnum() or c in "-_.+" else "-" for c in variant.name).strip("-") or "pruned"
     with tempfile.TemporaryDirectory() as tmp:
         saved = save_pruned(variant.model, Path(tmp) / folder, plan=variant.plan, feature_extractor=extractor,
                             labels=list(labels))

@@ -1,9 +1,9 @@
 """A pruning plan is data: which heads and channels of every attention layer survive.
 
 ``PruningPlan`` is frozen and JSON-serialisable, so the UI can preview, diff and save it before
-``surgery.apply_plan`` (the only function that changes weights) executes it. Indices are those of
-the model the plan applies to (its ``base`` shape): original indices for a dense model, current
-indices for an already-pruned one.
+``surgery.apply_plan`` executes it (on a copy; ``anatomy.shrink_attention`` cuts the weights).
+Indices are those of the model the plan applies to (its ``base`` shape): original indices for a
+dense model, current indices for an already-pruned one.
 
 Per layer the plan keeps heads ``heads`` (sorted) and, for the i-th kept head, Q/K channels
 ``qk[i]`` (rows of W_q and W_k) and V/O channels ``vo[i]`` (rows of W_v, columns of W_o). Row
@@ -102,7 +102,8 @@ class PruningPlan:
     hidden size, heads, Q/K and V/O head dims). ``scorer``/``pattern``/``threshold``/
     ``target_sparsity``/``budget`` are metadata for people and for the record; surgery ignores
     them. ``budget`` is "separate" or "joint" where it applied (``planner.make_plan``: a global
-    threshold over channels), else None.
+    threshold over channels), else None. ``force_keep``/``force_remove`` are the (layer, head)
+    pairs the user pinned: part of the plan's identity, so a saved plan says how to remake it.
     """
 
     layers: tuple[LayerPlan, ...]
@@ -112,10 +113,18 @@ class PruningPlan:
     threshold: str | None = None
     target_sparsity: float | None = None
     budget: str | None = None
+    force_keep: tuple[tuple[int, int], ...] = ()
+    force_remove: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "base", tuple(self.base))
+        for name in ("force_keep", "force_remove"):
+            try:
+                pairs = tuple(sorted((int(layer), int(head)) for layer, head in getattr(self, name)))
+            except (TypeError, ValueError) as exc:
+                raise PlanError(f"{name} must list (layer, head) pairs, got {getattr(self, name)!r}") from exc
+            object.__setattr__(self, name, pairs)
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -134,6 +143,8 @@ class PruningPlan:
             "threshold": self.threshold,
             "target_sparsity": self.target_sparsity,
             "budget": self.budget,
+            "force_keep": [list(pair) for pair in self.force_keep],
+            "force_remove": [list(pair) for pair in self.force_remove],
             "base": [{"heads": s.heads, "qk_dim": s.qk_dim, "v_dim": s.v_dim, "hidden": s.hidden}
                      for s in self.base],
             "layers": [layer.to_dict() for layer in self.layers],
@@ -175,6 +186,8 @@ class PruningPlan:
             threshold=threshold,
             target_sparsity=None if sparsity is None else float(sparsity),
             budget=budget,
+            force_keep=data.get("force_keep") or (),
+            force_remove=data.get("force_remove") or (),
         )
 
     @classmethod

@@ -38,6 +38,11 @@ from prunekit.heads.scores import COLUMNS, ScoreTable
 from prunekit.models import anatomy
 from prunekit.models.anatomy import AttentionShape
 
+__all__ = [
+    "BUDGETS", "GROUPS", "PATTERNS", "THRESHOLDS", "budget_applies", "make_plan", "max_sparsity",
+    "plan_from_heads", "plan_from_units",
+]
+
 PATTERNS = ("same-channel", "per-head", "entire-head")
 THRESHOLDS = ("global", "local")
 BUDGETS = ("separate", "joint")  # how a global threshold spends its budget on Q/K and V/O channels
@@ -333,7 +338,8 @@ def make_plan(scores: ScoreTable, pattern: str, threshold: str, sparsity: float,
     else:
         layers = _same_channel(table, threshold, target, alive, budget)
     plan = PruningPlan(tuple(layers), shapes, scorer=table.scorer, pattern=pattern, threshold=threshold,
-                       target_sparsity=target, budget=budget if budget_applies(pattern, threshold) else None)
+                       target_sparsity=target, budget=budget if budget_applies(pattern, threshold) else None,
+                       force_keep=tuple(keep), force_remove=tuple(gone))
     return plan.validate()
 
 

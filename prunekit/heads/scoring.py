@@ -9,7 +9,6 @@ options; a cached table that does not fit the model is recomputed, never served.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import fields
@@ -28,7 +27,7 @@ from prunekit.models import anatomy
 from prunekit.progress import Progress
 from prunekit.store import atomic_write_bytes, cache_dir, content_key
 
-__all__ = ["SCORERS", "SCORES_VERSION", "ScoreTable", "ScoringData", "model_fingerprint", "needs_data", "score",
+__all__ = ["SCORERS", "SCORES_VERSION", "ScoreTable", "ScoringData", "needs_data", "score",
            "score_split", "scorer_names", "scoring_data"]
 
 SCORES_VERSION = 2  # bump when a scorer's maths changes, so old cached scores are not reused
@@ -85,7 +84,7 @@ def score(model: nn.Module, scorer: str, data: ScoringData | None = None, *, bat
     options = ScorerOptions(batch_size=batch_size, norm=norm, seed=seed, progress=progress)
     base = tuple(anatomy.attention_shapes(model))
     keyed = {f.name: getattr(options, f.name) for f in fields(options) if f.name in spec.options}
-    key = content_key(SCORES_VERSION, scorer, keyed, model_fingerprint(model),
+    key = content_key(SCORES_VERSION, scorer, keyed, anatomy.fingerprint(model),
                       data.fingerprint() if spec.needs_data else None)
     path = cache_dir() / "scores" / f"{key}.parquet"
     frame = _read_cached(path, base, scorer) if cache else None
@@ -112,15 +111,6 @@ def score_split(model: nn.Module, feature_extractor, labels: Sequence[str], scor
             raise ConfigurationError(f"The {scorer} scorer needs a dataset to read clips from")
         data = scoring_data(dataset, feature_extractor, labels, split, clips=clips, progress=features_progress)
     return score(model, scorer, data, batch_size=batch_size, norm=norm, seed=seed, progress=progress)
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A hash of every parameter and buffer (names, shapes, bytes) and the attention structure."""
-    digest = hashlib.sha256(repr(anatomy.structure_of(model)).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()[:20]
 
 
 def _read_cached(path, base, scorer: str) -> pd.DataFrame | None:

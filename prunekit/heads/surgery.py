@@ -1,6 +1,8 @@
-"""Execute a PruningPlan: the only code that changes weights, and the way a pruned model is saved.
+"""Execute a PruningPlan, and save the result.
 
-``apply_plan(model, plan)`` returns a NEW model whose attention projections are physically
+``apply_plan(model, plan)`` copies the model, turns the plan into the rows to keep in each layer
+and hands them to ``anatomy.shrink_attention``, the one place where weights are cut (the model
+family builds the smaller block). It returns a NEW model whose attention projections are physically
 smaller (rows of W_q, W_k, W_v and their biases, columns of W_o); the input model is untouched.
 Its outputs equal the dense model's with the removed units masked, because the softmax keeps the
 original ``1/sqrt(D)`` scale. ``save_pruned`` writes a ``save_pretrained`` folder that

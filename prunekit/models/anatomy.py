@@ -7,6 +7,8 @@ are cut: it copies the kept rows and columns of W_q, W_k, W_v and W_o into a sma
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -17,6 +19,7 @@ from prunekit.models.family import (
     AttentionShape,
     LayerStructure,
     ModelFamily,
+    PatchGrid,
     Projections,
     config_structure,
 )
@@ -24,11 +27,21 @@ from prunekit.models.family import (
 __all__ = [
     "FAMILIES", "STRUCTURE_FIELD", "AttentionShape", "LayerStructure", "Projections", "attention",
     "attention_parameters", "attention_shapes", "classifier", "config_structure", "describe", "dummy_input",
-    "ensure_prunable", "family_of", "input_shape", "make_pruned", "model_class_for", "original_head_dim",
+    "ensure_prunable", "family_of", "fingerprint", "input_shape", "make_pruned", "patch_grid", "model_class_for", "original_head_dim",
     "projections", "shrink_attention", "structure_of", "tokens",
 ]
 
 FAMILIES: tuple[ModelFamily, ...] = (ASTFamily(),)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A hash of every parameter and buffer (names, shapes, bytes) and the attention structure:
+    the key of everything cached about a model's weights (scores, evaluations)."""
+    digest = hashlib.sha256(repr(structure_of(model)).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:20]
 
 
 def family_of(model: nn.Module) -> ModelFamily:
@@ -104,6 +117,11 @@ def classifier(model: nn.Module) -> nn.Linear:
 def input_shape(model: nn.Module) -> tuple[int, ...]:
     """Shape of one input example: (frames, mel bins) for an AST."""
     return family_of(model).input_shape(model)
+
+
+def patch_grid(model: nn.Module) -> PatchGrid:
+    """How the model's tokens map onto its input spectrogram (extra tokens, then patches)."""
+    return family_of(model).patch_grid(model)
 
 
 def tokens(model: nn.Module) -> int:

@@ -19,7 +19,14 @@ from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogra
 )
 
 from prunekit.errors import ModelError
-from prunekit.models.family import STRUCTURE_FIELD, LayerStructure, ModelFamily, Projections, config_structure
+from prunekit.models.family import (
+    STRUCTURE_FIELD,
+    LayerStructure,
+    ModelFamily,
+    PatchGrid,
+    Projections,
+    config_structure,
+)
 
 __all__ = ["ASTFamily", "PrunedASTAttention", "PrunedASTForAudioClassification"]
 
@@ -162,9 +169,16 @@ class ASTFamily(ModelFamily):
         return model.config.max_length, model.config.num_mel_bins
 
     def tokens(self, model: nn.Module) -> int:
-        """The patch grid (transformers' own ``get_shape``) plus the CLS and distillation tokens."""
-        f_dim, t_dim = _backbone(model).embeddings.get_shape(model.config)
-        return f_dim * t_dim + 2
+        """The patch grid plus the CLS and distillation tokens."""
+        grid = self.patch_grid(model)
+        return grid.extra + grid.patches
+
+    def patch_grid(self, model: nn.Module) -> PatchGrid:
+        """CLS and distillation first, then the patches of transformers' own ``get_shape``, in the
+        order the patch convolution's (mels, frames) output is flattened: frequency-major."""
+        config = model.config
+        f_dim, t_dim = _backbone(model).embeddings.get_shape(config)
+        return PatchGrid(2, f_dim, t_dim, config.patch_size, config.frequency_stride, config.time_stride)
 
     def classifier(self, model: nn.Module) -> nn.Linear:
         return model.classifier.dense

@@ -19,11 +19,13 @@ A checkpoint is code-free data or it is refused, before anything runs:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import re
 import socket
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlparse
@@ -34,6 +36,7 @@ from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassificati
 from prunekit.data.audio import TARGET_SR
 from prunekit.errors import ModelLoadError
 from prunekit.models import anatomy
+from prunekit.store import cache_dir, content_key
 
 __all__ = ["AST_MODEL_TYPE", "DEMO_DIR", "load_model", "LoadedModel"]
 
@@ -66,11 +69,34 @@ def load_model(source: str | os.PathLike) -> LoadedModel:
     path = Path(text).expanduser()
     if path.is_dir():
         return _load_local(path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        return _load_local(_unzipped(path))
     if path.exists():
-        raise ModelLoadError(f"{text} is a file, not a model folder (expected a folder with config.json).")
+        raise ModelLoadError(f"{text} is a file, not a model folder (expected a folder with config.json, "
+                             "or the zip the app downloads).")
     if text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
         raise ModelLoadError(f"No model folder at {text}, and it is not a valid Hugging Face hub id.")
     return _load_hub(text)
+
+
+def _unzipped(archive: Path) -> Path:
+    """The model folder inside a zip (the app's download: one top-level folder), extracted once into
+    the cache under a hash of the archive. Members that would land outside are refused."""
+    data = archive.read_bytes()
+    target = cache_dir() / "unzipped" / content_key(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+        names = bundle.namelist()
+        bad = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
+        if bad:
+            raise ModelLoadError(f"{archive} has entries outside its folder ({bad[:3]}); refusing to unpack it.")
+        if not (target / ".complete").is_file():
+            bundle.extractall(target)
+            (target / ".complete").touch()
+    configs = sorted({Path(n).parts[0] for n in names if Path(n).name == "config.json" and len(Path(n).parts) <= 2})
+    if len(configs) != 1:
+        raise ModelLoadError(f"{archive} should hold one model folder with a config.json; found {len(configs)}.")
+    folder = target / configs[0]
+    return folder if folder.is_dir() else target  # a zip of the folder's files, with no top folder
 
 
 def _load_local(path: Path) -> LoadedModel:

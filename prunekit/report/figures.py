@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -21,10 +22,11 @@ from prunekit.heads.scores import ScoreTable
 from prunekit.store import atomic_write_bytes, atomic_write_text
 
 __all__ = [
+    "attention_maps",
     "FIGURE_HTML", "FIGURE_PNG", "VIEWS", "agreement_bars", "channel_bars", "channel_scores",
     "class_change_bars", "confusion_map", "head_grid", "head_map", "picked_head", "plan_map",
     "removal_grids", "removal_maps", "spectrogram", "square_map", "sweep_curves", "sweep_structure_maps",
-    "top_bars", "write_sweep_figure",
+    "top_bars", "variants_chart", "write_sweep_figure",
 ]
 
 # What a person picks -> (group, matrix) rows of the score frame.
@@ -39,10 +41,24 @@ VIEWS: dict[str, tuple[str, str]] = {
 }
 
 
-def head_grid(scores: ScoreTable, group: str, matrix: str) -> pd.DataFrame:
+SCALES = {
+    "linear": "the scores as they are",
+    "log": "log10 of the scores: for Fisher-like scores that span orders of magnitude across layers",
+    "per layer": "each layer's scores divided by that layer's largest: which heads matter within a layer",
+}
+
+
+def head_grid(scores: ScoreTable, group: str, matrix: str, scale: str = "linear") -> pd.DataFrame:
     """Head-level scores of one (group, matrix) as a layers x heads table (NaN where a pruned
-    layer has fewer heads)."""
-    return head_scores(scores, group, matrix).unstack("head")
+    layer has fewer heads), on one of ``SCALES``."""
+    grid = head_scores(scores, group, matrix).unstack("head")
+    if scale == "log":
+        return np.log10(grid.where(grid > 0))  # a zero or negative score has no log: left blank
+    if scale == "per layer":
+        return grid.div(grid.abs().max(axis=1).replace(0, np.nan), axis=0)
+    if scale != "linear":
+        raise ConfigurationError(f"Unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    return grid
 
 
 def square_map(grid: pd.DataFrame, *, title: str, value: str = "score", colorscale: str = "Viridis",
@@ -70,12 +86,12 @@ def square_map(grid: pd.DataFrame, *, title: str, value: str = "score", colorsca
 
 
 def head_map(scores: ScoreTable, view: str, *, title: str | None = None,
-             zrange: tuple[float, float] | None = None) -> go.Figure:
-    """Layers x heads, coloured by the view's score (e.g. "W_q" or "Whole head")."""
+             zrange: tuple[float, float] | None = None, scale: str = "linear") -> go.Figure:
+    """Layers x heads, coloured by the view's score (e.g. "W_q" or "Whole head") on ``scale``."""
     group, matrix = VIEWS[view]
-    scorer = scores.scorer
-    return square_map(head_grid(scores, group, matrix), zrange=zrange,
-                      title=title or f"{view}: {scorer} score per head (click a head for its channels)")
+    value = {"log": "log10 score", "per layer": "share of layer max"}.get(scale, "score")
+    return square_map(head_grid(scores, group, matrix, scale), zrange=zrange, value=value,
+                      title=title or f"{view}: {scores.scorer} score per head (click a head for its channels)")
 
 
 def picked_head(event) -> tuple[int, int] | None:
@@ -208,9 +224,44 @@ def class_change_bars(changes: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def variants_chart(table: pd.DataFrame, x: str = "MACs per clip (M)") -> go.Figure:
+    """Accuracy against cost, one named point per variant and a star for the original: ``table``
+    has columns Variant, Accuracy (%) and ``x`` (e.g. "MACs per clip (M)" or "Latency b1 (ms)")."""
+    original = table["Variant"] == "original"
+    fig = go.Figure()
+    for mask, name, symbol in ((original, "original", "star"), (~original, "pruned variants", "circle")):
+        part = table[mask]
+        fig.add_trace(go.Scatter(x=part[x], y=part["Accuracy (%)"], mode="markers+text", name=name,
+                                 text=part["Variant"], textposition="top center",
+                                 marker={"symbol": symbol, "size": 14 if symbol == "star" else 10},
+                                 hovertemplate="%{text}<br>%{x:.4g}, %{y:.1f} %<extra></extra>"))
+    fig.update_layout(height=380, xaxis={"title": x}, yaxis={"title": "accuracy (%)"},
+                      margin={"t": 30, "b": 40}, legend={"orientation": "h"})
+    return fig
+
+
+def attention_maps(maps: dict[str, np.ndarray], *, title: str, hop_ms: int = 10) -> go.Figure:
+    """Side by side, one (mels, frames) map per model (``attention.paint``): where the attention
+    goes on the spectrogram, time across and mel bins up, brighter = more attention."""
+    fig = make_subplots(rows=1, cols=len(maps), subplot_titles=list(maps), horizontal_spacing=0.08)
+    for col, values in enumerate(maps.values(), start=1):
+        fig.add_trace(go.Heatmap(z=values, x=[i * hop_ms / 1000 for i in range(values.shape[1])],
+                                 colorscale="Viridis", showscale=col == len(maps),
+                                 colorbar={"title": "attention"},
+                                 hovertemplate="%{x:.2f} s, mel bin %{y}: %{z:.3g}<extra></extra>"), 1, col)
+        fig.update_xaxes(title_text="time (s)", row=1, col=col)
+    fig.update_yaxes(title_text="mel bin", row=1, col=1)
+    fig.update_layout(title=title, height=300, margin={"t": 70, "b": 40})
+    return fig
+
+
 def spectrogram(log_mel, *, title: str = "log-mel spectrogram", hop_ms: int = 10) -> go.Figure:
-    """A (frames, mels) log-mel array: time across, mel bins up."""
+    """A (frames, mels) log-mel array: time across, mel bins up. The colour scale starts 60 dB
+    below the loudest bin (natural log: 13.8), so digital silence (Kaldi's log floor, far below)
+    is drawn black like every quiet bin instead of stretching the scale."""
+    top = float(np.max(log_mel)) if np.size(log_mel) else 0.0
     fig = go.Figure(go.Heatmap(z=log_mel.T, x=[i * hop_ms / 1000 for i in range(len(log_mel))],
+                               zmin=top - 13.8, zmax=top,
                                colorscale="Magma", colorbar={"title": "log energy"},
                                hovertemplate="%{x:.2f} s, mel bin %{y}<extra></extra>"))
     fig.update_layout(title=title, height=260, xaxis={"title": "time (s)"}, yaxis={"title": "mel bin"},

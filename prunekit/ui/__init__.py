@@ -25,10 +25,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from prunekit.data.audio import features
 from prunekit.data.datasets import SPLITS, AudioDataset, demo_generated, open_dataset
 from prunekit.errors import ConfigurationError, PrunekitError
+from prunekit.evaluation.attention import clip_attention
 from prunekit.evaluation.cost import count_macs
 from prunekit.evaluation.metrics import Evaluation, evaluate
+from prunekit.evaluation.windows import window_samples
 from prunekit.heads.pipeline import Variant
 from prunekit.heads.planner import max_sparsity
 from prunekit.heads.scoring import ScoreTable, needs_data, score_split
@@ -38,10 +41,11 @@ from prunekit.models.loading import LoadedModel, load_model
 from prunekit.store import cache_dir
 
 __all__ = [
-    "DATA_KINDS", "DEFAULT_CLIPS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
-    "cached_dataset", "cached_model", "current_variants", "data_source", "dataset_or_report",
-    "dense_evaluation", "dense_macs", "eval_split", "history", "load_or_report", "max_variants", "model_facts",
-    "model_source", "remember", "session_folder", "score_clips", "scores_or_report", "sidebar", "sparsity_slider", "with_model",
+    "ATTENTION_CACHE", "DATA_KINDS", "DEFAULT_CLIPS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
+    "cached_dataset", "cached_model", "clip_attention_maps", "current_variants", "data_source", "dataset_or_report",
+    "dense_evaluation", "dense_macs", "eval_split", "forget", "history", "load_or_report", "max_variants",
+    "model_facts", "model_source", "remember", "session_folder", "score_clips", "scores_or_report", "sidebar",
+    "sparsity_slider", "with_model",
 ]
 
 DEFAULT_CLIPS = 1000
@@ -207,7 +211,7 @@ def dense_evaluation(source: str, dataset: AudioDataset, split: str) -> Evaluati
         model, extractor, labels = cached_model(source)
         widget, progress = bar(f"Evaluating the unpruned model on the {split} split:")
         try:  # an empty split, unknown labels or unreadable files are DatasetErrors: reported
-            shared[key] = evaluate(model, extractor, labels, dataset, split, progress=progress)
+            shared[key] = evaluate(model, extractor, labels, dataset, split, progress=progress, cache=True)
         except REPORTED as exc:
             st.error(f"Could not evaluate the model on this dataset: {exc}")
             return None
@@ -243,6 +247,28 @@ def scores_or_report(source: str, scorer: str) -> ScoreTable | None:
         widget.empty()
     seen[key] = table
     return table
+
+
+# --- attention of one clip ------------------------------------------------------------------
+ATTENTION_CACHE = 8  # clips x models whose attention a session keeps (each a few MB for AST-base)
+
+
+def clip_attention_maps(name: str, model, extractor, wave) -> list | None:
+    """Every layer's attention weights for the first model window of ``wave`` (16 kHz mono),
+    computed once per (model name, clip) and kept in the session (at most ``ATTENTION_CACHE``);
+    None after showing why it failed."""
+    store = st.session_state.setdefault("_prunekit_attention", {})
+    key = (name, hash(wave.tobytes()))
+    if key not in store:
+        try:
+            with st.spinner("Computing attention for this clip…"):
+                store[key] = clip_attention(model, features([wave[: window_samples(extractor)]], extractor)[0])
+        except REPORTED as exc:
+            st.error(f"Could not compute the attention: {exc}")
+            return None
+        while len(store) > ATTENTION_CACHE:
+            store.pop(next(iter(store)))
+    return store[key]
 
 
 # --- the session's applied variants ----------------------------------------------------------
@@ -294,6 +320,12 @@ def remember(variant: Variant, source: str) -> None:
         folder = save_pruned(entries[i].variant.model, session_folder() / f"variant-{i}", plan=entries[i].variant.plan)
         entries[i] = dataclasses.replace(entries[i], variant=dataclasses.replace(entries[i].variant, model=None),
                                          folder=folder)
+
+
+def forget(variants: list[Variant]) -> None:
+    """Drop these variants (the very objects) from the session's history."""
+    gone = {id(v) for v in variants}
+    st.session_state["_prunekit_history"] = [a for a in history() if id(a.variant) not in gone]
 
 
 def current_variants(source: str) -> list[Variant]:
