@@ -139,3 +139,18 @@ def test_app(bad_inputs, name):
 # The app names the layout the user chose in the sidebar, so its message differs from open_dataset's guess.
 APP_MESSAGES = {"data/sc_one_list": "is not in the Speech Commands layout: it needs validation_list.txt and "
                                     "testing_list.txt"}
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "0", "argument --batch-size: expected a whole number >= 1, got 0"),
+    ("--repeats", "0", "argument --repeats: expected a whole number >= 1, got 0"),
+    ("--sparsity", "1.5", "argument --sparsity: expected a number in [0, 1], got 1.5"),
+    ("--sparsity", "nan", "argument --sparsity: expected a number in [0, 1], got nan"),
+])
+def test_cli_numbers_are_refused_before_anything_runs(tmp_path, capsys, option, value, message):
+    """Issue 12, row 11: argparse refuses them (exit code 2, usage and the message)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["prune", "--out", str(tmp_path / "out"), option, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
