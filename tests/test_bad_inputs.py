@@ -94,6 +94,7 @@ def test_cli(bad_inputs, name, capsys):
     code = main(_cli_args(name, bad_inputs))
     err = capsys.readouterr().err
     assert "Traceback" not in err
+    assert not list(bad_inputs["models/tiny"].parent.rglob("RAN-*"))
     expected = (AUDIO | MODELS | DATA)[name]
     if expected is None:
         assert code == 0, err
@@ -126,6 +127,7 @@ def test_app(bad_inputs, name):
                   data_kind="Folder per class" if name == "data/empty_test_split" else "Speech Commands v2 folder",
                   data_ref=str(path), eval_split="test")
     assert not at.exception, at.exception
+    assert not list(bad_inputs["models/tiny"].parent.rglob("RAN-*"))
     errors = [e.value for e in at.error]
     expected = (AUDIO | MODELS | DATA)[name]
     if expected is None:
@@ -154,3 +156,18 @@ def test_cli_numbers_are_refused_before_anything_runs(tmp_path, capsys, option, 
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_hostile_files_would_run_if_executed(bad_inputs, tmp_path):
+    """The RAN-* checks above can fail: unpickling the .bin or importing the module does leave
+    the file (done here on copies, so the corpus stays clean)."""
+    import pickle
+    import runpy
+    import shutil
+
+    pickled = shutil.copytree(bad_inputs["models/pickle_bin"], tmp_path / "pickle_bin")
+    remote = shutil.copytree(bad_inputs["models/auto_map"], tmp_path / "auto_map")
+    pickle.loads((pickled / "pytorch_model.bin").read_bytes())  # points at the corpus' own folder
+    runpy.run_path(str(remote / "evil.py"))
+    assert (bad_inputs["models/pickle_bin"] / "RAN-pickle").is_file() and (remote / "RAN-remote-code").is_file()
+    (bad_inputs["models/pickle_bin"] / "RAN-pickle").unlink()
