@@ -98,7 +98,7 @@ def _start_form() -> None:
         st.error("Pick at least one scorer, one pattern and one threshold.")
         return
     data = data_source() or "demo"
-    args = ["--model", model_source() or "demo", "--data", data.partition(":")[2] or data, "--scorers", *scorers, "--patterns", *patterns,
+    args = ["--model", model_source() or "demo", "--data", data, "--scorers", *scorers, "--patterns", *patterns,
             "--thresholds", *thresholds, "--steps", str(steps), "--train-clips", str(clips), "--epochs", str(epochs)]
     try:
         sweep.start_sweep(cache_dir() / "sweeps" / name, args)
