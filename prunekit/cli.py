@@ -22,11 +22,15 @@ __all__ = ["build_parser", "main"]
 
 
 # --- shared helpers --------------------------------------------------------------------------------
+_BARS: list = []  # bars of the running command: main closes them so an error starts its own line
+
+
 def _bar(desc: str, unit: str = "clip"):
     """A tqdm bar and a ``progress(done, total)`` callback that drives it."""
     from tqdm.auto import tqdm
 
     bar = tqdm(desc=desc, unit=unit, total=0)
+    _BARS.append(bar)
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -401,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except PrunekitError as exc:  # bad input: a message, not a traceback; a bug keeps its traceback
+        for bar in _BARS:  # a bar left open mid-line would run into the message
+            bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _BARS.clear()
     return 0

@@ -100,7 +100,7 @@ def test_cli(bad_inputs, name, capsys):
         assert code == 0, err
         return
     assert code == 2
-    printed = re.search(r"error: (.*)", err)  # after a progress bar's \r on the same line, maybe
+    printed = re.search(r"^error: (.*)", err, flags=re.M)  # on a line of its own, after any progress bar
     assert printed and expected[1] in printed.group(1), err
 
 
