@@ -127,7 +127,7 @@ def _start_form() -> None:
         "--model",
         model_source() or "demo",
         "--data",
-        data.partition(":")[2] or data,
+        data,
         "--scorers",
         *scorers,
         "--patterns",

@@ -23,6 +23,14 @@ __all__ = ["build_parser", "main"]
 
 
 # --- shared helpers --------------------------------------------------------------------------------
+_BARS: list = []  # bars of the running command: main closes them so an error starts its own line
+
+
+def _bar(desc: str, unit: str = "clip"):
+    """A console bar (``progress.console_bar``) that ``main`` closes if the command fails."""
+    bar, progress = console_bar(desc, unit)
+    _BARS.append(bar)
+    return bar, progress
 
 
 def _positive(text: str) -> int:
@@ -66,7 +74,7 @@ def _count_or_all(text: str) -> int | None:
 def _open_data(spec: str):
     from prunekit.data.datasets import open_dataset
 
-    bar, progress = console_bar("preparing data")
+    bar, progress = _bar("preparing data")
     try:
         return open_dataset(spec, progress=progress)
     finally:
@@ -121,8 +129,8 @@ def _scores(args: argparse.Namespace, loaded, dataset=None):
 
     if needs_data(args.scorer) and dataset is None:
         dataset = _open_data(args.data)
-    features_bar, features = console_bar(f"features of {args.score_split}")
-    scores_bar, progress = console_bar(f"{args.scorer} scores")
+    features_bar, features = _bar(f"features of {args.score_split}")
+    scores_bar, progress = _bar(f"{args.scorer} scores")
     try:
         return score_split(
             *loaded,
@@ -152,7 +160,7 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
     from prunekit.data.datasets import demo_dataset, demo_root
 
     start = time.perf_counter()
-    bar, progress = console_bar("generating synthetic speech commands")
+    bar, progress = _bar("generating synthetic speech commands")
     data = demo_dataset(args.seed, progress=progress)
     bar.close()
     counts = data.counts()
@@ -209,7 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     model, extractor, labels = load_model(args.model)
     data = _open_data(args.data)
-    bar, progress = console_bar(f"evaluating on {args.split}")
+    bar, progress = _bar(f"evaluating on {args.split}")
     result = evaluate(
         model, extractor, labels, data, args.split, batch_size=args.batch_size, progress=progress
     )
@@ -339,7 +347,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         f"target {args.sparsity:.1%} -> attention sparsity reached {plan.attention_sparsity():.1%}"
     )
     print(plan.summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    bar, progress = console_bar(f"evaluating dense on {args.split}")
+    bar, progress = _bar(f"evaluating dense on {args.split}")
     dense = evaluate(
         loaded.model,
         loaded.feature_extractor,
@@ -350,7 +358,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         progress=progress,
     )
     bar.close()
-    bar, progress = console_bar(f"pruning and evaluating on {args.split}")
+    bar, progress = _bar(f"pruning and evaluating on {args.split}")
     variant = prune_and_evaluate(
         *loaded, plan, data, args.split, dense=dense, repeats=args.repeats, progress=progress
     )
@@ -496,7 +504,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         run=run,
     )
     start = time.perf_counter()
-    bar, progress = console_bar(f"sweep of {len(config.runs())} configurations", unit="step")
+    bar, progress = _bar(f"sweep of {len(config.runs())} configurations", unit="step")
 
     def on_step(name: str, r: dict) -> None:
         bar.write(
@@ -539,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except PrunekitError as exc:  # bad input: a message, not a traceback; a bug keeps its traceback
+        for bar in _BARS:  # a bar left open mid-line would run into the message
+            bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _BARS.clear()
     return 0

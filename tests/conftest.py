@@ -150,3 +150,16 @@ def tiny_speech_commands(tmp_path) -> Path:
     (root / "validation_list.txt").write_text("\n".join(val) + "\n")
     (root / "testing_list.txt").write_text("\n".join(test) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+    """The bad-input corpus of issue 12 (tests/data/make_bad_inputs.py), written once per session."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_bad_inputs", REPO / "tests" / "data" / "make_bad_inputs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make(tmp_path_factory.mktemp("bad-inputs") / "bad")

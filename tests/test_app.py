@@ -396,6 +396,13 @@ def test_experiments_page_reports_a_sweep_that_fails_at_start(tiny_sweep_args, t
         "failed at start: DatasetError" in e.value and "no-classes has no class folders" in e.value
         for e in at.error
     ), [e.value for e in at.error]
+    from prunekit.store import cache_dir
+
+    # The sweep reads the dataset as the sidebar chose it (folder per class), not as it guesses.
+    assert (
+        json.loads((cache_dir() / "sweeps" / "fails-at-start" / "sweep.json").read_text())["data"]
+        == f"folders:{empty}"
+    )
 
 
 def _apply_three_variants():

@@ -138,8 +138,12 @@ def _check_wav_length(handle: Path | io.BytesIO, label: str) -> None:
 
 
 def to_mono(wave: np.ndarray) -> np.ndarray:
-    """(frames, channels) or (frames,) -> (frames,), the mean of the channels."""
-    return wave if wave.ndim == 1 else wave.mean(axis=1, dtype=np.float32)
+    """(frames, channels) or (frames,) -> (frames,), the mean of the channels. One channel is
+    returned as a view, not averaged into a copy: for a long upload that copy is the largest
+    allocation after the decode itself."""
+    if wave.ndim == 1:
+        return wave
+    return wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1, dtype=np.float32)
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int = TARGET_SR) -> np.ndarray:
