@@ -12,6 +12,7 @@ page = st.navigation([
     st.Page("pages/compare.py", title="Compare scorers"),
     st.Page("pages/prune.py", title="Prune"),
     st.Page("pages/listen.py", title="Listen"),
+    st.Page("pages/tokens.py", title="Tokens"),
     st.Page("pages/experiments.py", title="Experiments"),
 ])
 page.run()

@@ -2,12 +2,61 @@
 
 import streamlit as st
 
+from prunekit.data import audio
+from prunekit.evaluation import attention, windows
 from prunekit.heads import scoring
+from prunekit.models import anatomy
 from prunekit.report import figures
-from prunekit.ui import load_or_report, model_source, scores_or_report
+from prunekit.ui import (
+    clip_attention_maps,
+    current_variants,
+    dataset_or_report,
+    load_or_report,
+    model_source,
+    scores_or_report,
+    with_model,
+)
 
 st.title("Head importance")
 st.caption("How much each attention head, and each of its channels, matters to the model.")
+
+
+def _attends_to(source, loaded, layer: int, head: int) -> None:
+    """The chosen head's CLS attention on one validation clip, original and (if any) pruned."""
+    st.subheader(f"What layer {layer} head {head} attends to")
+    st.caption("On one clip: the attention this head's summary token (CLS) pays to each patch of the "
+               "spectrogram, brighter = more. It shows what the head gathers for the classifier, and why "
+               "a scorer may rate it high or low.")
+    dataset = dataset_or_report()
+    if dataset is None:
+        return
+    clips = dataset.split("validation")[:300]
+    names = [f"{c.label} #{i + 1}" for i, c in enumerate(clips)]
+    pick = st.selectbox("Clip (validation split)", names, key="imp_attention_clip")
+    clip = clips[names.index(pick)]
+    wave = audio.load_waveform(clip.path)
+    st.audio(str(clip.path))
+    grid = anatomy.patch_grid(loaded.model)
+    frames, mels = anatomy.input_shape(loaded.model)
+    maps = {}
+    weights = clip_attention_maps(f"{source}:original", loaded.model, loaded.feature_extractor, wave)
+    if weights is None:
+        return
+    maps["original"] = attention.paint(attention.cls_map(weights, grid, layer, head), grid, frames, mels)
+    variant = next(iter(current_variants(source)), None)
+    variant = with_model(variant) if variant is not None else None  # an older one's model may be on disk
+    if variant is not None:
+        kept = variant.plan.layers[layer].heads
+        if head in kept:
+            pruned = clip_attention_maps(f"{source}:{variant.name}", variant.model, loaded.feature_extractor, wave)
+            if pruned is not None:
+                values = attention.cls_map(pruned, grid, layer, kept.index(head))  # the head's index after pruning
+                maps[f"pruned ({variant.name})"] = attention.paint(values, grid, frames, mels)
+        else:
+            st.caption(f"The latest pruned variant ({variant.name}) removed this head.")
+    st.plotly_chart(figures.spectrogram(windows.log_mel(wave, loaded.feature_extractor)), key="imp_attention_spec")
+    st.plotly_chart(figures.attention_maps(maps, title=f"CLS attention of layer {layer} head {head}"),
+                    key="imp_attention_map")
 
 
 def render() -> None:
@@ -45,6 +94,8 @@ def render() -> None:
         st.session_state["imp_head"] = heads[0]
     head = c2.selectbox("Head", heads, key="imp_head")
     st.plotly_chart(figures.channel_bars(table, layer, head), key="imp_channels")
+    if st.toggle("Show what this head attends to on a clip", key="imp_attention"):
+        _attends_to(source, load_or_report(source), layer, head)
     # A callable: the CSV is written when the button is pressed, not on every rerun.
     st.download_button("Download the score table (CSV)", lambda: table.frame.to_csv(index=False).encode(),
                        file_name=f"{scorer}-scores.csv", mime="text/csv", key="imp_download")

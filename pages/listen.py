@@ -6,16 +6,19 @@ import streamlit as st
 
 from prunekit.data import audio
 from prunekit.errors import AudioError
-from prunekit.evaluation import changes, windows
+from prunekit.evaluation import attention, changes, windows
+from prunekit.models import anatomy
 from prunekit.report import figures
 from prunekit.ui import (
     bar,
+    clip_attention_maps,
     current_variants,
     dataset_or_report,
     dense_evaluation,
     eval_split,
     load_or_report,
     model_source,
+    with_model,
 )
 
 st.title("Listen")
@@ -28,11 +31,11 @@ def _pick_variant(source):
         st.info("No pruned variant yet: apply a plan on the Prune page to compare. Showing the original model only.")
         return None
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
-    return done[names.index(st.selectbox("Pruned variant", names, key="listen_variant"))]
+    return with_model(done[names.index(st.selectbox("Pruned variant", names, key="listen_variant"))])
 
 
-def _answers(loaded, variant, wave, *, show_windows: bool = False) -> None:
-    """Spectrogram and the top-5 of each model for one 16 kHz waveform."""
+def _answers(loaded, variant, wave, *, show_windows: bool = False, truth: str | None = None) -> None:
+    """Spectrogram and the top-5 of each model for one 16 kHz waveform (``truth``: its label)."""
     st.plotly_chart(figures.spectrogram(windows.log_mel(wave, loaded.feature_extractor)), key=f"listen_spec_{show_windows}")
     models = {"Original": loaded.model} | ({f"Pruned ({variant.name})": variant.model} if variant else {})
     long = len(wave) > windows.window_samples(loaded.feature_extractor)
@@ -41,7 +44,22 @@ def _answers(loaded, variant, wave, *, show_windows: bool = False) -> None:
                for name, m in models.items()}
     if widget is not None:
         widget.empty()
+    if truth is not None:
+        said = "; ".join(f"{name} hears **{r.top(1)['label'].iloc[0]}**" for name, r in results.items())
+        st.markdown(f"True label: **{truth}**. {said}.")
     st.plotly_chart(figures.top_bars({name: r.top(5) for name, r in results.items()}), key=f"listen_top_{show_windows}")
+    if st.toggle("Where each model listens (attention rollout)", key=f"listen_rollout_{show_windows}",
+                 help="attention followed through every layer from the summary token back to the input patches "
+                      "(Abnar & Zuidema, 2020); for a long recording, its first window"):
+        grid = anatomy.patch_grid(loaded.model)
+        frames, mels = anatomy.input_shape(loaded.model)
+        maps = {}
+        for name, m in models.items():
+            weights = clip_attention_maps(f"{model_source()}:{name}", m, loaded.feature_extractor, wave)
+            if weights is not None:
+                maps[name] = attention.paint(attention.rollout_map(weights, grid), grid, frames, mels)
+        st.plotly_chart(figures.attention_maps(maps, title="Attention rollout: which parts of the input reach the decision"),
+                        key=f"listen_rollout_map_{show_windows}")
     if long and show_windows:
         st.caption(f"Longer than the model's {windows.window_samples(loaded.feature_extractor) / audio.TARGET_SR:.2f} s window: "
                    "classified in half-overlapping windows; a class scores its best window.")
@@ -55,6 +73,8 @@ def _browse(loaded, variant, dataset, split) -> None:
     clips = (changes.prediction_changes(dense, variant.evaluation) if variant and variant.split == split
              else dense.predictions.rename(columns={"predicted": "original"})[["path", "label", "original"]])
     c1, c2 = st.columns(2)
+    # A clip's name is its label and its index within the label ("yes #3"): stable under the filters.
+    clips = clips.assign(clip=clips["label"] + " #" + (clips.groupby("label").cumcount() + 1).astype(str))
     label = c1.selectbox("Class", ["all", *sorted(clips["label"].unique())], key="listen_class")
     only_diff = c2.checkbox("Only clips where the original and the pruned model disagree", key="listen_diff",
                             disabled="differ" not in clips)
@@ -65,14 +85,16 @@ def _browse(loaded, variant, dataset, split) -> None:
     if shown.empty:
         st.info("No clips match.")
         return
-    table = (shown.assign(file=shown["path"].map(lambda p: Path(p).name)).drop(columns=["path"])
-             .rename(columns={"dense": "original", "dense_correct": "original right", "pruned_correct": "pruned right"}))
+    table = (shown.assign(file=shown["path"].map(lambda p: Path(p).name))
+             .drop(columns=["path"]).rename(columns={"dense": "original", "dense_correct": "original right",
+                                                    "pruned_correct": "pruned right"}))
+    table = table[["clip", *[c for c in table.columns if c != "clip"]]]
     st.dataframe(table, hide_index=True, key="listen_table", height=220)
-    names = list(table["file"])
+    names = list(table["clip"])
     pick = st.selectbox("Clip", names, key="listen_clip")
-    path = shown["path"].iloc[names.index(pick)]
-    st.audio(str(path))
-    _answers(loaded, variant, audio.load_waveform(path))
+    row = shown.iloc[names.index(pick)]
+    st.audio(str(row["path"]))
+    _answers(loaded, variant, audio.load_waveform(row["path"]), truth=row["label"])
 
 
 def _upload(loaded, variant) -> None:

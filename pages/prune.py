@@ -1,5 +1,6 @@
 """Prune: choose how, preview the plan, apply it to a copy and compare with the original."""
 
+import pandas as pd
 import streamlit as st
 
 from prunekit.errors import PrunekitError
@@ -16,12 +17,16 @@ from prunekit.ui import (
     dense_evaluation,
     dense_macs,
     eval_split,
+    forget,
+    history,
     load_or_report,
+    max_variants,
     model_facts,
     model_source,
     remember,
     scores_or_report,
     sparsity_slider,
+    with_model,
 )
 
 st.title("Prune")
@@ -147,23 +152,51 @@ def _results(variant, dense) -> None:
         right.plotly_chart(figures.confusion_map(variant.evaluation.confusion, "Pruned"), key="prune_conf_pruned")
 
 
+def _history_table(source, dataset, done) -> pd.DataFrame:
+    """One row per variant, the original first: what the chart plots and the CSV holds."""
+    cost = done[0].cost.loc["dense"]
+    original = dense_evaluation(source, dataset, done[0].split)
+    rows = [{"Variant": "original", "Split": done[0].split, "Attention removed (%)": 0.0,
+             "Accuracy (%)": 100 * original.accuracy, "Change vs original (points)": 0.0,
+             "Parameters (M)": cost["parameters"] / 1e6, "MACs per clip (M)": cost["macs_per_clip"] / 1e6,
+             "Latency b1 (ms)": cost["latency_b1_ms"], "Speed (batch 32)": "-"}]
+    for v in done:
+        pruned = v.cost.loc["pruned"]
+        change = 100 * (v.accuracy - dense_evaluation(source, dataset, v.split).accuracy)
+        rows.append({"Variant": v.name, "Split": v.split, "Attention removed (%)": 100 * v.plan.attention_sparsity(),
+                     "Accuracy (%)": 100 * v.accuracy, "Change vs original (points)": change,
+                     "Parameters (M)": pruned["parameters"] / 1e6, "MACs per clip (M)": pruned["macs_per_clip"] / 1e6,
+                     "Latency b1 (ms)": pruned["latency_b1_ms"], "Speed (batch 32)": ratio_from(pruned, 32).describe()})
+    return pd.DataFrame(rows)
+
+
 def _history(source, dataset, loaded) -> None:
     done = current_variants(source)
     if not done:
         return
     st.subheader("This session's variants")
-    rows = [{"Variant": v.name, "Split": v.split, "Attention removed": f"{v.plan.attention_sparsity():.1%}",
-             "Accuracy": f"{v.accuracy:.1%}",
-             "Change vs original": f"{100 * (v.accuracy - dense_evaluation(source, dataset, v.split).accuracy):+.1f} points",
-             "Parameters": f"{v.cost.loc['pruned', 'parameters'] / 1e6:.2f} M",
-             "MACs per clip": f"{v.cost.loc['pruned', 'macs_per_clip'] / 1e6:.0f} M",
-             "Speed (batch 32)": ratio_from(v.cost.loc["pruned"], 32).describe()} for v in done]
-    st.dataframe(rows, hide_index=True, key="prune_history")
+    table = _history_table(source, dataset, done)
+    axis = st.radio("Accuracy against", ["MACs per clip (M)", "Latency b1 (ms)"], horizontal=True,
+                    key="prune_history_axis", help="MACs: compute per clip; latency: median time for one clip")
+    st.plotly_chart(figures.variants_chart(table, axis), key="prune_history_chart")
+    event = st.dataframe(table, hide_index=True, key="prune_history", on_select="rerun", selection_mode="multi-row",
+                         column_config={c: st.column_config.NumberColumn(format="%.1f") for c in table.columns
+                                        if "(%)" in c or "points" in c})
+    chosen_rows = [r for r in event.selection.rows if r > 0]  # row 0 is the original: never deleted
+    c1, c2 = st.columns(2)
+    if c1.button(f"Delete the {len(chosen_rows)} selected", key="prune_delete", disabled=not chosen_rows):
+        forget([done[r - 1] for r in chosen_rows])
+        st.rerun()
+    c2.download_button("Download this table (CSV)", table.to_csv(index=False).encode(), file_name="variants.csv",
+                       mime="text/csv", key="prune_history_csv")
+    if len(history()) > max_variants():
+        st.caption(f"The {max_variants()} newest variants of this session are kept in memory; older ones "
+                   "are on disk under cache/sessions/ and are read back when you download or listen to them.")
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
     pick = st.selectbox("Download a variant", names, key="prune_download_pick")
     chosen = done[names.index(pick)]
     st.download_button("Download as a zip (save_pretrained folder + plan.json)",
-                       lambda: pipeline.variant_zip(chosen, loaded.feature_extractor, loaded.labels),
+                       lambda: pipeline.variant_zip(with_model(chosen), loaded.feature_extractor, loaded.labels),
                        file_name=f"{chosen.name.replace(' ', '-').replace('%', '')}.zip", mime="application/zip",
                        key="prune_download")
 

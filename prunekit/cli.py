@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from prunekit.data.datasets import SPLITS
-from prunekit.errors import OutputExistsError, PrunekitError
+from prunekit.errors import PrunekitError
 
 __all__ = ["build_parser", "main"]
 
@@ -55,6 +55,17 @@ def _heads(text: str) -> list[tuple[int, int]]:
             raise argparse.ArgumentTypeError(f"expected LAYER:HEAD pairs such as 0:1,3:2, got {item!r}")
         pairs.append((int(layer), int(head)))
     return pairs
+
+
+def _fraction(text: str) -> float:
+    """A number in [0, 1] (a sparsity), checked before any model is loaded or scored."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
 
 
 def _count_or_all(text: str) -> int | None:
@@ -248,7 +259,7 @@ def add_prune(sub) -> None:
     p.add_argument("--pattern", default="per-head", choices=PATTERNS)
     p.add_argument("--threshold", default="global", choices=THRESHOLDS)
     p.add_argument("--budget", default="separate", choices=BUDGETS, help=BUDGET_HELP)
-    p.add_argument("--sparsity", type=float, default=0.5, help="target attention sparsity in [0, 1]")
+    p.add_argument("--sparsity", type=_fraction, default=0.5, help="target attention sparsity in [0, 1]")
     p.add_argument("--force-remove", type=_heads, default=[], metavar="L:H,...",
                    help="heads to remove whatever their score, e.g. 0:1,3:2 (they count towards the sparsity)")
     p.add_argument("--force-keep", type=_heads, default=[], metavar="L:H,...",
@@ -266,12 +277,11 @@ def cmd_prune(args: argparse.Namespace) -> None:
     from prunekit.evaluation.metrics import evaluate
     from prunekit.heads.pipeline import prune_and_evaluate
     from prunekit.heads.planner import budget_applies, make_plan
-    from prunekit.heads.surgery import save_pruned
+    from prunekit.heads.surgery import check_output, save_pruned
     from prunekit.models import load_model
 
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise OutputExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    check_output(out, overwrite=args.overwrite)  # before the work, not after it
     loaded = load_model(args.model)
     data = _open_data(args.data)  # read once: the scorer and the evaluation share it
     plan = make_plan(_scores(args, loaded, data), args.pattern, args.threshold, args.sparsity, budget=args.budget,
@@ -392,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
+    from prunekit.tokens.cli import add_commands as add_token_commands  # tokens, patch-stats
+
+    add_token_commands(sub)
     return parser
 
 

@@ -180,8 +180,14 @@ def test_golden_path_pick_scorer_move_sparsity_apply_read_metrics(real_cache, de
     assert variant.plan == plan
     accuracy = evaluate(variant.model, extractor, labels, data, "test").accuracy
     assert metrics["Pruned accuracy"] == f"{accuracy:.1%}"
-    assert metrics["Original accuracy"] == f"{evaluate(model, extractor, labels, data, 'test').accuracy:.1%}"
-    assert len(at.get("download_button")) == 1 and len(at.dataframe) >= 1
+    original = evaluate(model, extractor, labels, data, "test").accuracy
+    assert metrics["Original accuracy"] == f"{original:.1%}"
+    assert len(at.get("download_button")) == 2  # the history table (CSV) and the variant (zip)
+    table = [d.value for d in at.dataframe if "Variant" in d.value.columns][0]
+    assert list(table["Variant"]) == ["original", variant.name]
+    assert table["Accuracy (%)"].tolist() == pytest.approx([100 * original, 100 * accuracy])
+    chart = [c.proto.spec for c in at.get("plotly_chart") if "pruned variants" in c.proto.spec]
+    assert chart and variant.name in chart[0]
     assert _weights_fingerprint(base) == fingerprint
 
 
@@ -265,6 +271,9 @@ def test_listen_page_browses_plays_and_compares(real_cache):
     assert len(shown) > 0 and (shown["original"] != shown["pruned"]).all()
     at.selectbox(key="listen_class").set_value("yes").run()
     assert not at.exception, at.exception
+    assert at.selectbox(key="listen_clip").value.startswith("yes #")  # by label and index, not file hash
+    truth = [m.value for m in at.markdown if m.value.startswith("True label:")]
+    assert truth and truth[0].startswith("True label: **yes**. Original hears **")
 
 
 def test_listen_page_uploads_good_and_bad_audio():
@@ -337,3 +346,76 @@ def test_overview_has_a_glossary():
     at = _app()
     glossary = [e for e in at.expander if e.label == "Words used in this app"]
     assert glossary and "1 = most important" in glossary[0].markdown[0].value
+
+
+def test_listen_shows_where_the_model_listens_on_an_upload():
+    at = _app("listen")
+    at.file_uploader(key="listen_upload").set_value(("tone.wav", _wav_bytes(1.0, 16000, 1), "audio/wav")).run()
+    at.toggle(key="listen_rollout_True").set_value(True).run()
+    assert not at.exception, at.exception
+    spec = [c.proto.spec for c in at.get("plotly_chart") if "Attention rollout" in c.proto.spec]
+    assert spec and "Original" in spec[0]
+
+
+@pytest.mark.slow
+def test_head_importance_shows_what_a_head_attends_to(real_cache):
+    at = _app("importance", demo_data=True)
+    at.toggle(key="imp_attention").set_value(True).run()
+    assert not at.exception, at.exception
+    layer, head = at.selectbox(key="imp_layer").value, at.selectbox(key="imp_head").value
+    assert any(f"CLS attention of layer {layer} head {head}" in c.proto.spec for c in at.get("plotly_chart"))
+    assert len(at.get("audio")) == 1
+
+
+def test_experiments_page_reports_a_sweep_that_fails_at_start(tiny_sweep_args, tmp_path):
+    """The dataset folder holds no class folders: the sweep fails while loading, and the page
+    says so instead of "Started."."""
+    empty = tmp_path / "no-classes"
+    empty.mkdir()
+    at = _app("experiments", **(tiny_sweep_args | {"data_kind": "Folder per class", "data_ref": str(empty)}))
+    at.text_input(key="exp_name").set_value("fails-at-start")
+    at.number_input(key="exp_steps").set_value(1)
+    next(b for b in at.button if b.label == "Start the sweep").click().run()
+    assert not at.exception, at.exception
+    assert not any("Started" in s.value for s in at.success)
+    assert any("failed at start: DatasetError" in e.value and "no-classes has no class folders" in e.value
+               for e in at.error), [e.value for e in at.error]
+
+
+def _apply_three_variants():
+    """An app script: three applied variants of a tiny model in one session (no dataset needed)."""
+    import streamlit as st
+    import torch
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    from prunekit.heads.pipeline import Variant
+    from prunekit.heads.plan import LayerPlan, PruningPlan
+    from prunekit.heads.surgery import apply_plan
+    from prunekit.ui import current_variants, history, remember, with_model
+
+    torch.manual_seed(0)
+    model = ASTForAudioClassification(ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                intermediate_size=37, num_mel_bins=16, max_length=24,
+                                                num_labels=3)).eval()
+    dense = PruningPlan.dense(model)
+    if not history():
+        for keep in (1, 2, 3):  # variant i keeps heads 0..keep-1 of layer 0
+            plan = PruningPlan((LayerPlan.full(keep, 8, 8), *dense.layers[1:]), dense.base)
+            remember(Variant(f"keep {keep}", plan, apply_plan(model, plan), "test", None, None), "demo")
+    oldest = current_variants("demo")[-1]
+    st.session_state["parked"] = [a.folder is not None for a in history()]
+    st.session_state["reloaded_heads"] = with_model(oldest).model.config.prunekit_structure[0]["heads"]
+    st.session_state["oldest_in_memory"] = oldest.model is not None
+
+
+def test_the_history_keeps_at_most_n_models_in_memory_and_reads_older_ones_back(monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_MAX_VARIANTS", "2")
+    at = AppTest.from_function(_apply_three_variants, default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert at.session_state["parked"] == [True, False, False]  # only the oldest went to disk
+    assert at.session_state["oldest_in_memory"] is False
+    assert at.session_state["reloaded_heads"] == 1  # ... and comes back as the model it was
+    from prunekit.store import cache_dir
+
+    saved = list((cache_dir() / "sessions").glob("*/variant-0/config.json"))
+    assert len(saved) == 1

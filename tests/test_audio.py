@@ -139,3 +139,15 @@ def test_features_equal_torchaudio_kaldi_fbank():
     )  # (frames, mels)
     extractor = ASTFeatureExtractor(num_mel_bins=16, max_length=expected.shape[0], do_normalize=False)
     torch.testing.assert_close(audio.features([wave], extractor)[0], expected)
+
+
+def test_a_truncated_wav_is_refused_but_a_long_one_read_in_part_is_not(tmp_path):
+    """libsndfile shrinks the frame count to what a cut-off WAV holds; prunekit says so instead."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.full(48_000, 0.1, np.float32), 16_000, format="WAV", subtype="PCM_16")
+    whole = buffer.getvalue()
+    assert audio.read_audio(whole, max_seconds=1.0)[0].shape == (16_000, 1)  # the cut is not truncation
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(AudioError, match=r"cut.wav is cut short: its header says 48,000 frames, the file holds 15,985"):
+        audio.read_audio(cut)

@@ -10,6 +10,7 @@ from prunekit.models import load_model
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # featurises the 13,440 demo clips and trains an epoch: minutes on 2 shared cores
 def test_train_demo_writes_a_loadable_model(tmp_path, real_cache):
     cfg = DemoTrainConfig(hidden_size=32, layers=2, heads=4, intermediate_size=64, epochs=1, batch_size=128)
     record = train_demo(cfg, tmp_path / "demo", quiet=True)

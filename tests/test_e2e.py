@@ -33,6 +33,8 @@ def test_the_golden_path_in_chromium(tmp_path):
 
         go_to(page, "Head importance")
         page.locator(".js-plotly-plot").nth(1).wait_for(timeout=300_000)
+        page.get_by_text("Show what this head attends to on a clip").click()
+        page.get_by_text("CLS attention of layer").wait_for(timeout=300_000)  # the map's title
         wait_idle(page)
         page.screenshot(path=str(shots / "importance.png"), full_page=True)
 
@@ -62,6 +64,7 @@ def test_the_golden_path_in_chromium(tmp_path):
         assert pruned.endswith("%") and original.endswith("%")
         assert 0 < float(pruned.rstrip("%")) <= 100
         page.get_by_text("This session's variants").wait_for()
+        page.get_by_text("pruned variants").wait_for()  # the accuracy-against-MACs chart's legend
         wait_idle(page)
         page.screenshot(path=str(shots / "prune.png"), full_page=True)
 

@@ -97,3 +97,17 @@ def test_non_ast_and_corrupt_checkpoints(tmp_path, tiny_model_dir):
     (tiny_model_dir / "config.json").write_text("{broken")
     with pytest.raises(ModelLoadError, match="config"):
         load_model(tiny_model_dir)
+
+
+def test_a_zip_with_entries_outside_its_folder_is_refused(tmp_path):
+    import zipfile
+
+    from prunekit.errors import ModelLoadError
+
+    bad = tmp_path / "evil.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("model/config.json", "{}")
+        archive.writestr("../outside.txt", "escaped")
+    with pytest.raises(ModelLoadError, match=r"entries outside its folder \(\['../outside.txt'\]\)"):
+        load_model(bad)
+    assert not (tmp_path / "outside.txt").exists()

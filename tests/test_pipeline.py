@@ -56,7 +56,8 @@ def test_prune_and_evaluate_leaves_the_base_alone_and_exports_a_loadable_zip(
     assert len(variant.evaluation.predictions) == 3  # one test clip per label
     assert variant.comparison is None  # no dense evaluation given
 
-    archive = zipfile.ZipFile(io.BytesIO(variant_zip(variant, extractor, labels)))
+    data = variant_zip(variant, extractor, labels)
+    archive = zipfile.ZipFile(io.BytesIO(data))
     archive.extractall(tmp_path / "unzipped")
     folder = tmp_path / "unzipped" / "magnitude-entire-head-global-50"
     assert {"config.json", "model.safetensors", "plan.json", "preprocessor_config.json"} <= {
@@ -66,6 +67,11 @@ def test_prune_and_evaluate_leaves_the_base_alone_and_exports_a_loadable_zip(
     x = torch.randn(2, extractor.max_length, extractor.num_mel_bins)
     with torch.no_grad():
         assert torch.allclose(reloaded(x).logits, variant.model.eval()(x).logits, atol=1e-6)
+    # load_model also takes the zip itself, as the app downloads it.
+    (tmp_path / "variant.zip").write_bytes(data)
+    from_zip = load_model(tmp_path / "variant.zip").model
+    with torch.no_grad():
+        assert torch.equal(from_zip(x).logits, reloaded(x).logits)
 
 
 def test_class_and_prediction_changes(tiny_model_dir, tiny_speech_commands):

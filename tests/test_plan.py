@@ -2,10 +2,12 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
 from transformers import ASTForAudioClassification
 
+from prunekit.errors import PlanError
 from prunekit.heads.plan import LayerPlan, PruningPlan
 from prunekit.models import anatomy
 
@@ -134,3 +136,30 @@ def test_shape_mismatch(plan, tiny_config):
     message = r"Layer 0: the plan was made for heads=4, qk_dim=8.*model has heads=2, qk_dim=16"
     with pytest.raises(ValueError, match=message):
         plan.validate_for(other)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[]", "A pruning plan is a JSON object with format, base and layers; got []"),
+    ("null", "A pruning plan is a JSON object with format, base and layers; got None"),
+    ("{broken", "A pruning plan must be JSON"),
+])
+def test_plan_json_that_is_not_a_plan_is_a_plan_error(text, message):
+    with pytest.raises(PlanError, match=re.escape(message)):
+        PruningPlan.from_json(text)
+
+
+@pytest.mark.parametrize("bad", [2.7, "1", True, None])
+@pytest.mark.parametrize("where", ["heads", "qk", "vo"])
+def test_plan_indices_must_be_whole_numbers_not_coerced(bad, where):
+    """int(2.7) == 2 and int("1") == 1: coercing would prune other heads than the file says."""
+    data = PruningPlan.from_dict({"format": "prunekit.PruningPlan", "version": 1,
+                                  "base": [{"heads": 2, "qk_dim": 2, "v_dim": 2, "hidden": 4}],
+                                  "layers": [{"heads": [0, 1], "qk": [[0, 1], [0, 1]], "vo": [[0, 1], [0, 1]]}]}
+                                 ).to_dict()
+    if where == "heads":
+        data["layers"][0]["heads"][1] = bad
+    else:
+        data["layers"][0][where][1][0] = bad
+    what = "kept heads" if where == "heads" else f"{where} channels"
+    with pytest.raises(PlanError, match=re.escape(f"layer 0: {what}: {bad!r} is not an index")):
+        PruningPlan.from_dict(data)

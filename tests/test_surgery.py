@@ -7,8 +7,9 @@ import torch
 from conftest import TINY_LABELS
 from transformers import ASTFeatureExtractor, ASTForAudioClassification
 
+from prunekit.errors import OutputExistsError
 from prunekit.heads.plan import LayerPlan, PruningPlan
-from prunekit.heads.surgery import apply_plan, kept_structure, load_plan, save_pruned
+from prunekit.heads.surgery import MARKER_FILE, apply_plan, kept_structure, load_plan, save_pruned
 from prunekit.models import anatomy, load_model
 from prunekit.models.ast import PrunedASTForAudioClassification
 
@@ -243,3 +244,18 @@ def test_save_refuses_to_clobber_and_overwrites_on_request(model, tmp_path):
         save_pruned(second, tmp_path / "other", labels=["a", "b"])
     with pytest.raises(ValueError, match="The plan produces"):
         save_pruned(second, tmp_path / "other", plan=_plan(model, *CASES["entire_head"]))
+
+
+def test_overwrite_replaces_only_a_folder_prunekit_wrote(model, tmp_path):
+    """A user's folder (no marker) survives overwrite=True, file for file."""
+    pruned = apply_plan(model, _plan(model, *CASES["entire_head"]))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputExistsError, match=r"was not written by prunekit \(it has no \.prunekit-output\)"):
+        save_pruned(pruned, mine, overwrite=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+    assert not list(tmp_path.glob(".mine.*"))  # nothing written aside either
+    written = save_pruned(pruned, tmp_path / "ours")
+    assert (written / MARKER_FILE).is_file()
+    save_pruned(pruned, written, overwrite=True)  # its own output: replaced

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,3 +145,31 @@ def test_bad_config_raises_naming_the_value(tmp_path, overrides, named):
     with pytest.raises(ValueError, match=named):
         synth.generate(tmp_path / "sc", replace(TINY, **overrides))
     assert not (tmp_path / "sc").exists()
+
+
+def test_a_rerun_removes_what_a_killed_generation_left_behind(tmp_path, monkeypatch, write_tone):
+    """A SIGKILLed ``demo-data`` leaves its hidden partial folder (no cleanup runs); the next call
+    of demo_dataset removes it, keeps one whose writer is alive, and drops old-version locks."""
+    import subprocess
+    import sys
+
+    from prunekit.data import datasets
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
+    root = datasets.demo_root(0)
+    write_tone(root / "yes" / "0000_nohash_0.wav", 440)  # a finished set (tiny): nothing to generate
+    for name in ("validation_list.txt", "testing_list.txt"):
+        (root / name).write_text("")
+    (root / "synthetic.json").write_text("{}")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead = tmp_path / f".{root.name}.partial-{gone.stdout.strip()}-0123abcd"
+    live = tmp_path / f".{root.name}.partial-{os.getpid()}-4567ef01"
+    for partial in (dead, live):
+        (partial / "yes").mkdir(parents=True)
+        (partial / "yes" / "clip.wav").write_bytes(b"RIFF")
+    old_lock = tmp_path / "synthetic-speech-commands-v1-seed0.lock"
+    old_lock.write_text("")
+    assert len(datasets.demo_dataset(0).clips) == 1
+    assert not dead.exists() and live.is_dir() and not old_lock.exists()
+    assert (tmp_path / f"{root.name}.lock").exists()  # the current lock stays (another process may hold it)

@@ -65,6 +65,8 @@ def read_audio(source: AudioSource, *, name: str | None = None,
             if not SAMPLE_RATES[0] <= sr <= SAMPLE_RATES[1]:
                 raise AudioError(f"{label} says its sample rate is {sr} Hz; prunekit reads "
                                  f"{SAMPLE_RATES[0]:,} to {SAMPLE_RATES[1]:,} Hz.")
+            if f.format == "WAV":
+                _check_wav_length(handle, label)
             frames = -1 if max_seconds is None else int(max_seconds * sr)
             wave = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
@@ -76,6 +78,48 @@ def read_audio(source: AudioSource, *, name: str | None = None,
     if not np.isfinite(wave).all():
         raise AudioError(f"{label} contains NaN or infinite samples.")
     return wave, int(sr)
+
+
+def _check_wav_length(handle: Path | io.BytesIO, label: str) -> None:
+    """Refuse a WAV whose data chunk is shorter than its header says (a cut-off download or copy).
+
+    libsndfile quietly shrinks the frame count to what the file holds, so the clip would be
+    decoded short and counted as if whole. This walks the RIFF chunks (headers only, seeking past
+    the bodies) and compares the data chunk's declared size with the bytes after it. Sizes of 0
+    or 0xFFFFFFFF mean "unknown" (a streamed or RF64 file) and are not checked. Independent of
+    ``max_seconds``: reading only the start of a whole file is not truncation."""
+    stream = open(handle, "rb") if isinstance(handle, Path) else handle
+    start = stream.tell()
+    try:
+        stream.seek(0, io.SEEK_END)
+        size = stream.tell()
+        stream.seek(0)
+        if stream.read(12)[8:12] != b"WAVE":
+            return
+        block_align = 0
+        while True:
+            header = stream.read(8)
+            if len(header) < 8:
+                return
+            chunk, length = header[:4], int.from_bytes(header[4:], "little")
+            if chunk == b"fmt ":
+                block_align = int.from_bytes(stream.read(14)[12:14], "little")
+                stream.seek(length - 14 + (length & 1), io.SEEK_CUR)
+            elif chunk == b"data":
+                if length in (0, 0xFFFFFFFF) or block_align == 0:
+                    return
+                held = size - stream.tell()
+                if held < length:
+                    raise AudioError(f"{label} is cut short: its header says {length // block_align:,} frames, "
+                                     f"the file holds {held // block_align:,} (a truncated download or copy?).")
+                return
+            else:
+                stream.seek(length + (length & 1), io.SEEK_CUR)
+    finally:
+        if stream is handle:
+            stream.seek(start)
+        else:
+            stream.close()
 
 
 def to_mono(wave: np.ndarray) -> np.ndarray:

@@ -112,9 +112,20 @@ def demo_dataset(seed: int = 0, progress: Callable[[int, int], None] | None = No
     root = demo_root(seed)
     # Two app sessions (or a CLI and the app) may ask at once: one generates, the other waits.
     with FileLock(str(root) + ".lock"):
+        synth.remove_stale_partials(root.parent)  # left by a killed run, which the rerun replaces
+        _remove_old_locks(root.parent)
         if not demo_generated(seed):
             synth.generate(root, synth.SynthConfig(seed=seed), progress=progress)
     return read_speech_commands(root, name=f"synthetic speech commands (seed {seed})")
+
+
+def _remove_old_locks(folder: Path) -> None:
+    """Lock files of synthetic sets of other format versions: no code of this version takes
+    them, so they only accumulate (a lock of this version may be held by another process and
+    is left alone: removing a held lock file would let a third process lock a new one)."""
+    for lock in folder.glob("synthetic-speech-commands-v*-seed*.lock"):
+        if not lock.name.startswith(f"synthetic-speech-commands-v{DEMO_DATA_VERSION}-"):
+            lock.unlink(missing_ok=True)
 
 
 DATA_KINDS = ("demo", "speech-commands", "folders")  # the layouts a dataset spec can name

@@ -43,7 +43,7 @@ from prunekit.errors import ConfigurationError, OutputExistsError
 
 __all__ = [
     "ACCENTS", "ESPEAK_RATE", "FORMAT_VERSION", "NOISE_FILES", "VARIANTS", "WORDS", "generate",
-    "speaker_id", "split_voices", "SynthConfig",
+    "remove_stale_partials", "speaker_id", "split_voices", "SynthConfig",
 ]
 
 FORMAT_VERSION = 1
@@ -389,7 +389,7 @@ def generate(root: Path, config: SynthConfig = SynthConfig(),
     splits = split_voices(config)
     clips = _plan(config, splits)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = root.parent / f".{root.name}{_PARTIAL}{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         counts, version = _render(tmp, clips, config, progress)
@@ -407,3 +407,30 @@ def generate(root: Path, config: SynthConfig = SynthConfig(),
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+_PARTIAL = ".partial-"  # generate() builds ".<root name>.partial-<pid>-<random>" beside the root
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Delete the half-written sets ``generate`` left in ``folder`` when it was killed (its
+    cleanup never ran: SIGKILL, a power cut), and return them. A partial folder is stale when the
+    process named in it is gone; one whose process is alive is being written and stays."""
+    removed = []
+    for partial in sorted(Path(folder).glob(f".*{_PARTIAL}*")):
+        pid = partial.name.rpartition(_PARTIAL)[2].split("-")[0]
+        if partial.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+

@@ -13,9 +13,11 @@ Per layer the plan keeps heads ``heads`` (sorted) and, for the i-th kept head, Q
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
@@ -29,8 +31,23 @@ PLAN_FORMAT = "prunekit.PruningPlan"
 PLAN_VERSION = 1
 
 
-def _ints(values) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)
+def _index(value, what: str) -> int:
+    """``value`` as an int when it is one (Python or numpy integer); PlanError otherwise.
+
+    No coercion: ``int(2.7)`` is 2 and ``int("1")`` is 1, so a hand-edited plan would prune other
+    heads than it says; ``True`` is an int to Python but never a head index."""
+    if isinstance(value, (bool, np.bool_)):
+        raise PlanError(f"{what}: {value!r} is not an index (a whole number)")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise PlanError(f"{what}: {value!r} is not an index (a whole number)") from None
+
+
+def _ints(values, what: str) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
+        raise PlanError(f"{what} must be a list of indices, got {values!r}")
+    return tuple(_index(v, what) for v in values)
 
 
 @dataclass(frozen=True)
@@ -43,9 +60,12 @@ class LayerPlan:
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON or user code); store tuples so the plan is hashable and frozen.
-        object.__setattr__(self, "heads", _ints(self.heads))
-        object.__setattr__(self, "qk", tuple(_ints(c) for c in self.qk))
-        object.__setattr__(self, "vo", tuple(_ints(c) for c in self.vo))
+        object.__setattr__(self, "heads", _ints(self.heads, "kept heads"))
+        for field in ("qk", "vo"):
+            lists = getattr(self, field)
+            if isinstance(lists, (str, bytes, dict)) or not isinstance(lists, Iterable):
+                raise PlanError(f"{field} must be a list of channel lists (one per kept head), got {lists!r}")
+            object.__setattr__(self, field, tuple(_ints(c, f"{field} channels") for c in lists))
 
     @classmethod
     def full(cls, heads: int, qk_dim: int, v_dim: int) -> LayerPlan:
@@ -135,6 +155,8 @@ class PruningPlan:
 
     @classmethod
     def from_dict(cls, data: dict) -> PruningPlan:
+        if not isinstance(data, dict):
+            raise PlanError(f"A pruning plan is a JSON object with format, base and layers; got {data!r}")
         if data.get("format") != PLAN_FORMAT or data.get("version") != PLAN_VERSION:
             raise PlanError(
                 f"Not a {PLAN_FORMAT} version {PLAN_VERSION}: "
@@ -142,11 +164,13 @@ class PruningPlan:
             )
         try:
             base = tuple(
-                AttentionShape(i, int(s["heads"]), int(s["qk_dim"]), int(s["v_dim"]), int(s["hidden"]))
-                for i, s in enumerate(data["base"])
+                AttentionShape(i, *(_index(s[k], f"base layer {i} {k}") for k in ("heads", "qk_dim", "v_dim", "hidden")))
+                for i, s in enumerate(_listed(data, "base"))
             )
-            layers = tuple(LayerPlan(lp["heads"], lp["qk"], lp["vo"]) for lp in data["layers"])
-        except (KeyError, TypeError, ValueError) as exc:
+            layers = tuple(_layer(i, lp) for i, lp in enumerate(_listed(data, "layers")))
+        except PlanError as exc:
+            raise PlanError(f"Malformed pruning plan: {exc}") from exc
+        except (KeyError, TypeError) as exc:
             raise PlanError(f"Malformed pruning plan ({exc!r})") from exc
         sparsity = data.get("target_sparsity")
         pattern, threshold = data.get("pattern"), data.get("threshold")
@@ -168,7 +192,11 @@ class PruningPlan:
 
     @classmethod
     def from_json(cls, text: str) -> PruningPlan:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"A pruning plan must be JSON: {exc}") from exc
+        return cls.from_dict(data)
 
     # --- checks ----------------------------------------------------------------------------
     def validate(self) -> PruningPlan:
@@ -244,6 +272,20 @@ class PruningPlan:
                 }
             )
         return pd.DataFrame(rows)
+
+
+def _layer(i: int, data: dict) -> LayerPlan:
+    try:
+        return LayerPlan(data["heads"], data["qk"], data["vo"])
+    except PlanError as exc:
+        raise PlanError(f"layer {i}: {exc}") from exc
+
+
+def _listed(data: dict, key: str) -> list:
+    value = data[key]
+    if not isinstance(value, list):
+        raise PlanError(f"'{key}' must be a list, got {value!r}")
+    return value
 
 
 def _check_indices(what: str, indices: Sequence[int], size: int) -> None:

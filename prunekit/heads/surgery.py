@@ -27,9 +27,14 @@ from prunekit.models import anatomy
 from prunekit.models.anatomy import LayerStructure
 from prunekit.store import atomic_write_text
 
-__all__ = ["PLAN_FILE", "apply_plan", "kept_structure", "load_plan", "save_pruned"]
+__all__ = ["MARKER_FILE", "PLAN_FILE", "apply_plan", "check_output", "kept_structure", "load_plan", "save_pruned"]
 
 PLAN_FILE = "plan.json"
+# Written into every folder save_pruned makes. ``overwrite`` replaces a folder only when it holds
+# this file: a folder prunekit did not write (a user's model, their home) is never deleted. A
+# marker, not "has plan.json and a pruned config", because a user may copy those into a folder
+# of their own.
+MARKER_FILE = ".prunekit-output"
 
 
 def kept_structure(plan: PruningPlan) -> list[LayerStructure]:
@@ -92,8 +97,9 @@ def save_pruned(
     """Write ``model`` as a ``save_pretrained`` folder: config.json (with the pruned structure and
     ``architectures`` naming the prunekit class), model.safetensors, ``plan.json`` when ``plan``
     is given, preprocessor_config.json when ``feature_extractor`` is given, and ``labels`` as
-    id2label/label2id. The folder appears complete or not at all (written aside, then renamed).
-    An existing non-empty folder is replaced only with ``overwrite=True``.
+    id2label/label2id, and the ``MARKER_FILE``. The folder appears complete or not at all
+    (written aside, then renamed). An existing non-empty folder is replaced only with
+    ``overwrite=True`` and only when save_pruned wrote it (``check_output``).
     """
     directory = Path(directory).expanduser()
     stored = anatomy.config_structure(model.config)
@@ -104,10 +110,7 @@ def save_pruned(
         raise PlanError(f"The plan produces {kept_structure(plan)} but the model has {actual}")
     if labels is not None and len(labels) != model.config.num_labels:
         raise ConfigurationError(f"{len(labels)} labels given for a model with {model.config.num_labels} outputs")
-    if directory.exists() and not directory.is_dir():
-        raise OutputExistsError(f"{directory} exists and is not a folder")
-    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{directory} is not empty; pass overwrite=True to replace it")
+    check_output(directory, overwrite=overwrite)
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
@@ -123,11 +126,31 @@ def save_pruned(
             feature_extractor.save_pretrained(tmp)
         if plan is not None:
             atomic_write_text(tmp / PLAN_FILE, plan.to_json(indent=2) + "\n")
+        atomic_write_text(tmp / MARKER_FILE, "Written by prunekit.heads.surgery.save_pruned; "
+                                             "overwrite=True may replace this folder.\n")
         _swap_in(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def check_output(directory: str | os.PathLike, *, overwrite: bool) -> None:
+    """Raise OutputExistsError unless ``save_pruned`` may write ``directory``: it is missing or
+    empty, or ``overwrite`` is set and the folder is one save_pruned wrote (it holds
+    ``MARKER_FILE``). Callers with a long job before the save (``prune``) call it first."""
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise OutputExistsError(f"{directory} exists and is not a folder")
+    if not directory.is_dir() or not any(directory.iterdir()):
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{directory} is not empty; pass overwrite=True (--overwrite) to replace it")
+    if not (directory / MARKER_FILE).is_file():
+        raise OutputExistsError(
+            f"{directory} is not empty and was not written by prunekit (it has no {MARKER_FILE}), so "
+            "overwrite will not delete it; choose a new or empty folder"
+        )
 
 
 def load_plan(directory: str | os.PathLike) -> PruningPlan | None:

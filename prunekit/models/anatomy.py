@@ -19,6 +19,7 @@ from prunekit.models.family import (
     AttentionShape,
     LayerStructure,
     ModelFamily,
+    PatchGrid,
     Projections,
     config_structure,
 )
@@ -26,7 +27,7 @@ from prunekit.models.family import (
 __all__ = [
     "FAMILIES", "STRUCTURE_FIELD", "AttentionShape", "LayerStructure", "Projections", "attention",
     "attention_parameters", "attention_shapes", "classifier", "config_structure", "describe", "dummy_input",
-    "ensure_prunable", "family_of", "fingerprint", "input_shape", "make_pruned", "model_class_for", "original_head_dim",
+    "ensure_prunable", "family_of", "fingerprint", "input_shape", "make_pruned", "patch_grid", "model_class_for", "original_head_dim",
     "projections", "shrink_attention", "structure_of", "tokens",
 ]
 
@@ -116,6 +117,11 @@ def classifier(model: nn.Module) -> nn.Linear:
 def input_shape(model: nn.Module) -> tuple[int, ...]:
     """Shape of one input example: (frames, mel bins) for an AST."""
     return family_of(model).input_shape(model)
+
+
+def patch_grid(model: nn.Module) -> PatchGrid:
+    """How the model's tokens map onto its input spectrogram (extra tokens, then patches)."""
+    return family_of(model).patch_grid(model)
 
 
 def tokens(model: nn.Module) -> int:

@@ -19,14 +19,36 @@ from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogra
 )
 
 from prunekit.errors import ModelError
-from prunekit.models.family import STRUCTURE_FIELD, LayerStructure, ModelFamily, Projections, config_structure
+from prunekit.models.family import (
+    STRUCTURE_FIELD,
+    LayerStructure,
+    ModelFamily,
+    PatchGrid,
+    Projections,
+    config_structure,
+)
 
-__all__ = ["ASTFamily", "PrunedASTAttention", "PrunedASTForAudioClassification"]
+__all__ = [
+    "ASTFamily", "PrunedASTAttention", "PrunedASTForAudioClassification", "backbone", "heads_of", "install_structure",
+]
 
 
-def _backbone(model: nn.Module) -> nn.Module:
+def backbone(model: nn.Module) -> nn.Module:
     """The ``ASTModel`` inside an ``ASTForAudioClassification`` (or the model itself)."""
     return getattr(model, "audio_spectrogram_transformer", model)
+
+
+def heads_of(attention: nn.Module) -> int:
+    """Heads of one AST attention block, dense or pruned (0 for an emptied layer)."""
+    heads = getattr(attention, "num_heads", None)
+    return attention.num_attention_heads if heads is None else heads
+
+
+def install_structure(model: nn.Module, structure: list[LayerStructure]) -> None:
+    """Give every layer of a freshly built ``model`` a (randomly initialised) pruned attention of
+    ``structure``, in place; ``from_pretrained`` then loads the weights into them."""
+    for block, layer_structure in zip(backbone(model).layers, structure):
+        block.attention = PrunedASTAttention(model.config, layer_structure)
 
 
 def _original_head_dim(config) -> int:
@@ -116,8 +138,7 @@ class PrunedASTForAudioClassification(ASTForAudioClassification):
         structure = config_structure(config)
         if structure is None:
             raise ModelError(f"A pruned model needs config.{STRUCTURE_FIELD}; this config has none.")
-        for block, layer_structure in zip(_backbone(self).layers, structure):
-            block.attention = PrunedASTAttention(config, layer_structure)
+        install_structure(self, structure)
         self.post_init()  # initialises only the new modules; the rest is flagged as done
 
 
@@ -131,7 +152,7 @@ class ASTFamily(ModelFamily):
         return isinstance(model, ASTForAudioClassification)
 
     def attention_blocks(self, model: nn.Module) -> list[nn.Module]:
-        return [layer.attention for layer in _backbone(model).layers]
+        return [layer.attention for layer in backbone(model).layers]
 
     def projections(self, block: nn.Module) -> Projections:
         return Projections(block.q_proj, block.k_proj, block.v_proj, block.o_proj)
@@ -145,7 +166,7 @@ class ASTFamily(ModelFamily):
         return heads, block.head_dim if qk_dim is None else qk_dim, block.head_dim if v_dim is None else v_dim
 
     def replace_block(self, model: nn.Module, index: int, block: nn.Module) -> None:
-        _backbone(model).layers[index].attention = block
+        backbone(model).layers[index].attention = block
 
     def empty_pruned_block(self, config, structure: LayerStructure) -> nn.Module:
         with torch.device("meta"):  # no allocation or random init: every tensor is overwritten
@@ -153,6 +174,12 @@ class ASTFamily(ModelFamily):
 
     def pruned_class(self, config) -> type[nn.Module]:
         return PrunedASTForAudioClassification
+
+    def mark_pruned(self, model: nn.Module) -> None:
+        """A plain AST becomes the pruned class; a subclass that rebuilds the structure itself
+        (the token-pruned AST) keeps its class."""
+        if type(model) is ASTForAudioClassification:
+            model.__class__ = PrunedASTForAudioClassification
 
     def dense_class(self, config) -> type[nn.Module]:
         return ASTForAudioClassification
@@ -162,9 +189,16 @@ class ASTFamily(ModelFamily):
         return model.config.max_length, model.config.num_mel_bins
 
     def tokens(self, model: nn.Module) -> int:
-        """The patch grid (transformers' own ``get_shape``) plus the CLS and distillation tokens."""
-        f_dim, t_dim = _backbone(model).embeddings.get_shape(model.config)
-        return f_dim * t_dim + 2
+        """The patch grid plus the CLS and distillation tokens."""
+        grid = self.patch_grid(model)
+        return grid.extra + grid.patches
+
+    def patch_grid(self, model: nn.Module) -> PatchGrid:
+        """CLS and distillation first, then the patches of transformers' own ``get_shape``, in the
+        order the patch convolution's (mels, frames) output is flattened: frequency-major."""
+        config = model.config
+        f_dim, t_dim = backbone(model).embeddings.get_shape(config)
+        return PatchGrid(2, f_dim, t_dim, config.patch_size, config.frequency_stride, config.time_stride)
 
     def classifier(self, model: nn.Module) -> nn.Linear:
         return model.classifier.dense

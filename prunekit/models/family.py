@@ -22,7 +22,8 @@ from torch import nn
 
 from prunekit.errors import ModelError
 
-__all__ = ["STRUCTURE_FIELD", "AttentionShape", "LayerStructure", "ModelFamily", "Projections", "config_structure"]
+__all__ = ["STRUCTURE_FIELD", "AttentionShape", "LayerStructure", "ModelFamily", "PatchGrid", "Projections",
+           "config_structure"]
 
 # A pruned model stores its per-layer attention structure in one extra config field. transformers'
 # configs save and restore unknown fields, so a saved pruned model reloads from config.json and
@@ -78,6 +79,24 @@ class LayerStructure:
 
     def to_dict(self) -> dict[str, int]:
         return {"heads": self.heads, "qk_head_dim": self.qk_head_dim, "v_head_dim": self.v_head_dim}
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Where the tokens of a spectrogram transformer come from: ``extra`` leading tokens (CLS,
+    distillation), then ``frequency x time`` patches in frequency-major order; patch (f, t) covers
+    mel bins ``f * f_stride`` .. ``+ size`` and frames ``t * t_stride`` .. ``+ size``."""
+
+    extra: int
+    frequency: int
+    time: int
+    size: int
+    f_stride: int
+    t_stride: int
+
+    @property
+    def patches(self) -> int:
+        return self.frequency * self.time
 
 
 def config_structure(config) -> list[LayerStructure] | None:
@@ -155,6 +174,10 @@ class ModelFamily(ABC):
     @abstractmethod
     def tokens(self, model: nn.Module) -> int:
         """Sequence length the attention blocks see."""
+
+    @abstractmethod
+    def patch_grid(self, model: nn.Module) -> PatchGrid:
+        """How the tokens map onto the input spectrogram."""
 
     @abstractmethod
     def classifier(self, model: nn.Module) -> nn.Linear:

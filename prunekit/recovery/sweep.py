@@ -387,8 +387,12 @@ def table_markdown(table: pd.DataFrame) -> str:
 def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout: float = 120) -> int:
     """Start ``python -m prunekit sweep --out out_dir *args`` as its own process (it outlives the
     caller's script run and session); its output goes to ``<out_dir>.log``. Returns its pid once
-    the sweep has written its status file; raises SweepError with the end of the log when it
-    exits first (bad settings, another sweep in the folder)."""
+    the sweep has loaded its model and dataset and begun its first configuration (or finished:
+    a sweep run again after it completed). Raises SweepError, with the sweep's own error, when it
+    fails or exits before that: bad settings, a model or dataset it cannot read, another sweep in
+    the folder. Those fail within seconds, so "started" means it got past them; after
+    ``timeout`` s of loading (a first run generating the demo set) it returns and the caller
+    polls ``sweep_status``."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     if sweep_status(out)["state"] == "running":
@@ -399,15 +403,20 @@ def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout
         process = subprocess.Popen([sys.executable, "-m", "prunekit", "sweep", "--out", str(out), *args],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                    cwd=Path(__file__).resolve().parents[2])
-    status = out / STATUS_FILE
-    while not (status.is_file() and status.stat().st_mtime >= started - 1):
-        if process.poll() is not None:
+    status_file = out / STATUS_FILE
+    while time.time() - started <= timeout:
+        exited = process.poll() is not None
+        fresh = status_file.is_file() and status_file.stat().st_mtime >= started - 1
+        status = sweep_status(out) if fresh else None
+        if status is not None and (status["state"] == "finished" or status["current"] is not None):
+            return process.pid  # past loading: the first configuration is under way (or all are done)
+        if exited or (status is not None and status["state"] == "failed"):
+            if status is not None and status.get("error"):
+                raise SweepError(f"The sweep failed at start: {status['error']}")
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
             raise SweepError(f"The sweep stopped at once: {' '.join(tail)}")
-        if time.time() - started > timeout:
-            break  # still starting (a slow machine): the page polls it from here
         time.sleep(0.2)
-    return process.pid
+    return process.pid  # still loading (a slow machine): the page polls it from here
 
 
 def stop_sweep(out_dir: str | os.PathLike) -> bool:

@@ -22,10 +22,11 @@ from prunekit.heads.scores import ScoreTable
 from prunekit.store import atomic_write_bytes, atomic_write_text
 
 __all__ = [
+    "attention_maps",
     "FIGURE_HTML", "FIGURE_PNG", "VIEWS", "agreement_bars", "channel_bars", "channel_scores",
     "class_change_bars", "confusion_map", "head_grid", "head_map", "picked_head", "plan_map",
     "removal_grids", "removal_maps", "spectrogram", "square_map", "sweep_curves", "sweep_structure_maps",
-    "top_bars", "write_sweep_figure",
+    "top_bars", "variants_chart", "write_sweep_figure",
 ]
 
 # What a person picks -> (group, matrix) rows of the score frame.
@@ -220,6 +221,37 @@ def class_change_bars(changes: pd.DataFrame) -> go.Figure:
                            hovertemplate="%{x}: %{y:+.1f} points<extra></extra>"))
     fig.update_layout(height=320, yaxis={"title": "accuracy change (points)"}, xaxis={"tickangle": -60},
                       margin={"t": 30, "b": 80})
+    return fig
+
+
+def variants_chart(table: pd.DataFrame, x: str = "MACs per clip (M)") -> go.Figure:
+    """Accuracy against cost, one named point per variant and a star for the original: ``table``
+    has columns Variant, Accuracy (%) and ``x`` (e.g. "MACs per clip (M)" or "Latency b1 (ms)")."""
+    original = table["Variant"] == "original"
+    fig = go.Figure()
+    for mask, name, symbol in ((original, "original", "star"), (~original, "pruned variants", "circle")):
+        part = table[mask]
+        fig.add_trace(go.Scatter(x=part[x], y=part["Accuracy (%)"], mode="markers+text", name=name,
+                                 text=part["Variant"], textposition="top center",
+                                 marker={"symbol": symbol, "size": 14 if symbol == "star" else 10},
+                                 hovertemplate="%{text}<br>%{x:.4g}, %{y:.1f} %<extra></extra>"))
+    fig.update_layout(height=380, xaxis={"title": x}, yaxis={"title": "accuracy (%)"},
+                      margin={"t": 30, "b": 40}, legend={"orientation": "h"})
+    return fig
+
+
+def attention_maps(maps: dict[str, np.ndarray], *, title: str, hop_ms: int = 10) -> go.Figure:
+    """Side by side, one (mels, frames) map per model (``attention.paint``): where the attention
+    goes on the spectrogram, time across and mel bins up, brighter = more attention."""
+    fig = make_subplots(rows=1, cols=len(maps), subplot_titles=list(maps), horizontal_spacing=0.08)
+    for col, values in enumerate(maps.values(), start=1):
+        fig.add_trace(go.Heatmap(z=values, x=[i * hop_ms / 1000 for i in range(values.shape[1])],
+                                 colorscale="Viridis", showscale=col == len(maps),
+                                 colorbar={"title": "attention"},
+                                 hovertemplate="%{x:.2f} s, mel bin %{y}: %{z:.3g}<extra></extra>"), 1, col)
+        fig.update_xaxes(title_text="time (s)", row=1, col=col)
+    fig.update_yaxes(title_text="mel bin", row=1, col=1)
+    fig.update_layout(title=title, height=300, margin={"t": 70, "b": 40})
     return fig
 
 

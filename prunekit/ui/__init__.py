@@ -6,31 +6,48 @@ What is shared between browser sessions (``st.cache_resource``): loaded base mod
 and dense evaluations. They are read-only by contract: scoring works on a copy, surgery
 returns a new model, evaluation restores the model's mode. What belongs to one session lives
 in ``st.session_state``: score tables seen, applied variants (the history) and widget values.
+
+The history keeps at most ``max_variants()`` pruned models in memory (5, or
+``$PRUNEKIT_MAX_VARIANTS``): a session that applies many plans would otherwise hold every model
+it ever made. Older variants keep their evaluation and cost in memory, their model goes to
+``cache/sessions/<session>/`` (``save_pruned``) and is read back when a page needs it
+(``with_model``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 
+from prunekit.data.audio import features
 from prunekit.data.datasets import SPLITS, AudioDataset, demo_generated, open_dataset
 from prunekit.data.manifest import PRESETS
-from prunekit.errors import PrunekitError
+from prunekit.errors import ConfigurationError, PrunekitError
+from prunekit.evaluation.attention import clip_attention
 from prunekit.evaluation.cost import count_macs
 from prunekit.evaluation.metrics import Evaluation, evaluate
+from prunekit.evaluation.windows import window_samples
 from prunekit.heads.pipeline import Variant
 from prunekit.heads.planner import max_sparsity
 from prunekit.heads.scoring import ScoreTable, needs_data, score_split
+from prunekit.heads.surgery import save_pruned
 from prunekit.models import anatomy
 from prunekit.models.loading import LoadedModel, load_model
+from prunekit.store import cache_dir
 
 __all__ = [
-    "DATA_KINDS", "DEFAULT_CLIPS", "MANIFEST_PRESETS", "MODEL_KINDS", "REPORTED", "Applied", "bar", "bar_into",
-    "cached_dataset", "cached_model", "current_variants", "data_source", "dataset_or_report",
-    "dense_evaluation", "dense_macs", "eval_split", "history", "load_or_report", "model_facts",
-    "model_source", "remember", "score_clips", "scores_or_report", "sidebar", "sparsity_slider",
+    "ATTENTION_CACHE", "DATA_KINDS", "DEFAULT_CLIPS", "MANIFEST_PRESETS", "MODEL_KINDS", "REPORTED", "Applied",
+    "bar", "bar_into",
+    "cached_dataset", "cached_model", "clip_attention_maps", "current_variants", "data_source", "dataset_or_report",
+    "dense_evaluation", "dense_macs", "eval_split", "forget", "history", "load_or_report", "max_variants",
+    "model_facts", "model_source", "remember", "session_folder", "score_clips", "scores_or_report", "sidebar",
+    "sparsity_slider", "with_model",
 ]
 
 DEFAULT_CLIPS = 1000
@@ -247,14 +264,55 @@ def scores_or_report(source: str, scorer: str) -> ScoreTable | None:
     return table
 
 
+# --- attention of one clip ------------------------------------------------------------------
+ATTENTION_CACHE = 8  # clips x models whose attention a session keeps (each a few MB for AST-base)
+
+
+def clip_attention_maps(name: str, model, extractor, wave) -> list | None:
+    """Every layer's attention weights for the first model window of ``wave`` (16 kHz mono),
+    computed once per (model name, clip) and kept in the session (at most ``ATTENTION_CACHE``);
+    None after showing why it failed."""
+    store = st.session_state.setdefault("_prunekit_attention", {})
+    key = (name, hash(wave.tobytes()))
+    if key not in store:
+        try:
+            with st.spinner("Computing attention for this clip…"):
+                store[key] = clip_attention(model, features([wave[: window_samples(extractor)]], extractor)[0])
+        except REPORTED as exc:
+            st.error(f"Could not compute the attention: {exc}")
+            return None
+        while len(store) > ATTENTION_CACHE:
+            store.pop(next(iter(store)))
+    return store[key]
+
+
 # --- the session's applied variants ----------------------------------------------------------
+DEFAULT_MAX_VARIANTS = 5
+
+
+def max_variants() -> int:
+    """How many applied variants a session keeps in memory: ``$PRUNEKIT_MAX_VARIANTS`` or 5."""
+    text = os.environ.get("PRUNEKIT_MAX_VARIANTS", "").strip()
+    if not text:
+        return DEFAULT_MAX_VARIANTS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigurationError(f"PRUNEKIT_MAX_VARIANTS must be a whole number >= 1, got {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Applied:
-    """A variant and the model and dataset it was made from (the history outlives a switch)."""
+    """A variant and the model and dataset it was made from (the history outlives a switch).
+    ``folder`` is set when the variant's model was moved to disk (``variant.model`` is None)."""
 
     variant: Variant
     source: str
     data: str
+    folder: Path | None = None
 
 
 def history() -> list[Applied]:
@@ -262,10 +320,43 @@ def history() -> list[Applied]:
     return st.session_state.setdefault("_prunekit_history", [])
 
 
+def session_folder() -> Path:
+    """This session's folder under ``cache/sessions/`` (named by a random id kept in its state)."""
+    session = st.session_state.setdefault("_prunekit_session", uuid.uuid4().hex)
+    return cache_dir() / "sessions" / session
+
+
 def remember(variant: Variant, source: str) -> None:
-    history().append(Applied(variant, source, data_source() or ""))
+    """Add ``variant`` to the history; move the oldest in-memory models to disk past the limit."""
+    entries = history()
+    entries.append(Applied(variant, source, data_source() or ""))
+    in_memory = [i for i, a in enumerate(entries) if a.folder is None]
+    for i in in_memory[: max(len(in_memory) - max_variants(), 0)]:
+        folder = save_pruned(entries[i].variant.model, session_folder() / f"variant-{i}", plan=entries[i].variant.plan)
+        entries[i] = dataclasses.replace(entries[i], variant=dataclasses.replace(entries[i].variant, model=None),
+                                         folder=folder)
+
+
+def forget(variants: list[Variant]) -> None:
+    """Drop these variants (the very objects) from the session's history."""
+    gone = {id(v) for v in variants}
+    st.session_state["_prunekit_history"] = [a for a in history() if id(a.variant) not in gone]
 
 
 def current_variants(source: str) -> list[Variant]:
-    """Variants of ``source`` on the current dataset, newest first."""
+    """Variants of ``source`` on the current dataset, newest first (``with_model`` before using
+    ``.model``: an older one's model is on disk)."""
     return [a.variant for a in reversed(history()) if a.source == source and a.data == data_source()]
+
+
+def with_model(variant: Variant) -> Variant:
+    """``variant`` with its model in memory: read back from the session folder when it was moved
+    there. The last one read back is kept, so reruns of a page showing it do not read it again."""
+    if variant.model is not None:
+        return variant
+    folder = next(a.folder for a in history() if a.variant is variant)
+    cached = st.session_state.get("_prunekit_reloaded")
+    if cached is None or cached[0] != folder:
+        cached = (folder, load_model(folder).model)
+        st.session_state["_prunekit_reloaded"] = cached
+    return dataclasses.replace(variant, model=cached[1])

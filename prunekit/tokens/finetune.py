@@ -1,0 +1,161 @@
+"""Fine-tuning a token-pruned model with a shrinking keep rate (SCIENCE.md section 2).
+
+The keep rate starts at 1 and falls along a cosine to the model's target over the first
+``shrink_fraction`` of the optimiser steps, then holds (the authors' E-ViT schedule, per step):
+``keep(s) = r + (1 - r) * (1 + cos(pi * s / S)) / 2`` for ``s < S``, else ``r``. Every weight
+trains (as in the paper), on a copy: the model passed in is never modified. Validation runs at
+the target keep rate, and the weights of the lowest validation loss seen (the starting point
+included) are the ones returned.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+from transformers import get_cosine_schedule_with_warmup
+
+from prunekit.errors import ConfigurationError, ModelError
+from prunekit.evaluation.metrics import predict_logits
+from prunekit.heads.scoring import ScoringData
+from prunekit.models.token_pruned import run_tokens
+from prunekit.models.token_rules import topk_selectors
+from prunekit.progress import Progress
+from prunekit.recovery.lora import split_data
+from prunekit.tokens.topk import token_pruning_of
+
+__all__ = ["TokenFinetuneConfig", "finetune_tokens", "finetune_tokens_on", "keep_schedule"]
+
+
+@dataclass(frozen=True)
+class TokenFinetuneConfig:
+    """How to fine-tune; saved next to every result it produced."""
+
+    epochs: int = 2
+    shrink_fraction: float = 0.5  # share of the optimiser steps over which the keep rate falls to r
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.05  # linear warm-up of the learning rate, then cosine to 0
+    batch_size: int = 32
+    train_clips: int | None = None  # None: the whole train split; n: a seeded subset
+    validation_clips: int | None = None
+    validations_per_epoch: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("epochs", self.epochs, self.epochs >= 1), ("lr", self.lr, self.lr > 0),
+            ("shrink_fraction", self.shrink_fraction, 0 <= self.shrink_fraction <= 1),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0),
+            ("warmup_fraction", self.warmup_fraction, 0 <= self.warmup_fraction < 1),
+            ("batch_size", self.batch_size, self.batch_size >= 1),
+            ("train_clips", self.train_clips, self.train_clips is None or self.train_clips >= 1),
+            ("validation_clips", self.validation_clips, self.validation_clips is None or self.validation_clips >= 1),
+            ("validations_per_epoch", self.validations_per_epoch, self.validations_per_epoch >= 1),
+        )
+        bad = {name: value for name, value, ok in checks if not ok}
+        if bad:
+            raise ConfigurationError(f"Invalid fine-tuning settings {bad}: epochs, lr, batch size and clip counts "
+                                     "must be positive, shrink_fraction in [0, 1], warmup_fraction in [0, 1)")
+
+
+def keep_schedule(step: int, shrink_steps: int, target: float) -> float:
+    """The keep rate at optimiser step ``step`` (0-based): cosine from 1 to ``target`` over
+    ``shrink_steps`` steps, then ``target``."""
+    if step >= shrink_steps:
+        return target
+    return target + (1 - target) * (1 + math.cos(math.pi * step / shrink_steps)) / 2
+
+
+def finetune_tokens(model: nn.Module, feature_extractor, labels: Sequence[str], dataset, *,
+                    config: TokenFinetuneConfig = TokenFinetuneConfig(),
+                    progress: Progress | None = None) -> tuple[nn.Module, pd.DataFrame]:
+    """Fine-tune the token-pruned ``model`` on ``dataset``'s train split (features from the disk
+    cache), choosing the checkpoint on its validation split. See ``finetune_tokens_on``."""
+    pick = (dataset, feature_extractor, labels)
+    train = split_data(*pick, "train", config.train_clips, seed=config.seed)
+    validation = split_data(*pick, "validation", config.validation_clips, seed=config.seed)
+    return finetune_tokens_on(model, train, validation, config=config, progress=progress)
+
+
+def finetune_tokens_on(model: nn.Module, train: ScoringData, validation: ScoringData, *,
+                       config: TokenFinetuneConfig = TokenFinetuneConfig(),
+                       progress: Progress | None = None) -> tuple[nn.Module, pd.DataFrame]:
+    """A fine-tuned copy of the token-pruned ``model`` and its history, one row per validation:
+    ``step, epoch, keep, train_loss, val_loss, val_accuracy, lr, kept`` (row 0 is the starting
+    point; ``kept`` marks the weights returned). ``progress(done, total)`` counts optimiser steps.
+
+    train / validation: features (N, frames, mels) and class indices (N,).
+    """
+    pruning = token_pruning_of(model)
+    if pruning is None:
+        raise ModelError("Fine-tuning with a shrinking keep rate needs a token-pruned model (see prune_tokens)")
+    for name, data in (("train", train), ("validation", validation)):
+        if data.multilabel:
+            raise ConfigurationError(f"Token fine-tuning trains single-label classifiers; the {name} data is multi-label")
+    work = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's generator
+        torch.manual_seed(config.seed)
+        history = _train(work, train, validation, config, progress)
+    return work.eval(), history
+
+
+def _train(work: nn.Module, train: ScoringData, validation: ScoringData, config: TokenFinetuneConfig,
+           progress: Progress | None) -> pd.DataFrame:
+    """Train ``work`` in place; leave it holding the weights of the lowest validation loss."""
+    pruning = token_pruning_of(work)
+    target = pruning.keep
+    params = [p for p in work.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    per_epoch = math.ceil(len(train.features) / config.batch_size)
+    total = per_epoch * config.epochs
+    shrink = round(config.shrink_fraction * total)
+    schedule = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_fraction * total), total)
+    checks = {e * per_epoch + round(j * per_epoch / min(config.validations_per_epoch, per_epoch))
+              for e in range(config.epochs) for j in range(1, min(config.validations_per_epoch, per_epoch) + 1)}
+    history = [_validate(work, validation, config, step=0, epoch=0.0, keep=target, train_loss=math.nan, lr=0.0)]
+    best = (history[0]["val_loss"], copy.deepcopy(work.state_dict()), 0)
+    losses: list[float] = []
+    step = 0
+    for _ in range(config.epochs):
+        order = torch.randperm(len(train.features))
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            keep = keep_schedule(step, shrink, target)
+            work.train()
+            logits = run_tokens(work, train.features[batch], topk_selectors(pruning, keep)).logits  # (b, C)
+            loss = nn.functional.cross_entropy(logits, train.targets[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            lr = schedule.get_last_lr()[0]
+            schedule.step()
+            step += 1
+            if step in checks:
+                row = _validate(work, validation, config, step=step, epoch=step / per_epoch, keep=keep,
+                                train_loss=sum(losses) / len(losses), lr=lr)
+                history.append(row)
+                losses = []
+                if row["val_loss"] < best[0]:
+                    best = (row["val_loss"], copy.deepcopy(work.state_dict()), len(history) - 1)
+            if progress is not None:
+                progress(step, total)
+    work.load_state_dict(best[1])
+    frame = pd.DataFrame(history)
+    frame["kept"] = frame.index == best[2]
+    return frame
+
+
+def _validate(model: nn.Module, data: ScoringData, config: TokenFinetuneConfig, **row) -> dict:
+    """Loss and accuracy at the model's own (target) keep rate; ``row['keep']`` is the training
+    keep rate of the step just taken."""
+    logits = predict_logits(model, data.features, batch_size=config.batch_size)  # (N, C), eval mode
+    loss = nn.functional.cross_entropy(logits, data.targets).item()
+    accuracy = (logits.argmax(-1) == data.targets).float().mean().item()
+    return {**row, "val_loss": loss, "val_accuracy": accuracy}
