@@ -68,7 +68,10 @@ def _results(folder: Path) -> None:
     st.markdown(
         "**Accuracy after recovery (%) at each attention sparsity** (linear interpolation between steps)"
     )
-    st.dataframe(sweep.interpolated_table(results).round(2), hide_index=True, key="exp_table")
+    table = sweep.interpolated_table(results).round(2)
+    points = [c for c in table.columns if c.endswith("%")]  # a sparsity no step reached is NaN
+    table[points] = table[points].astype(object).where(table[points].notna(), "not reached")
+    st.dataframe(table, hide_index=True, key="exp_table")
     if not structure.empty:
         st.markdown("**What each scorer removed, layer by layer**")
         c1, c2, c3 = st.columns(3)

@@ -342,6 +342,7 @@ def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_swe
     assert "accuracy against attention sparsity" in specs[0] and "removed" in specs[1]
     table = at.dataframe[0].value
     assert list(table["scorer"]) == ["magnitude"] and list(table["pattern"]) == ["entire-head"]
+    assert table["60%"].tolist() == ["not reached"]  # one step of a 4-head model stops well short of 60 %
 
 
 def test_score_maps_offer_log_and_per_layer_scales():

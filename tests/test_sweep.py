@@ -53,6 +53,19 @@ def _deterministic(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=list(TIMING_COLUMNS))
 
 
+def test_a_sweep_the_user_stopped_says_so(config, tmp_path):
+    def interrupt(name, record):
+        raise KeyboardInterrupt  # what Ctrl-C and the page's Stop button (SIGINT) raise
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(config, tmp_path / "s", on_step=interrupt)
+    status = sweep_status(tmp_path / "s")
+    assert status["state"] == "stopped"
+    assert (
+        status["error"] == "stopped by you; run the same sweep again to continue from the last finished step"
+    )
+
+
 def test_a_killed_sweep_resumes_to_the_same_results(config, tmp_path):
     whole = run_sweep(config, tmp_path / "whole")
 

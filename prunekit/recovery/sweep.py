@@ -158,8 +158,14 @@ def run_sweep(
         try:
             _run_all(config, out, status, progress, on_step)
         except BaseException as exc:
-            state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
-            status.update(state=state, stage=state, error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or the Experiments page's Stop button
+                status.update(
+                    state="stopped",
+                    stage="stopped",
+                    error="stopped by you; run the same sweep again to continue from the last finished step",
+                )
+            else:
+                status.update(state="failed", stage="failed", error=f"{type(exc).__name__}: {exc}")
             raise
     return load_results(out)[0]
 
