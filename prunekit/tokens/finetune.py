@@ -1,4 +1,4 @@
-"""Fine-tuning a token-pruned model with a shrinking keep rate (SCIENCE.md section 2).
+"""Fine-tuning a token-pruned model with a shrinking keep rate (docs/methods.md, section 2).
 
 The keep rate starts at 1 and falls along a cosine to the model's target over the first
 ``shrink_fraction`` of the optimiser steps, then holds (the authors' E-ViT schedule, per step):

@@ -1,6 +1,6 @@
 """What a model keeps of a spectrogram: patch statistics, clusters, and how attention ranks them.
 
-The paper's second half (SCIENCE.md section 2), on any model and dataset split:
+The paper's second half (docs/methods.md, section 2), on any model and dataset split:
 
 * ``patch_statistics``: per patch token, the mean (intensity) and standard deviation
   (variation) of the normalised log-mel values under it (the patch embedding's own windows);
