@@ -11,7 +11,6 @@ warm-up then cosine, and the adapters of the best validation loss are the ones m
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,13 +18,12 @@ import pandas as pd
 import torch
 from peft import LoraConfig, LoraModel
 from torch import nn
-from transformers import get_cosine_schedule_with_warmup
 
 from prunekit.data.augment import spec_augment
 from prunekit.errors import ConfigurationError
-from prunekit.evaluation.metrics import predict_logits
 from prunekit.heads.scoring import ScoringData, scoring_data
 from prunekit.progress import Progress
+from prunekit.recovery.training import LoopSettings, fit_with_checkpoints
 
 __all__ = ["RecoveryConfig", "add_adapters", "recover", "recover_on", "split_data", "train_adapters"]
 
@@ -162,68 +160,29 @@ def train_adapters(
 ) -> pd.DataFrame:
     """Train the adapters of ``lora`` in place; leave it holding the adapters of the lowest
     validation loss seen (the start included); return the history (see ``recover``)."""
-    params = [p for p in lora.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    per_epoch = math.ceil(len(train.features) / config.batch_size)
-    total = per_epoch * config.epochs
-    schedule = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_fraction * total), total)
-    checks = _checkpoints(per_epoch, config.epochs, config.validations_per_epoch)
     augment = spec_augment(config.freq_mask, config.time_mask)
-    history = [_validate(lora, validation, config, step=0, epoch=0.0, train_loss=math.nan, lr=0.0)]
-    best = (history[0]["val_loss"], _adapter_state(lora), 0)
-    losses: list[float] = []
-    step = 0
-    for _epoch in range(config.epochs):
-        order = torch.randperm(len(train.features))
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            losses.append(_train_step(lora, optimizer, augment(train.features[batch]), train.targets[batch]))
-            lr = schedule.get_last_lr()[0]
-            schedule.step()
-            step += 1
-            if step in checks:
-                row = _validate(
-                    lora,
-                    validation,
-                    config,
-                    step=step,
-                    epoch=step / per_epoch,
-                    train_loss=sum(losses) / len(losses),
-                    lr=lr,
-                )
-                history.append(row)
-                losses = []
-                if row["val_loss"] < best[0]:
-                    best = (row["val_loss"], _adapter_state(lora), len(history) - 1)
-            if progress is not None:
-                progress(step, total)
-    _load_adapter_state(lora, best[1])
-    frame = pd.DataFrame(history)
-    frame["kept"] = frame.index == best[2]
-    return frame
 
+    def batch_loss(x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+        return nn.functional.cross_entropy(lora(augment(x)).logits, y)
 
-def _checkpoints(per_epoch: int, epochs: int, per_epoch_checks: int) -> set[int]:
-    """Optimiser steps after which to validate: evenly spread, always at the end of an epoch."""
-    n = min(per_epoch_checks, per_epoch)
-    return {e * per_epoch + round(j * per_epoch / n) for e in range(epochs) for j in range(1, n + 1)}
-
-
-def _train_step(lora: LoraModel, optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
-    """One AdamW step on a batch: x (B, frames, mels), y (B,) class indices."""
-    lora.train()
-    loss = nn.functional.cross_entropy(lora(x).logits, y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-def _validate(lora: LoraModel, data: ScoringData, config: RecoveryConfig, **row) -> dict:
-    logits = predict_logits(lora, data.features, batch_size=config.batch_size)  # (N, C), eval mode
-    loss = nn.functional.cross_entropy(logits, data.targets).item()
-    accuracy = (logits.argmax(-1) == data.targets).float().mean().item()
-    return {**row, "val_loss": loss, "val_accuracy": accuracy}
+    settings = LoopSettings(
+        config.lr,
+        config.weight_decay,
+        config.warmup_fraction,
+        config.epochs,
+        config.batch_size,
+        config.validations_per_epoch,
+    )
+    return fit_with_checkpoints(
+        lora,
+        train,
+        validation,
+        settings,
+        batch_loss=batch_loss,
+        save=lambda: _adapter_state(lora),
+        restore=lambda state: _load_adapter_state(lora, state),
+        progress=progress,
+    )
 
 
 def _adapter_state(lora: LoraModel) -> dict[str, torch.Tensor]:

@@ -18,15 +18,14 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from torch import nn
-from transformers import get_cosine_schedule_with_warmup
 
 from prunekit.errors import ConfigurationError, ModelError
-from prunekit.evaluation.metrics import predict_logits
 from prunekit.heads.scoring import ScoringData
 from prunekit.models.token_pruned import run_tokens
 from prunekit.models.token_rules import topk_selectors
 from prunekit.progress import Progress
 from prunekit.recovery.lora import split_data
+from prunekit.recovery.training import LoopSettings, fit_with_checkpoints
 from prunekit.tokens.topk import token_pruning_of
 
 __all__ = ["TokenFinetuneConfig", "finetune_tokens", "finetune_tokens_on", "keep_schedule"]
@@ -134,68 +133,34 @@ def _train(
     config: TokenFinetuneConfig,
     progress: Progress | None,
 ) -> pd.DataFrame:
-    """Train ``work`` in place; leave it holding the weights of the lowest validation loss."""
+    """Train ``work`` in place; leave it holding the weights of the lowest validation loss.
+    Validation runs at the model's own (target) keep rate; a row's ``keep`` is the training keep
+    rate of the step just taken."""
     pruning = token_pruning_of(work)
     target = pruning.keep
-    params = [p for p in work.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    per_epoch = math.ceil(len(train.features) / config.batch_size)
-    total = per_epoch * config.epochs
+    total = math.ceil(len(train.features) / config.batch_size) * config.epochs
     shrink = round(config.shrink_fraction * total)
-    schedule = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_fraction * total), total)
-    checks = {
-        e * per_epoch + round(j * per_epoch / min(config.validations_per_epoch, per_epoch))
-        for e in range(config.epochs)
-        for j in range(1, min(config.validations_per_epoch, per_epoch) + 1)
-    }
-    history = [
-        _validate(work, validation, config, step=0, epoch=0.0, keep=target, train_loss=math.nan, lr=0.0)
-    ]
-    best = (history[0]["val_loss"], copy.deepcopy(work.state_dict()), 0)
-    losses: list[float] = []
-    step = 0
-    for _ in range(config.epochs):
-        order = torch.randperm(len(train.features))
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            keep = keep_schedule(step, shrink, target)
-            work.train()
-            logits = run_tokens(work, train.features[batch], topk_selectors(pruning, keep)).logits  # (b, C)
-            loss = nn.functional.cross_entropy(logits, train.targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            lr = schedule.get_last_lr()[0]
-            schedule.step()
-            step += 1
-            if step in checks:
-                row = _validate(
-                    work,
-                    validation,
-                    config,
-                    step=step,
-                    epoch=step / per_epoch,
-                    keep=keep,
-                    train_loss=sum(losses) / len(losses),
-                    lr=lr,
-                )
-                history.append(row)
-                losses = []
-                if row["val_loss"] < best[0]:
-                    best = (row["val_loss"], copy.deepcopy(work.state_dict()), len(history) - 1)
-            if progress is not None:
-                progress(step, total)
-    work.load_state_dict(best[1])
-    frame = pd.DataFrame(history)
-    frame["kept"] = frame.index == best[2]
-    return frame
 
+    def batch_loss(x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+        selectors = topk_selectors(pruning, keep_schedule(step, shrink, target))
+        return nn.functional.cross_entropy(run_tokens(work, x, selectors).logits, y)  # logits (B, C)
 
-def _validate(model: nn.Module, data: ScoringData, config: TokenFinetuneConfig, **row) -> dict:
-    """Loss and accuracy at the model's own (target) keep rate; ``row['keep']`` is the training
-    keep rate of the step just taken."""
-    logits = predict_logits(model, data.features, batch_size=config.batch_size)  # (N, C), eval mode
-    loss = nn.functional.cross_entropy(logits, data.targets).item()
-    accuracy = (logits.argmax(-1) == data.targets).float().mean().item()
-    return {**row, "val_loss": loss, "val_accuracy": accuracy}
+    settings = LoopSettings(
+        config.lr,
+        config.weight_decay,
+        config.warmup_fraction,
+        config.epochs,
+        config.batch_size,
+        config.validations_per_epoch,
+    )
+    return fit_with_checkpoints(
+        work,
+        train,
+        validation,
+        settings,
+        batch_loss=batch_loss,
+        save=lambda: copy.deepcopy(work.state_dict()),
+        restore=work.load_state_dict,
+        extra=lambda step: {"keep": target if step == 0 else keep_schedule(step - 1, shrink, target)},
+        progress=progress,
+    )

@@ -1,0 +1,112 @@
+"""The training loop LoRA recovery and token fine-tuning share: AdamW with linear warm-up then
+cosine, validation at evenly spread steps (always at the end of an epoch), and the weights of the
+lowest validation loss seen (the starting point included) kept.
+
+What differs between the two is passed in: which parameters train, how one batch's loss is
+computed (adapters and SpecAugment; a shrinking keep rate), how the kept weights are saved and
+restored, and any extra column of the history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+from transformers import get_cosine_schedule_with_warmup
+
+from prunekit.evaluation.metrics import predict_logits
+from prunekit.heads.scores import ScoringData
+from prunekit.progress import Progress
+
+__all__ = ["LoopSettings", "fit_with_checkpoints"]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The optimiser and schedule settings both configs carry."""
+
+    lr: float
+    weight_decay: float
+    warmup_fraction: float
+    epochs: int
+    batch_size: int
+    validations_per_epoch: int
+
+
+def fit_with_checkpoints(
+    model: nn.Module,
+    train: ScoringData,
+    validation: ScoringData,
+    settings: LoopSettings,
+    *,
+    batch_loss: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+    save: Callable[[], dict],
+    restore: Callable[[dict], None],
+    extra: Callable[[int], dict] = lambda step: {},
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Train ``model``'s parameters that require grad, in place; leave it holding the weights of the
+    lowest validation loss (``save``/``restore`` capture and put back what trains). Returns one
+    row per validation: ``step, epoch, <extra(step)>, train_loss, lr, val_loss, val_accuracy,
+    kept``; row 0 is the starting point. ``batch_loss(x, y, step)`` is the loss of one batch
+    (x: (B, frames, mels), y: (B,)) at optimiser step ``step``; the model is in train mode."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    per_epoch = math.ceil(len(train.features) / settings.batch_size)
+    total = per_epoch * settings.epochs
+    schedule = get_cosine_schedule_with_warmup(optimizer, round(settings.warmup_fraction * total), total)
+    checks = _checkpoints(per_epoch, settings.epochs, settings.validations_per_epoch)
+    first = {"step": 0, "epoch": 0.0, **extra(0), "train_loss": math.nan, "lr": 0.0}
+    history = [_validate(model, validation, settings.batch_size, first)]
+    best = (history[0]["val_loss"], save(), 0)
+    losses: list[float] = []
+    step = 0
+    for _epoch in range(settings.epochs):
+        order = torch.randperm(len(train.features))
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start : start + settings.batch_size]
+            model.train()
+            loss = batch_loss(train.features[batch], train.targets[batch], step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            lr = schedule.get_last_lr()[0]
+            schedule.step()
+            step += 1
+            if step in checks:
+                row = {
+                    "step": step,
+                    "epoch": step / per_epoch,
+                    **extra(step),
+                    "train_loss": sum(losses) / len(losses),
+                    "lr": lr,
+                }
+                history.append(_validate(model, validation, settings.batch_size, row))
+                losses = []
+                if history[-1]["val_loss"] < best[0]:
+                    best = (history[-1]["val_loss"], save(), len(history) - 1)
+            if progress is not None:
+                progress(step, total)
+    restore(best[1])
+    frame = pd.DataFrame(history)
+    frame["kept"] = frame.index == best[2]
+    return frame
+
+
+def _checkpoints(per_epoch: int, epochs: int, per_epoch_checks: int) -> set[int]:
+    """Optimiser steps after which to validate: evenly spread, always at the end of an epoch."""
+    n = min(per_epoch_checks, per_epoch)
+    return {e * per_epoch + round(j * per_epoch / n) for e in range(epochs) for j in range(1, n + 1)}
+
+
+def _validate(model: nn.Module, data: ScoringData, batch_size: int, row: dict) -> dict:
+    """``row`` with the validation loss and accuracy (eval mode; the model's mode is restored)."""
+    logits = predict_logits(model, data.features, batch_size=batch_size)  # (N, C)
+    loss = nn.functional.cross_entropy(logits, data.targets).item()
+    accuracy = (logits.argmax(-1) == data.targets).float().mean().item()
+    return {**row, "val_loss": loss, "val_accuracy": accuracy}
