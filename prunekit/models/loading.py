@@ -107,17 +107,24 @@ def _unzipped(archive: Path) -> Path:
     return folder if folder.is_dir() else target  # a zip of the folder's files, with no top folder
 
 
+def _read_settings(file: Path, *, source: str) -> dict:
+    """A settings file (config.json, preprocessor_config.json) as a JSON object, read by us before
+    transformers sees it: a broken file is named, and one that asks for remote code is refused."""
+    try:
+        settings = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{file} is not valid JSON: {exc}") from exc
+    if not isinstance(settings, dict):
+        raise ModelLoadError(f"{file} holds a JSON {type(settings).__name__}, not an object of settings.")
+    _refuse_remote_code(settings.get("auto_map"), source)
+    return settings
+
+
 def _load_local(path: Path) -> LoadedModel:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"{path} has no config.json: it is not a model saved with save_pretrained.")
-    try:
-        raw = json.loads(config_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{config_file} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ModelLoadError(f"{config_file} holds a JSON {type(raw).__name__}, not an object of settings.")
-    _refuse_remote_code(raw.get("auto_map"), str(path))
+    _read_settings(config_file, source=str(path))
     try:
         config = AutoConfig.from_pretrained(path, **_SAFE)
     except (OSError, ValueError, TypeError) as exc:
@@ -247,13 +254,7 @@ def _feature_extractor(path: Path, config: ASTConfig) -> ASTFeatureExtractor:
     file = path / "preprocessor_config.json"
     if not file.is_file():
         return _default_extractor(config)
-    try:
-        settings = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{file} is not valid JSON: {exc}") from exc
-    if not isinstance(settings, dict):
-        raise ModelLoadError(f"{file} holds a JSON {type(settings).__name__}, not an object of settings.")
-    _refuse_remote_code(settings.get("auto_map"), str(file))
+    _read_settings(file, source=str(file))
     try:
         extractor = ASTFeatureExtractor.from_pretrained(path, **_SAFE)
     except (OSError, ValueError, TypeError) as exc:
