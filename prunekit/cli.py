@@ -3,7 +3,8 @@
 Every command is a pair: ``add_<command>(subparsers)`` declares its options next to
 ``cmd_<command>(args)``, which runs it through the same library calls the app uses. Bad input
 ends with a one-line message and exit code 2 (``PrunekitError``); anything else is a bug and
-keeps its traceback. Heavy imports happen inside the commands, so ``--help`` is instant.
+keeps its traceback. The work's imports happen inside the commands; the parser itself reads its
+choices (scorers, patterns, splits) from the library, which imports torch (a few seconds).
 """
 
 from __future__ import annotations

@@ -343,7 +343,7 @@ def clip_attention_maps(name: str, model, extractor, wave) -> list | None:
     computed once per (model name, clip) and kept in the session (at most ``ATTENTION_CACHE``);
     None after showing why it failed."""
     store = st.session_state.setdefault("_prunekit_attention", {})
-    key = (name, hash(wave.tobytes()))
+    key = (name, id(model), hash(wave.tobytes()))  # two variants may share a name, never a live object
     if key not in store:
         try:
             with st.spinner("Computing attention for this clip…"):
