@@ -22,6 +22,7 @@ GUIDE = """
 | **Compare scorers** | Two scorers side by side: where they agree, where they disagree, and what each would remove at a chosen sparsity. |
 | **Prune** | Choose a pattern, a threshold and a sparsity, see the plan before anything happens, then **Apply**: the weights are physically removed from a copy and the result is evaluated against the original. |
 | **Listen** | Play clips, see their spectrogram and what the original and the pruned model hear. Upload or record your own. |
+| **Tokens** | Top-K token pruning: drop the spectrogram patches the model attends to least as they pass through; accuracy and compute against the original, and which patches of a clip survive. |
 | **Experiments** | Iterative pruning with LoRA recovery over scorers, patterns and thresholds, run in the background; accuracy-vs-sparsity curves and what each step removed. |
 """
 
