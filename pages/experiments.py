@@ -19,6 +19,8 @@ st.caption(
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "docs" / "sweep-demo"  # the demo grid whose results the README quotes
+GEOMETRIC = "10 % of what remains per step"
+TO_TARGET = "Equal steps to a final sparsity"
 
 
 def _folders() -> dict[str, Path]:
@@ -50,13 +52,22 @@ def _live(folder: Path) -> None:
     stage = status["stage"]
     if status["stage_total"]:
         stage += f" {status['stage_done']} / {status['stage_total']}"
+    eta = status.get("eta_seconds")
+    left = f"; about {_duration(eta)} left" if eta is not None else "; estimating the time left"
+    where = f"{status['current']} step {status['step']}: {stage}" if status["current"] else stage
     st.progress(
         status["fraction"],
-        text=f"Running: {status['steps_done']} of {status['steps_total']} steps; "
-        f"{status['current'] or ''} step {status['step']}: {stage}",
+        text=f"Running: {status['steps_done']} of {status['steps_total']} steps{left}. Now: {where}",
     )
     if st.button("Stop the sweep", key=f"exp_stop_{folder.name}"):
         sweep.stop_sweep(folder)
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "less than a minute"
+    return f"{minutes} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
 def _results(folder: Path) -> None:
@@ -112,8 +123,26 @@ def _start_form() -> None:
         thresholds = c3.multiselect(
             "Thresholds", planner.THRESHOLDS, default=["global", "local"], key="exp_thresholds"
         )
+        c1, c2 = st.columns(2)
+        schedule = c1.radio(
+            "Schedule",
+            [GEOMETRIC, TO_TARGET],
+            key="exp_schedule",
+            help="The paper's schedule removes 10 % of what remains at each step (10, 19, 27, 34, ... % "
+            "after 1, 2, 3, 4 steps); the other takes equal steps up to the final sparsity you choose.",
+        )
+        target = c2.slider(
+            "Final attention sparsity (for equal steps)",
+            0.05,
+            0.95,
+            0.5,
+            0.05,
+            format="percent",
+            key="exp_target",
+            help="Used only with equal steps: the sparsity the last step prunes to.",
+        )
         c1, c2, c3 = st.columns(3)
-        steps = c1.number_input("Steps (10 % of what remains each)", 1, 30, 10, key="exp_steps")
+        steps = c1.number_input("Steps", 1, 30, 10, key="exp_steps")
         clips = c2.number_input("Training clips per recovery", 32, 100_000, 3000, step=500, key="exp_clips")
         epochs = c3.number_input("Recovery epochs per step", 1, 20, 1, key="exp_epochs")
         submitted = st.form_submit_button("Start the sweep", type="primary")
@@ -143,14 +172,23 @@ def _start_form() -> None:
         str(clips),
         "--epochs",
         str(epochs),
+        *(["--target", str(target)] if schedule == TO_TARGET else []),
     ]
-    try:
-        sweep.start_sweep(cache_dir() / "sweeps" / name, args)
-    except REPORTED as exc:
-        st.error(f"Could not start the sweep: {exc}")
-        return
+    configs = len(scorers) * len(patterns) * len(thresholds)
+    with st.spinner(
+        f"Starting {configs} configuration(s) x {steps + 1} steps: a new process loads the model "
+        "and the dataset (about 15 s on 2 cores)..."
+    ):
+        try:
+            sweep.start_sweep(cache_dir() / "sweeps" / name, args)
+        except REPORTED as exc:
+            st.error(f"Could not start the sweep: {exc}")
+            return
     st.session_state["exp_folder"] = name
-    st.success(f"Started. It writes to cache/sweeps/{name}; its log is cache/sweeps/{name}.log.")
+    st.success(
+        f"Started. It writes to cache/sweeps/{name}; its log is cache/sweeps/{name}.log. The "
+        "Results tab shows its progress and, after its first steps, the time left."
+    )
 
 
 def render() -> None:

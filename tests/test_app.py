@@ -326,6 +326,8 @@ def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_swe
     at.multiselect(key="exp_thresholds").set_value(["global"])
     at.number_input(key="exp_steps").set_value(1)
     at.number_input(key="exp_clips").set_value(32)
+    at.radio(key="exp_schedule").set_value("Equal steps to a final sparsity")
+    at.slider(key="exp_target").set_value(0.3)
     next(b for b in at.button if b.label == "Start the sweep").click().run()
     assert not at.exception, at.exception
     assert any("Started" in s.value for s in at.success), [e.value for e in at.error]
@@ -334,6 +336,7 @@ def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_swe
     while sweep_status(folder)["state"] in ("running", "absent") and time.monotonic() < deadline:
         time.sleep(1)
     assert sweep_status(folder)["state"] == "finished", (folder.parent / "tiny-grid.log").read_text()[-2000:]
+    assert json.loads((folder / "sweep.json").read_text())["run"]["schedule"] == [0.3]  # the form's target
     at.run()
     assert not at.exception, at.exception
     assert at.selectbox(key="exp_folder").value == "tiny-grid"

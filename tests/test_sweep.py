@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -125,6 +128,46 @@ def test_a_killed_process_reads_as_stopped(tmp_path):
     assert sweep_status(tmp_path / "nowhere")["state"] == "absent"
 
 
+def test_progress_moves_within_a_step_and_gives_the_time_left(tmp_path):
+    from prunekit.recovery.sweep import PHASE_WEIGHTS, SWEEP_RUN, SweepConfig, _Status
+
+    config = SweepConfig(scorers=("fisher",), patterns=("per-head",), thresholds=("global",))
+    status = _Status(tmp_path, config)  # this process: "running"
+    total = len(SWEEP_RUN.schedule) + 1
+    status.update(current="x", step=0, stage="evaluating", stage_done=1, stage_total=2)
+    seen = [sweep_status(tmp_path)["fraction"]]
+    status.update(stage="measuring", stage_done=0, stage_total=1)
+    seen.append(sweep_status(tmp_path)["fraction"])
+    status.step_done("x", 0)
+    seen.append(sweep_status(tmp_path)["fraction"])
+    for stage in ("scoring", "evaluating", "recovering"):
+        for done in (2, 5):
+            status.update(stage=stage, stage_done=done, stage_total=10)
+            seen.append(sweep_status(tmp_path)["fraction"])
+    status.update(stage="evaluating", stage_done=10, stage_total=10)  # after the recovery
+    seen.append(sweep_status(tmp_path)["fraction"])
+    assert seen == sorted(seen) and len(set(seen)) == len(seen), seen
+    assert seen[0] == pytest.approx(0.5 * 3.75 / (3.75 + 1.0) / total)
+    assert seen[2] == pytest.approx(1 / total)
+    weights = [PHASE_WEIGHTS[p] for p in ("scoring", "evaluating", "recovering", "evaluating", "measuring")]
+    assert seen[-1] == pytest.approx((1 + sum(weights[:4]) / sum(weights)) / total)
+    assert seen[-1] < 2 / total
+
+    # The time left extrapolates this process's pace: a quarter done in 100 s leaves 300 s.
+    record = json.loads((tmp_path / STATUS_FILE).read_text())
+    now = datetime.now(UTC)
+    started, updated = (now - timedelta(seconds=100)).isoformat(), now.isoformat()
+    record |= {"started": started, "updated": updated, "steps_total": 12, "steps_done": 3}
+    record |= {"step_fraction": 0.0, "steps_done_at_start": 0}
+    (tmp_path / STATUS_FILE).write_text(json.dumps(record))
+    assert sweep_status(tmp_path)["eta_seconds"] == pytest.approx(300, rel=0.02)
+    # Steps saved by an earlier run do not count towards the pace.
+    (tmp_path / STATUS_FILE).write_text(json.dumps({**record, "steps_done": 6, "steps_done_at_start": 3}))
+    assert sweep_status(tmp_path)["eta_seconds"] == pytest.approx(100 * 6 / 3, rel=0.02)
+    (tmp_path / STATUS_FILE).write_text(json.dumps({**record, "steps_done_at_start": 3}))
+    assert sweep_status(tmp_path)["eta_seconds"] is None  # no pace yet
+
+
 def test_interpolated_table():
     def run(scorer, seed, sparsities, accuracies):
         return pd.DataFrame(
@@ -230,6 +273,11 @@ def test_a_sweep_that_fails_at_start_is_reported_by_start_sweep(tmp_path):
     assert (tmp_path / "bad.log").is_file()
     status = sweep_status(tmp_path / "bad")
     assert status["state"] == "failed" and "no/such/model" in status["error"]
+    # The ended child is reaped (waited for), not left a zombie under the caller.
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{status['pid']}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{status['pid']}").exists()
     with pytest.raises(
         SweepError, match=r"stopped at once.*--steps: expected a whole number"
     ):  # argparse exits

@@ -37,6 +37,18 @@ from prunekit.recovery.lora import RecoveryConfig, recover_on, split_data
 StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+__all__ = [
+    "IterativeConfig",
+    "IterativeState",
+    "compose",
+    "geometric_schedule",
+    "kept_units",
+    "linear_schedule",
+    "prune_iteratively",
+    "step_sparsity",
+]
+
+
 def geometric_schedule(steps: int, fraction: float = 0.1) -> tuple[float, ...]:
     """Attention sparsity after each step when every step removes ``fraction`` of what remains:
     1 - (1 - fraction)^k for k = 1..steps (10 % steps: 10.0, 19.0, 27.1, 34.4, ... %)."""

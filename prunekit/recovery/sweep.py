@@ -30,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,33 @@ from prunekit.models.loading import load_model
 from prunekit.recovery.iterative import IterativeConfig, IterativeState, prune_iteratively
 from prunekit.recovery.lora import RecoveryConfig
 from prunekit.store import atomic_write_text
+
+__all__ = [
+    "CONFIG_COLUMNS",
+    "PHASE_WEIGHTS",
+    "RESULTS_FILE",
+    "STATE_FILE",
+    "STATUS_FILE",
+    "STRUCTURE_FILE",
+    "SWEEP_FILE",
+    "SWEEP_RECOVERY",
+    "SWEEP_RUN",
+    "TABLE_FILE",
+    "TABLE_MARKDOWN",
+    "TABLE_POINTS",
+    "TIMING_COLUMNS",
+    "SweepConfig",
+    "find_sweeps",
+    "interpolated_table",
+    "load_results",
+    "read_results",
+    "run_name",
+    "run_sweep",
+    "start_sweep",
+    "stop_sweep",
+    "sweep_status",
+    "table_markdown",
+]
 
 SWEEP_FILE, STATUS_FILE, STATE_FILE = "sweep.json", "status.json", "state.json"
 RESULTS_FILE, STRUCTURE_FILE = "results.csv", "structure.csv"
@@ -77,6 +105,14 @@ _SHORT = {
 # about 2,600 optimiser steps, ours has 94; on the demo, one-shot 50 % per-head Fisher recovered
 # from 90.2 % to 90.4 % at 1e-4 and to 91.4 % at 1e-3 (2,000 clips, one epoch).
 SWEEP_RECOVERY = RecoveryConfig(lr=1e-3, train_clips=3000, validation_clips=500, validations_per_epoch=2)
+
+# The stages of a step, in order, and their rough shares of its time (seconds per stage on the
+# demo, from the measurements above): status.json's ``step_fraction`` moves through them, so a
+# poller's bar moves within a step. Rough weights, not a measurement of the running sweep.
+STEP_ZERO_PHASES = ("evaluating", "measuring")
+STEP_PHASES = ("scoring", "evaluating", "recovering", "evaluating", "measuring")
+STEP_PHASES_NO_RECOVERY = ("scoring", "evaluating", "measuring")
+PHASE_WEIGHTS = {"scoring": 8.0, "evaluating": 3.75, "recovering": 29.0, "measuring": 1.0}
 SWEEP_RUN = IterativeConfig(recovery=SWEEP_RECOVERY)
 
 
@@ -327,22 +363,56 @@ class _Status:
             "stage": "starting",
             "stage_done": 0,
             "stage_total": 0,
+            "step_fraction": 0.0,
+            "recovery": config.run.recovery is not None,
+            "steps_done_at_start": sum(done),
             "error": None,
         }
+        self._phase = 0
         self._written = 0.0
         self._write()
 
     def update(self, *, force: bool = True, **fields) -> None:
         changed = fields.get("stage", self.data["stage"]) != self.data["stage"]
         self.data.update(fields, updated=_now())
+        if changed and self.data["step"] is not None:
+            self._advance(self.data["stage"])
+        if "stage_done" in fields or changed:
+            self.data["step_fraction"] = self._step_fraction()
         if force or changed or time.monotonic() - self._written >= 1.0:
             self._write()
+
+    def _phases(self) -> tuple[str, ...]:
+        if self.data["step"] == 0:
+            return STEP_ZERO_PHASES
+        return STEP_PHASES if self.data["recovery"] else STEP_PHASES_NO_RECOVERY
+
+    def _advance(self, stage: str) -> None:
+        """The current stage's place in the step: its next occurrence from where the step is."""
+        phases = self._phases()
+        if stage in phases[self._phase :]:
+            self._phase = phases.index(stage, self._phase)
+
+    def _step_fraction(self) -> float:
+        """How much of the current step is done, from its stage and the stage's own count; the
+        stages are weighted by rough shares of a step's time (``PHASE_WEIGHTS``), so the fraction
+        moves within a step but is not a measurement."""
+        phases = self._phases()
+        if self.data["stage"] not in phases:
+            return self.data["step_fraction"]
+        weights = [PHASE_WEIGHTS[p] for p in phases]
+        done, total = self.data["stage_done"], self.data["stage_total"]
+        within = min(done / total, 1.0) if total else 0.0
+        return (sum(weights[: self._phase]) + within * weights[self._phase]) / sum(weights)
 
     def step_done(self, name: str, step: int) -> None:
         self.data["steps_done"] += 1
         if step == self.data["steps"]:
             self.data["configs_done"] += 1
-        self.update(current=name, step=min(step + 1, self.data["steps"]), stage="step finished")
+        self._phase = 0
+        self.update(
+            current=name, step=min(step + 1, self.data["steps"]), stage="step finished", step_fraction=0.0
+        )
 
     def _write(self) -> None:
         atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
@@ -365,8 +435,25 @@ def sweep_status(out_dir: str | os.PathLike) -> dict:
     status = json.loads(path.read_text())
     if status["state"] == "running" and not _alive(status["pid"]):
         status["state"] = "stopped"
-    status["fraction"] = status["steps_done"] / status["steps_total"] if status["steps_total"] else 0.0
+    total = status["steps_total"]
+    partial = status.get("step_fraction", 0.0) if status["state"] == "running" else 0.0
+    status["fraction"] = min((status["steps_done"] + partial) / total, 1.0) if total else 0.0
+    status["eta_seconds"] = _eta(status)
     return status
+
+
+def _eta(status: dict) -> float | None:
+    """Seconds left for a running sweep, extrapolated from this process's own pace (steps saved
+    by an earlier run of it do not count); None before it has any pace to go by."""
+    if status["state"] != "running" or "steps_done_at_start" not in status or not status["steps_total"]:
+        return None
+    done = status["fraction"] - status["steps_done_at_start"] / status["steps_total"]
+    elapsed = (
+        datetime.fromisoformat(status["updated"]) - datetime.fromisoformat(status["started"])
+    ).total_seconds()
+    if done < 0.01 or elapsed <= 0:
+        return None
+    return elapsed * (1.0 - status["fraction"]) / done
 
 
 def _alive(pid: int) -> bool:
@@ -474,6 +561,9 @@ def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout
             start_new_session=True,
             cwd=Path(__file__).resolve().parents[2],
         )
+    # Reap the child whenever it ends (finished, stopped or killed), or it lingers as a zombie
+    # under a long-lived caller such as the app's server.
+    threading.Thread(target=process.wait, name=f"reap-sweep-{process.pid}", daemon=True).start()
     status_file = out / STATUS_FILE
     while time.time() - started <= timeout:
         exited = process.poll() is not None
