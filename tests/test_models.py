@@ -1,11 +1,10 @@
-import re
-
 import pytest
 import torch
 from conftest import TINY_LABELS
 from safetensors.torch import save_file
 from transformers import BertConfig
 
+from bench.ast_base import v4_name, write_folder
 from prunekit.errors import ModelLoadError
 from prunekit.models import anatomy, load_model
 
@@ -24,31 +23,11 @@ def test_local_folder_roundtrip(tiny_model, tiny_model_dir):
     torch.testing.assert_close(_outputs(model), _outputs(tiny_model), rtol=0, atol=0)
 
 
-# transformers v4 names, written out by hand (not by transformers' own conversion code).
-_V4 = [
-    (r"\.layers\.(\d+)\.attention\.q_proj\.", r".encoder.layer.\1.attention.attention.query."),
-    (r"\.layers\.(\d+)\.attention\.k_proj\.", r".encoder.layer.\1.attention.attention.key."),
-    (r"\.layers\.(\d+)\.attention\.v_proj\.", r".encoder.layer.\1.attention.attention.value."),
-    (r"\.layers\.(\d+)\.attention\.o_proj\.", r".encoder.layer.\1.attention.output.dense."),
-    (r"\.layers\.(\d+)\.mlp\.fc1\.", r".encoder.layer.\1.intermediate.dense."),
-    (r"\.layers\.(\d+)\.mlp\.fc2\.", r".encoder.layer.\1.output.dense."),
-    (r"\.layers\.(\d+)\.", r".encoder.layer.\1."),
-]
-
-
-def _v4_name(key: str) -> str:
-    for pattern, repl in _V4:
-        new = re.sub(pattern, repl, key)
-        if new != key:
-            return new
-    return key
-
-
 @pytest.mark.parametrize("key_format", ["v4", "v5"])
 def test_checkpoint_key_formats(tmp_path, tiny_model, key_format):
     state = {k: v.contiguous() for k, v in tiny_model.state_dict().items()}
     if key_format == "v4":
-        state = {_v4_name(k): v for k, v in state.items()}
+        state = {v4_name(k): v for k, v in state.items()}
         assert any(".encoder.layer.0.attention.attention.query.weight" in k for k in state)
     tiny_model.config.to_json_file(tmp_path / "config.json")
     save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
@@ -111,3 +90,29 @@ def test_a_zip_with_entries_outside_its_folder_is_refused(tmp_path):
     with pytest.raises(ModelLoadError, match=r"entries outside its folder \(\['../outside.txt'\]\)"):
         load_model(bad)
     assert not (tmp_path / "outside.txt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key_format", ["v4", "v5"])
+def test_an_ast_base_shaped_folder_loads_scores_prunes_and_reloads(
+    tmp_path, tiny_speech_commands, key_format
+):
+    """The paper's model size (12 x 12 x 768, 128 mels; random weights) in both key formats."""
+    from prunekit.data.datasets import open_dataset
+    from prunekit.heads.planner import make_plan
+    from prunekit.heads.scoring import score, scoring_data
+    from prunekit.heads.surgery import apply_plan, save_pruned
+
+    folder = write_folder(tmp_path / "ast-base", key_format=key_format)
+    model, extractor, labels = load_model(folder)
+    assert [(s.heads, s.qk_dim) for s in anatomy.attention_shapes(model)] == [(12, 64)] * 12
+    assert extractor.num_mel_bins == 128 and extractor.max_length == 128 and len(labels) == 35
+    data = scoring_data(open_dataset(tiny_speech_commands), extractor, labels, clips=3)
+    scores = score(model, "fisher", data, batch_size=3)
+    plan = make_plan(scores, "per-head", "global", 0.5)
+    pruned = apply_plan(model, plan)
+    save_pruned(pruned, tmp_path / "pruned", plan=plan, feature_extractor=extractor, labels=labels)
+    again = load_model(tmp_path / "pruned").model
+    x = data.features[:2]
+    torch.testing.assert_close(again(x).logits, pruned(x).logits, rtol=0, atol=0)
+    assert plan.attention_sparsity() == pytest.approx(0.5, abs=0.01)
