@@ -221,16 +221,22 @@ def average_precisions(
     out = np.full((len(w), scores.shape[1]), np.nan)
     for c in range(scores.shape[1]):
         order = np.argsort(-scores[:, c], kind="stable")
-        s, y = scores[order, c], targets[order, c]
-        ends = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last clip of each distinct score
-        wy = w[:, order]
-        tp = np.cumsum(wy * y, axis=1)[:, ends]  # (R, T)
-        seen = np.cumsum(wy, axis=1)[:, ends]
+        s, y = scores[order, c], targets[order, c] > 0
+        if not y.any():
+            continue
+        group_end = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last clip of each distinct score
+        end = group_end[np.searchsorted(group_end, np.arange(len(s)))]  # (N,) each clip's group end
+        pos = np.flatnonzero(y)  # sorted positions of the positives
+        last = np.searchsorted(pos, end[pos], side="right") - 1  # last positive of each one's group
+        ranked = w[:, order]  # (R, N)
+        seen = np.cumsum(ranked, axis=1)[:, end[pos]]  # (R, P) weight scored at or above the group
+        wp = ranked[:, pos]  # (R, P)
+        tp = np.cumsum(wp, axis=1)  # (R, P)
+        # Each positive adds its weight of recall at its group's precision (tied clips enter together).
+        gained = wp * np.divide(tp[:, last], seen, out=np.zeros_like(seen), where=seen > 0)
         positives = tp[:, -1]
-        gained = np.diff(tp, axis=1, prepend=0.0)
-        precision = np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, c] = np.where(positives > 0, (gained * precision).sum(1) / positives, np.nan)
+            out[:, c] = np.where(positives > 0, gained.sum(1) / positives, np.nan)
     return out[0] if single else out
 
 
