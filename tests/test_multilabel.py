@@ -23,6 +23,7 @@ from prunekit.evaluation.paired import (
     bootstrap_map_difference,
     compare,
     compare_map,
+    map_resamples,
 )
 from prunekit.heads.pipeline import prune_and_evaluate
 from prunekit.heads.planner import make_plan
@@ -145,6 +146,14 @@ def test_compare_map_and_per_class_ap_changes():
     assert tags["pruned_correct"].tolist() == [True, False, True, False]
     with pytest.raises(ConfigurationError, match="same clips"):
         compare_map(dense, multilabel_metrics(good[:3], targets[:3], ["a", "b"]))
+    assert result.resamples == 1000 and "1,000 resamples" in result.describe()
+    # Large splits get fewer draws in proportion to clips x classes, never below 200.
+    assert [map_resamples(n, c) for n, c in ((456, 14), (1330, 150), (4000, 100), (10231, 200))] == [
+        1000,
+        1000,
+        500,
+        200,
+    ]
 
 
 # --- scoring, recovery, iterative --------------------------------------------------------------

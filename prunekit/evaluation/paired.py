@@ -30,6 +30,8 @@ from prunekit.errors import ConfigurationError
 from prunekit.evaluation.metrics import Evaluation, MultilabelEvaluation
 
 __all__ = [
+    "MAP_RESAMPLES",
+    "MAP_WORK",
     "TESTS",
     "MapComparison",
     "PairedComparison",
@@ -40,6 +42,7 @@ __all__ = [
     "compare_correct",
     "compare_evaluations",
     "compare_map",
+    "map_resamples",
     "mcnemar",
 ]
 
@@ -286,17 +289,31 @@ def bootstrap_map_difference(
     return float(low), float(high)
 
 
+MAP_RESAMPLES = 1000  # the paired mAP bootstrap's draws, on splits up to MAP_WORK clips x classes
+MAP_WORK = 200_000  # above it the draws shrink in proportion (never below 200), bounding the time
+
+
+def map_resamples(clips: int, classes: int) -> int:
+    """How many draws ``compare_map`` makes by default: 1,000, or on larger splits fewer, in
+    proportion to clips x classes, but at least 200. Each draw costs time in proportion to
+    clips x classes (bench/multilabel.py: about 5 s per 1,000 draws at 1,330 x 35 and several
+    minutes at FSD50K's 10,231 x 200), so an Apply on a large tagging set stays within a minute
+    or two; the interval's ends are then a little noisier, and ``describe`` says how many draws."""
+    return max(200, min(MAP_RESAMPLES, MAP_RESAMPLES * MAP_WORK // max(clips * classes, 1)))
+
+
 def compare_map(
     reference: MultilabelEvaluation,
     candidate: MultilabelEvaluation,
     *,
     names: tuple[str, str] = ("dense", "pruned"),
-    resamples: int = 1000,
+    resamples: int | None = None,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> MapComparison:
     """Both mAPs and the paired bootstrap interval of their difference, for two multi-label
-    evaluations of the same clips (same paths and true tags, in order)."""
+    evaluations of the same clips (same paths and true tags, in order). ``resamples``: by
+    default ``map_resamples`` of the split's size."""
     a, b = reference.predictions, candidate.predictions
     if len(a) != len(b) or not (
         a["path"].astype(str).equals(b["path"].astype(str)) and a["labels"].equals(b["labels"])
@@ -306,6 +323,8 @@ def compare_map(
             f"{names[0]} has {len(a)} clips, {names[1]} {len(b)}"
             + ("" if len(a) != len(b) else " and they differ in paths or tags")
         )
+    if resamples is None:
+        resamples = map_resamples(*reference.targets.shape)
     ci = bootstrap_map_difference(
         reference.scores,
         candidate.scores,
