@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from prunekit.heads import planner, scoring
-from prunekit.recovery import sweep
+from prunekit.recovery import iterative, sweep
 from prunekit.report import figures
 from prunekit.store import cache_dir
 from prunekit.ui import REPORTED, data_source, model_source
@@ -76,10 +76,12 @@ def _results(folder: Path) -> None:
         st.info("No finished step yet.")
         return
     st.plotly_chart(figures.sweep_curves(results), key="exp_curves")
+    multilabel = iterative.quality_column(results).startswith("map")  # a sweep on tagging data: mAP
     st.markdown(
-        "**Accuracy after recovery (%) at each attention sparsity** (linear interpolation between steps)"
+        f"**{'mAP' if multilabel else 'Accuracy (%)'} after recovery at each attention sparsity** "
+        "(linear interpolation between steps)"
     )
-    table = sweep.interpolated_table(results).round(2)
+    table = sweep.interpolated_table(results).round(4 if multilabel else 2)
     points = [c for c in table.columns if c.endswith("%")]  # a sparsity no step reached is NaN
     table[points] = table[points].astype(object).where(table[points].notna(), "not reached")
     st.dataframe(table, hide_index=True, key="exp_table")

@@ -38,8 +38,11 @@ def _pick_variant(source):
     return with_model(done[names.index(st.selectbox("Pruned variant", names, key="listen_variant"))])
 
 
-def _answers(loaded, variant, wave, *, show_windows: bool = False, truth: str | None = None) -> None:
-    """Spectrogram and the top-5 of each model for one 16 kHz waveform (``truth``: its label)."""
+def _answers(
+    loaded, variant, wave, *, show_windows: bool = False, truth: str | None = None, tags: list | None = None
+) -> None:
+    """Spectrogram and the top-5 of each model for one 16 kHz waveform (``truth``: its label;
+    ``tags``: its true tags, for a multi-label dataset, marked among the top 5)."""
     st.plotly_chart(
         figures.spectrogram(windows.log_mel(wave, loaded.feature_extractor)),
         key=f"listen_spec_{show_windows}",
@@ -53,11 +56,20 @@ def _answers(loaded, variant, wave, *, show_windows: bool = False, truth: str | 
     }
     if widget is not None:
         widget.empty()
-    if truth is not None:
+    if tags is not None:  # multi-label: each tag has its own probability (sigmoid); several may be high
+        said = "; ".join(
+            f"{name} finds {sum(t in tags for t in r.top(len(tags))['label'])} of them in its top {len(tags)}"
+            for name, r in results.items()
+        )
+        st.markdown(f"True tags: **{', '.join(tags)}** (marked \u2713 and green below). {said}.")
+    elif truth is not None:
         said = "; ".join(f"{name} hears **{r.top(1)['label'].iloc[0]}**" for name, r in results.items())
         st.markdown(f"True label: **{truth}**. {said}.")
+    if any(r.multilabel for r in results.values()):
+        st.caption("Tag probabilities: one sigmoid per tag, so they need not add up to 100 %.")
     st.plotly_chart(
-        figures.top_bars({name: r.top(5) for name, r in results.items()}), key=f"listen_top_{show_windows}"
+        figures.top_bars({name: r.top(5) for name, r in results.items()}, truth=tags),
+        key=f"listen_top_{show_windows}",
     )
     if st.toggle(
         "Where each model listens (attention rollout)",
@@ -90,21 +102,38 @@ def _browse(loaded, variant, dataset, split) -> None:
     dense = dense_evaluation(model_source(), dataset, split)
     if dense is None:
         return
-    clips = (
-        changes.prediction_changes(dense, variant.evaluation)
-        if variant and variant.split == split
-        else dense.predictions.rename(columns={"predicted": "original"})[["path", "label", "original"]]
-    )
+    compared = variant and variant.split == split
+    if dense.multilabel:  # "label" holds a clip's true tags joined by " | ", "original" its top tag
+        clips = (
+            changes.tag_changes(dense, variant.evaluation)
+            if compared
+            else dense.predictions.rename(columns={"labels": "label", "top": "original"})[
+                ["path", "label", "original"]
+            ]
+        )
+    else:
+        clips = (
+            changes.prediction_changes(dense, variant.evaluation)
+            if compared
+            else dense.predictions.rename(columns={"predicted": "original"})[["path", "label", "original"]]
+        )
     c1, c2 = st.columns(2)
     # A clip's name is its label and its index within the label ("yes #3"): stable under the filters.
     clips = clips.assign(clip=clips["label"] + " #" + (clips.groupby("label").cumcount() + 1).astype(str))
-    label = c1.selectbox("Class", ["all", *sorted(clips["label"].unique())], key="listen_class")
+    tags = clips["label"].str.split(" | ", regex=False) if dense.multilabel else None
+    classes = sorted({t for ts in tags for t in ts}) if dense.multilabel else sorted(clips["label"].unique())
+    label = c1.selectbox("Tag" if dense.multilabel else "Class", ["all", *classes], key="listen_class")
     only_diff = c2.checkbox(
         "Only clips where the original and the pruned model disagree",
         key="listen_diff",
         disabled="differ" not in clips,
     )
-    shown = clips if label == "all" else clips[clips["label"] == label]
+    if label == "all":
+        shown = clips
+    elif dense.multilabel:  # every clip that carries the tag
+        shown = clips[[label in ts for ts in tags]]
+    else:
+        shown = clips[clips["label"] == label]
     if only_diff and "differ" in shown:
         shown = shown[shown["differ"]]
     st.caption(f"{len(shown)} of {len(clips)} clips of the {split} split")
@@ -124,7 +153,11 @@ def _browse(loaded, variant, dataset, split) -> None:
     pick = st.selectbox("Clip", names, key="listen_clip")
     row = shown.iloc[names.index(pick)]
     st.audio(str(row["path"]))
-    _answers(loaded, variant, audio.load_waveform(row["path"]), truth=row["label"])
+    wave = audio.load_waveform(row["path"])
+    if dense.multilabel:
+        _answers(loaded, variant, wave, tags=row["label"].split(" | "))
+    else:
+        _answers(loaded, variant, wave, truth=row["label"])
 
 
 def _upload(loaded, variant) -> None:

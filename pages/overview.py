@@ -47,6 +47,9 @@ GLOSSARY = """
 - **Percentile rank**: a score's position among the units of its kind, 1 = most important.
 - **Spearman / Kendall**: how much two rankings agree: 1 the same order, 0 unrelated, -1 reversed.
 - **Original**: the unpruned model; it is never changed.
+- **mAP / AP / mAUC** (multi-label data, where a clip carries several tags): a class's average precision
+  says how well the model ranks the clips that carry the tag above those that do not (1 = perfectly);
+  mAP is its mean over the classes, the headline for tagging; mAUC the mean ROC AUC.
 - **95 % CI**: the range the true value lies in with 95 % confidence, from resampling the clips (accuracy)
   or the timing rounds (speed).
 """
@@ -81,7 +84,20 @@ def render() -> None:
         return
     split = eval_split()
     result = dense_evaluation(source, dataset, split)
-    if result is not None:
+    if result is not None and result.multilabel:  # tagging: mAP is the headline (the paper's AudioSet table)
+        cols = st.columns(2)
+        cols[0].metric(
+            f"mAP on the {split} split of {dataset.name}",
+            f"{result.headline:.3f}",
+            help=f"mean over classes of the average precision; {len(result.predictions)} clips, "
+            f"{int(result.per_class['ap'].notna().sum())} classes with a positive clip",
+        )
+        cols[1].metric(
+            "mAUC", f"{result.summary['mAUC'].iloc[0]:.3f}", help="mean over classes of the ROC AUC"
+        )
+        with st.expander("Average precision per class"):
+            st.dataframe(result.per_class.sort_values("ap"), hide_index=True, key="overview_ap")
+    elif result is not None:
         st.metric(
             f"Accuracy on the {split} split of {dataset.name}",
             f"{result.accuracy:.1%}",

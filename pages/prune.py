@@ -153,6 +153,13 @@ def _in_plain_words(variant, dense) -> str:
     cost = variant.cost
     smaller = 1 - cost.loc["pruned", "parameters"] / cost.loc["dense", "parameters"]
     speed = ratio_from(cost.loc["pruned"], 32).describe()  # a 95 % interval, not one noisy reading
+    if dense.multilabel:
+        agree = 1 - changes.tag_changes(dense, variant.evaluation)["differ"].mean()
+        return (
+            f"In plain words: the pruned model is {smaller:.0%} smaller and, on a batch of 32 clips, "
+            f"{speed}. Its mAP is {variant.headline:.3f}, where the original's is {dense.headline:.3f} "
+            f"(1 = every tag ranked perfectly); the two put the same tag first on {agree:.0%} of the clips."
+        )
     agree = 1 - changes.prediction_changes(dense, variant.evaluation)["differ"].mean()
     return (
         f"In plain words: the pruned model is {smaller:.0%} smaller and, on a batch of 32 clips, {speed}. "
@@ -168,12 +175,16 @@ def _results(variant, dense) -> None:
         st.write(f"Clip by clip against the original: {variant.comparison.describe()}.")
     cost = variant.cost
     cols = st.columns(4)
-    cols[0].metric(
-        "Pruned accuracy",
-        f"{variant.accuracy:.1%}",
-        f"{100 * (variant.accuracy - dense.accuracy):+.1f} points",
-    )
-    cols[1].metric("Original accuracy", f"{dense.accuracy:.1%}")
+    if dense.multilabel:
+        cols[0].metric("Pruned mAP", f"{variant.headline:.3f}", f"{variant.headline - dense.headline:+.3f}")
+        cols[1].metric("Original mAP", f"{dense.headline:.3f}")
+    else:
+        cols[0].metric(
+            "Pruned accuracy",
+            f"{variant.accuracy:.1%}",
+            f"{100 * (variant.accuracy - dense.accuracy):+.1f} points",
+        )
+        cols[1].metric("Original accuracy", f"{dense.accuracy:.1%}")
     cols[2].metric(
         "Parameters",
         f"{cost.loc['pruned', 'parameters'] / 1e6:.2f} M",
@@ -196,6 +207,13 @@ def _results(variant, dense) -> None:
             help=f"original: {cost.loc['dense', f'latency_b{b}_ms']:.1f} ms (medians, "
             "timed interleaved with the pruned model); " + ratio_from(cost.loc["pruned"], b).describe(),
         )
+    if dense.multilabel:  # no confusion matrix for tags: the change of each class's AP instead
+        st.markdown("**Average precision change per class** (pruned minus original)")
+        st.plotly_chart(
+            figures.class_change_bars(changes.class_ap_changes(dense, variant.evaluation), "AP"),
+            key="prune_classes",
+        )
+        return
     st.markdown("**Accuracy change per class** (pruned minus original)")
     st.plotly_chart(
         figures.class_change_bars(changes.class_changes(dense, variant.evaluation)), key="prune_classes"
@@ -212,13 +230,19 @@ def _history_table(source, dataset, done) -> pd.DataFrame:
     """One row per variant, the original first: what the chart plots and the CSV holds."""
     cost = done[0].cost.loc["dense"]
     original = dense_evaluation(source, dataset, done[0].split)
+    # Accuracy in % and its change in points, or (multi-label data) mAP and its change
+    name, scale, change_name = (
+        ("mAP", 1, "Change vs original (mAP)")
+        if original.multilabel
+        else ("Accuracy (%)", 100, "Change vs original (points)")
+    )
     rows = [
         {
             "Variant": "original",
             "Split": done[0].split,
             "Attention removed (%)": 0.0,
-            "Accuracy (%)": 100 * original.accuracy,
-            "Change vs original (points)": 0.0,
+            name: scale * original.headline,
+            change_name: 0.0,
             "Parameters (M)": cost["parameters"] / 1e6,
             "MACs per clip (M)": cost["macs_per_clip"] / 1e6,
             "Latency b1 (ms)": cost["latency_b1_ms"],
@@ -227,14 +251,14 @@ def _history_table(source, dataset, done) -> pd.DataFrame:
     ]
     for v in done:
         pruned = v.cost.loc["pruned"]
-        change = 100 * (v.accuracy - dense_evaluation(source, dataset, v.split).accuracy)
+        change = scale * (v.headline - dense_evaluation(source, dataset, v.split).headline)
         rows.append(
             {
                 "Variant": v.name,
                 "Split": v.split,
                 "Attention removed (%)": 100 * v.plan.attention_sparsity(),
-                "Accuracy (%)": 100 * v.accuracy,
-                "Change vs original (points)": change,
+                name: scale * v.headline,
+                change_name: change,
                 "Parameters (M)": pruned["parameters"] / 1e6,
                 "MACs per clip (M)": pruned["macs_per_clip"] / 1e6,
                 "Latency b1 (ms)": pruned["latency_b1_ms"],
@@ -251,7 +275,7 @@ def _history(source, dataset, loaded) -> None:
     st.subheader("This session's variants")
     table = _history_table(source, dataset, done)
     axis = st.radio(
-        "Accuracy against",
+        ("mAP" if "mAP" in table else "Accuracy") + " against",
         ["MACs per clip (M)", "Latency b1 (ms)"],
         horizontal=True,
         key="prune_history_axis",
@@ -265,9 +289,9 @@ def _history(source, dataset, loaded) -> None:
         on_select="rerun",
         selection_mode="multi-row",
         column_config={
-            c: st.column_config.NumberColumn(format="%.1f")
+            c: st.column_config.NumberColumn(format="%.3f" if "mAP" in c else "%.1f")
             for c in table.columns
-            if "(%)" in c or "points" in c
+            if "(%)" in c or "points" in c or "mAP" in c
         },
     )
     chosen_rows = [r for r in event.selection.rows if r > 0]  # row 0 is the original: never deleted

@@ -59,6 +59,12 @@ def _settings(loaded, depth):
 
 
 def _cost(source, dataset, split, settings):
+    if dataset.multilabel:
+        st.info(
+            f"{dataset.name} is multi-label: token pruning is measured by accuracy here, so this part "
+            "of the page needs single-label data (the Prune page shows mAP)."
+        )
+        return
     if st.button(f"Evaluate on the {split} split", key="tok_eval"):
         glue.evaluate_settings(source, dataset, split, settings)
     if st.button("Evaluate keep rates 0.9 to 0.5 (this rule and these blocks)", key="tok_sweep"):

@@ -373,8 +373,15 @@ def cmd_prune(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
     )
     print(f"pruned model written to {out}")
-    quality = {
-        name: {"accuracy": e.accuracy, "loss": float(e.summary["loss"].iloc[0])}
+    quality = {  # accuracy, or mAP (and mAUC) on multi-label data
+        name: {
+            **(
+                {"mAP": e.headline, "mAUC": float(e.summary["mAUC"].iloc[0])}
+                if e.multilabel
+                else {"accuracy": e.headline}
+            ),
+            "loss": float(e.summary["loss"].iloc[0]),
+        }
         for name, e in (("dense", dense), ("pruned", variant.evaluation))
     }
     table = pd.concat([pd.DataFrame(quality).T, variant.cost], axis=1).T  # latencies timed interleaved
@@ -450,7 +457,7 @@ def add_sweep(sub) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from prunekit.recovery.iterative import geometric_schedule, linear_schedule
+    from prunekit.recovery.iterative import geometric_schedule, linear_schedule, quality_column
     from prunekit.recovery.sweep import (
         RESULTS_FILE,
         STRUCTURE_FILE,
@@ -508,18 +515,24 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     bar, progress = _bar(f"sweep of {len(config.runs())} configurations", unit="step")
 
     def on_step(name: str, r: dict) -> None:
+        metric = "mAP" if "map_after" in r else "accuracy"  # multi-label data: mAP
+        key = "map" if "map_after" in r else "accuracy"
         bar.write(
             f"{name} step {r['step']}: attention sparsity {r['attention_sparsity']:.1%} "
-            f"(target {r['target_sparsity']:.1%}), accuracy {r['accuracy_before']:.4f} -> "
-            f"{r['accuracy_after']:.4f} after recovery, {r['seconds']:.0f} s"
+            f"(target {r['target_sparsity']:.1%}), {metric} {r[f'{key}_before']:.4f} -> "
+            f"{r[f'{key}_after']:.4f} after recovery, {r['seconds']:.0f} s"
         )
         write_sweep_figure(args.out)  # the figure follows the run, step by step
 
     results = run_sweep(config, args.out, overwrite=args.overwrite, progress=progress, on_step=on_step)
     bar.close()
     write_sweep_figure(args.out)
-    print(f"accuracy after recovery (%), interpolated at attention sparsities, {args.split} split:")
-    print(table_markdown(interpolated_table(results)), end="")
+    multilabel = quality_column(results).startswith("map")
+    print(
+        f"{'mAP' if multilabel else 'accuracy (%)'} after recovery, interpolated at attention "
+        f"sparsities, {args.split} split:"
+    )
+    print(table_markdown(interpolated_table(results), digits=4 if multilabel else 2), end="")
     print(
         f"written to {args.out}: {RESULTS_FILE}, {STRUCTURE_FILE}, {TABLE_MARKDOWN}, {FIGURE_HTML}, runs/ "
         f"({time.perf_counter() - start:.0f} s)"

@@ -4,7 +4,8 @@
   and ``testing_list.txt``; everything else is training; ``_background_noise_`` is excluded.
 - Folder per class: ``<root>/<label>/*.{wav,flac,ogg}``, split deterministically by file.
 - The synthetic demo set: espeak-ng speech written in the Speech Commands layout (``synth``),
-  generated into the cache the first time it is needed.
+  generated into the cache the first time it is needed; and its tagging counterpart
+  (``"demo-tagging"``: one to three words and a background per clip, each a label; ``tagging``).
 - A CSV manifest naming the files and their labels (ESC-50, UrbanSound8K, FSD50K, AudioSet or
   your own): read by ``prunekit.data.manifest``; ``open_dataset`` dispatches to it.
 """
@@ -37,6 +38,9 @@ __all__ = [
     "open_dataset",
     "read_class_folders",
     "read_speech_commands",
+    "tagging_dataset",
+    "tagging_generated",
+    "tagging_root",
 ]
 
 _SC_LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
@@ -142,6 +146,40 @@ def _remove_old_locks(folder: Path) -> None:
             lock.unlink(missing_ok=True)
 
 
+# Bump when the tagging generator changes (prunekit.data.tagging.FORMAT_VERSION follows it).
+TAGGING_DATA_VERSION = 1
+
+
+def tagging_root(seed: int = 0) -> Path:
+    return cache_dir() / f"synthetic-tagging-v{TAGGING_DATA_VERSION}-seed{seed}"
+
+
+def tagging_generated(seed: int = 0) -> bool:
+    """Whether the synthetic tagging set is already in the cache (its summary is written last)."""
+    return (tagging_root(seed) / "tagging.json").is_file()
+
+
+def tagging_dataset(seed: int = 0, progress: Callable[[int, int], None] | None = None) -> AudioDataset:
+    """The synthetic tagging set (multi-label), generated into the cache on first use."""
+    from filelock import FileLock
+
+    from prunekit.data import manifest, synth, tagging
+
+    root = tagging_root(seed)
+    with FileLock(str(root) + ".lock"):
+        synth.remove_stale_partials(root.parent)
+        if not tagging_generated(seed):
+            tagging.generate(root, tagging.TaggingConfig(seed=seed), progress=progress)
+    return manifest.read_manifest(
+        root / tagging.MANIFEST,
+        file_column="file",
+        label_columns="labels",
+        label_separator=",",
+        split_column="split",
+        name=f"synthetic tagging (seed {seed})",
+    )
+
+
 DATA_KINDS = ("demo", "speech-commands", "folders")  # the layouts a dataset spec can name
 
 
@@ -149,6 +187,7 @@ def open_dataset(spec: str | Path, progress: Callable[[int, int], None] | None =
     """The one reader of dataset specs (CLI, app and sweeps all pass theirs here):
 
     * ``"demo"``: the synthetic set (generated into the cache on first use);
+    * ``"demo-tagging"``: the synthetic tagging set (multi-label; generated the same way);
     * ``"speech-commands:<folder>"`` or ``"folders:<folder>"``: that layout, no guessing;
     * ``<folder>``: Speech Commands when it has both split lists, folder-per-class otherwise.
       A folder with only one of the two lists is refused: reading it as folder-per-class
@@ -161,6 +200,8 @@ def open_dataset(spec: str | Path, progress: Callable[[int, int], None] | None =
     text = str(spec).strip()
     if text == "demo":
         return demo_dataset(progress=progress)
+    if text == "demo-tagging":
+        return tagging_dataset(progress=progress)
     kind, sep, folder = text.partition(":")
     if sep and kind in DATA_KINDS[1:]:
         root = Path(folder).expanduser()

@@ -6,7 +6,7 @@ paper's AudioSet headline); all as pandas frames. ``evaluate`` picks by ``AudioD
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,7 @@ __all__ = [
     "evaluate",
     "multilabel_metrics",
     "predict_logits",
+    "task_loss",
 ]
 
 
@@ -40,9 +41,17 @@ class Evaluation:
     confusion: pd.DataFrame
     predictions: pd.DataFrame
 
+    multilabel = False
+    metric = "accuracy"  # the headline's name, as pages and the CLI print it
+
     @property
     def accuracy(self) -> float:
         return float(self.summary["accuracy"].iloc[0])
+
+    @property
+    def headline(self) -> float:
+        """The one number a page shows first: accuracy here, mAP for multi-label data."""
+        return self.accuracy
 
 
 @dataclass(frozen=True)
@@ -50,15 +59,25 @@ class MultilabelEvaluation:
     """Multi-label results. ``summary`` has one row: clips, mAP, mAUC, loss (binary cross-entropy);
     ``per_class`` one row per model class: label, positives, ap, auc (NaN where undefined);
     ``predictions`` one row per clip: path, labels (true, joined by " | "), top (the most probable
-    class), probability (its sigmoid), loss."""
+    class), probability (its sigmoid), loss; ``scores`` (N, C) the sigmoids and ``targets``
+    (N, C) the true tags in {0, 1}, what a paired comparison resamples (``paired.compare_map``)."""
 
     summary: pd.DataFrame
     per_class: pd.DataFrame
     predictions: pd.DataFrame
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32), repr=False)
+    targets: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32), repr=False)
+
+    multilabel = True
+    metric = "mAP"
 
     @property
     def mean_average_precision(self) -> float:
         return float(self.summary["mAP"].iloc[0])
+
+    @property
+    def headline(self) -> float:
+        return self.mean_average_precision
 
 
 @torch.no_grad()
@@ -150,9 +169,7 @@ def multilabel_metrics(
             f"got {targets.shape}"
         )
     scores = torch.sigmoid(logits).numpy()  # (N, C)
-    losses = torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, torch.from_numpy(targets), reduction="none"
-    ).mean(1)  # (N,): per clip, mean over classes
+    losses = task_loss(logits, torch.from_numpy(targets), reduction="none")  # (N,): BCE, mean over classes
     rows = []
     for k, name in enumerate(labels):
         positives = int(targets[:, k].sum())
@@ -183,7 +200,22 @@ def multilabel_metrics(
             "loss": losses.numpy(),
         }
     )
-    return MultilabelEvaluation(summary, per_class, predictions)
+    return MultilabelEvaluation(summary, per_class, predictions, scores, targets)
+
+
+def task_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The training and validation loss of a classifier: cross-entropy for class indices (N,),
+    binary cross-entropy averaged over classes for multi-label targets (N, C) in {0, 1} (what
+    the authors use on AudioSet). ``reduction``: "mean" or "sum" over clips, or "none" (N,)."""
+    if targets.ndim == 2:
+        per_clip = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, targets.float(), reduction="none"
+        ).mean(1)
+    else:
+        per_clip = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    if reduction == "none":
+        return per_clip
+    return per_clip.mean() if reduction == "mean" else per_clip.sum()
 
 
 def evaluate(

@@ -17,6 +17,7 @@ import torch
 from prunekit.data import audio
 from prunekit.errors import AudioError
 from prunekit.evaluation.metrics import predict_logits
+from prunekit.models import anatomy
 from prunekit.progress import Progress
 
 __all__ = [
@@ -62,12 +63,14 @@ def window_samples(extractor) -> int:
 
 @dataclass(frozen=True)
 class Classification:
-    """``probabilities``: (classes,) for the whole clip; ``windows``: start_s, top label and its
-    probability for each window."""
+    """``probabilities``: (classes,) for the whole clip (softmax, or one sigmoid per class when
+    ``multilabel``: they need not sum to 1); ``windows``: start_s, top label and its probability
+    for each window."""
 
     probabilities: np.ndarray
     labels: tuple[str, ...]
     windows: pd.DataFrame
+    multilabel: bool = False
 
     def top(self, k: int = 5) -> pd.DataFrame:
         """The ``k`` most probable labels: columns label, probability."""
@@ -84,8 +87,13 @@ def classify(
     wave: np.ndarray,
     *,
     progress: Progress | None = None,
+    multilabel: bool | None = None,
 ) -> Classification:
-    """Classify a 16 kHz mono waveform with sliding windows (see the module docstring)."""
+    """Classify a 16 kHz mono waveform with sliding windows (see the module docstring).
+    ``multilabel``: sigmoid per class instead of softmax; by default what the model's config
+    says (``anatomy.is_multilabel``)."""
+    if multilabel is None:
+        multilabel = anatomy.is_multilabel(model)
     if wave.ndim != 1 or len(wave) == 0:
         raise AudioError(f"classify needs a non-empty mono waveform, got shape {wave.shape}")
     window = window_samples(extractor)
@@ -95,7 +103,8 @@ def classify(
     starts = audio.window_starts(len(wave), window, hop)
     chunks = [wave[s : s + window] for s in starts]
     feats = audio.features(chunks, extractor)
-    probs = predict_logits(model, feats, progress=progress).softmax(-1).numpy()  # (W, C)
+    logits = predict_logits(model, feats, progress=progress)  # (W, C)
+    probs = (logits.sigmoid() if multilabel else logits.softmax(-1)).numpy()
     best = probs.argmax(1)
     windows = pd.DataFrame(
         {
@@ -104,7 +113,7 @@ def classify(
             "probability": probs[np.arange(len(best)), best],
         }
     )
-    return Classification(probs.max(0), tuple(labels), windows)
+    return Classification(probs.max(0), tuple(labels), windows, multilabel)
 
 
 def log_mel(wave: np.ndarray, extractor) -> np.ndarray:

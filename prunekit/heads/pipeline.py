@@ -17,10 +17,9 @@ import pandas as pd
 import torch
 
 from prunekit.data.datasets import AudioDataset
-from prunekit.errors import DatasetError
 from prunekit.evaluation.cost import compare_cost
-from prunekit.evaluation.metrics import Evaluation, evaluate
-from prunekit.evaluation.paired import PairedComparison, compare_evaluations
+from prunekit.evaluation.metrics import Evaluation, MultilabelEvaluation, evaluate
+from prunekit.evaluation.paired import MapComparison, PairedComparison, compare
 from prunekit.heads.plan import PruningPlan
 from prunekit.heads.surgery import apply_plan, save_pruned
 from prunekit.progress import Progress
@@ -33,19 +32,25 @@ class Variant:
     """One applied plan: the pruned model (a new object; the base is untouched), its
     evaluation on ``split``, the cost table of dense vs pruned (rows "dense", "pruned") and,
     when the dense evaluation on the same clips was given, the paired comparison with it
-    (McNemar's test and a bootstrap interval of the accuracy difference)."""
+    (McNemar's test and a bootstrap interval of the accuracy difference; for multi-label data a
+    paired bootstrap interval of the mAP difference)."""
 
     name: str
     plan: PruningPlan
     model: torch.nn.Module
     split: str
-    evaluation: Evaluation
+    evaluation: Evaluation | MultilabelEvaluation
     cost: pd.DataFrame
-    comparison: PairedComparison | None = None
+    comparison: PairedComparison | MapComparison | None = None
 
     @property
     def accuracy(self) -> float:
         return self.evaluation.accuracy
+
+    @property
+    def headline(self) -> float:
+        """Accuracy, or mAP for a multi-label evaluation (``evaluation.metric`` names it)."""
+        return self.evaluation.headline
 
 
 def prune_and_evaluate(
@@ -57,21 +62,17 @@ def prune_and_evaluate(
     split: str = "test",
     *,
     name: str | None = None,
-    dense: Evaluation | None = None,
+    dense: Evaluation | MultilabelEvaluation | None = None,
     repeats: int = 10,
     progress: Progress | None = None,
 ) -> Variant:
     """Surgery on a copy of ``model``, evaluation of the result on ``split`` of ``dataset``, and
     parameters, MACs and latency of dense and pruned (timed interleaved). ``dense``: ``model``'s
-    evaluation on the same split, to compare the two clip by clip (``Variant.comparison``)."""
-    if dataset.multilabel:  # the variant, its paired comparison and the pages speak accuracy
-        raise DatasetError(
-            f"Pruning on the multi-label dataset {dataset.name} is not supported yet: "
-            f"evaluate it (mAP) and score it (BCE), but prune on single-label data for now."
-        )
+    evaluation on the same split, to compare the two clip by clip (``Variant.comparison``). A
+    multi-label dataset is evaluated by mAP and compared by a paired bootstrap of the mAP difference."""
     pruned = apply_plan(model, plan)
     evaluation = evaluate(pruned, extractor, labels, dataset, split, progress=progress)
-    comparison = None if dense is None else compare_evaluations(dense, evaluation)
+    comparison = None if dense is None else compare(dense, evaluation)
     cost = compare_cost({"dense": model, "pruned": pruned}, repeats=repeats)
     return Variant(name or describe_plan(plan), plan, pruned, split, evaluation, cost, comparison)
 

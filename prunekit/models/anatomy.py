@@ -41,6 +41,7 @@ __all__ = [
     "family_of",
     "fingerprint",
     "input_shape",
+    "is_multilabel",
     "make_pruned",
     "model_class_for",
     "original_head_dim",
@@ -178,6 +179,12 @@ def describe(model: nn.Module) -> dict:
         "attention_parameters": attn,
         "attention_share": attn / total if total else 0.0,
     }
+
+
+def is_multilabel(model: nn.Module) -> bool:
+    """Whether the model tags (one sigmoid per class, several classes per clip) rather than
+    classifies: its config says ``problem_type="multi_label_classification"``."""
+    return getattr(model.config, "problem_type", None) == "multi_label_classification"
 
 
 # --- the pruned structure ----------------------------------------------------------------------------

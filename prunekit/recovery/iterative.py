@@ -24,7 +24,7 @@ from torch import nn
 
 from prunekit.errors import ConfigurationError, PlanError
 from prunekit.evaluation.cost import cost
-from prunekit.evaluation.metrics import classification_metrics, predict_logits
+from prunekit.evaluation.metrics import classification_metrics, multilabel_metrics, predict_logits
 from prunekit.heads.plan import LayerPlan, PruningPlan
 from prunekit.heads.planner import BUDGETS, PATTERNS, THRESHOLDS, make_plan, max_sparsity
 from prunekit.heads.scoring import SCORERS, ScoringData, needs_data, score
@@ -45,8 +45,19 @@ __all__ = [
     "kept_units",
     "linear_schedule",
     "prune_iteratively",
+    "quality_column",
     "step_sparsity",
 ]
+
+
+def quality_column(results: pd.DataFrame, when: str = "after") -> str:
+    """The results column that holds a run's headline: ``accuracy_after`` (or ``_before``), or
+    ``map_after`` for a run on multi-label data (its steps record mAP instead of accuracy)."""
+    return (
+        f"map_{when}"
+        if f"map_{when}" in results and results[f"map_{when}"].notna().any()
+        else f"accuracy_{when}"
+    )
 
 
 def geometric_schedule(steps: int, fraction: float = 0.1) -> tuple[float, ...]:
@@ -278,13 +289,14 @@ def _first_state(model: nn.Module, data: _RunData, report: StageProgress) -> Ite
     start = time.perf_counter()
     plan = PruningPlan.dense(model)
     quality = _evaluate(model, data, report)
+    metric = _metric(data)
     record = {
         "step": 0,
         "target_sparsity": 0.0,
         "attention_sparsity": 0.0,
-        "accuracy_before": quality["accuracy"],
+        f"{metric}_before": quality[metric],
         "loss_before": quality["loss"],
-        "accuracy_after": quality["accuracy"],
+        f"{metric}_after": quality[metric],
         "loss_after": quality["loss"],
         "val_loss_before": np.nan,
         "val_loss_after": np.nan,
@@ -315,13 +327,14 @@ def _step(state: IterativeState, step: int, data: _RunData, report: StageProgres
         "recovery_seconds": recovered - evaluated,
         "eval_seconds": evaluated - scored + time.perf_counter() - recovered,
     }
+    metric = _metric(data)
     record = {
         "step": step,
         "target_sparsity": target,
         "attention_sparsity": overall.attention_sparsity(),
-        "accuracy_before": before["accuracy"],
+        f"{metric}_before": before[metric],
         "loss_before": before["loss"],
-        "accuracy_after": after["accuracy"],
+        f"{metric}_after": after[metric],
         "loss_after": after["loss"],
         "val_loss_before": val_before,
         "val_loss_after": val_after,
@@ -341,11 +354,12 @@ def _unchanged(
     step's accuracy and cost, and it is not recovered (a recovery would only train the same
     sparsity longer, which the other steps do not get)."""
     last = state.steps[-1]
+    metric = "map" if "map_after" in last else "accuracy"
     record = {
         **last,
         "step": step,
         "target_sparsity": target,
-        "accuracy_before": last["accuracy_after"],
+        f"{metric}_before": last[f"{metric}_after"],
         "loss_before": last["loss_after"],
         "val_loss_before": np.nan,
         "val_loss_after": np.nan,
@@ -403,6 +417,11 @@ def _recover(
     return model, float(history["val_loss"].iloc[0]), float(history.loc[history["kept"], "val_loss"].iloc[0])
 
 
+def _metric(data: _RunData) -> str:
+    """What a step records: "accuracy", or "map" (mean average precision) on multi-label data."""
+    return "map" if data.evaluation.multilabel else "accuracy"
+
+
 def _evaluate(model: nn.Module, data: _RunData, report: StageProgress) -> dict[str, float]:
     ev = data.evaluation
     logits = predict_logits(
@@ -411,6 +430,9 @@ def _evaluate(model: nn.Module, data: _RunData, report: StageProgress) -> dict[s
         batch_size=data.config.batch_size,
         progress=lambda done, total: report("evaluating", done, total),
     )
+    if ev.multilabel:
+        summary = multilabel_metrics(logits, ev.targets.numpy(), list(data.labels)).summary.iloc[0]
+        return {"map": float(summary["mAP"]), "loss": float(summary["loss"])}
     summary = classification_metrics(logits, ev.targets.numpy(), list(data.labels)).summary.iloc[0]
     return {"accuracy": float(summary["accuracy"]), "loss": float(summary["loss"])}
 

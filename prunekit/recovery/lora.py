@@ -21,6 +21,7 @@ from torch import nn
 
 from prunekit.data.augment import spec_augment
 from prunekit.errors import ConfigurationError
+from prunekit.evaluation.metrics import task_loss
 from prunekit.heads.scoring import ScoringData, scoring_data
 from prunekit.progress import Progress
 from prunekit.recovery.training import LoopSettings, fit_with_checkpoints
@@ -90,8 +91,9 @@ def recover(
 
     Returns the merged model (new; same class and structure) and the training history, one row
     per validation: ``step, epoch, train_loss, val_loss, val_accuracy, lr, kept`` (row 0 is the
-    starting point; ``kept`` marks the checkpoint that was merged). ``progress(done, total)``
-    counts optimiser steps.
+    starting point; ``kept`` marks the checkpoint that was merged). A multi-label dataset trains
+    and validates with binary cross-entropy (the authors' AudioSet loss) and its history has
+    ``val_mAP`` instead of ``val_accuracy``. ``progress(done, total)`` counts optimiser steps.
     """
     pick = (dataset, feature_extractor, labels)
     train = split_data(*pick, config.train_split, config.train_clips, seed=config.seed)
@@ -116,12 +118,13 @@ def recover_on(
     config: RecoveryConfig = RecoveryConfig(),
     progress: Progress | None = None,
 ) -> tuple[nn.Module, pd.DataFrame]:
-    """``recover`` on prepared data: features (N, frames, mels) and class indices (N,)."""
-    for name, data in (("train", train), ("validation", validation)):
-        if data.multilabel:
-            raise ConfigurationError(
-                f"Recovery trains single-label classifiers; the {name} data is multi-label"
-            )
+    """``recover`` on prepared data: features (N, frames, mels) and class indices (N,), or for
+    multi-label data {0, 1} targets (N, C) (binary cross-entropy)."""
+    if train.multilabel != validation.multilabel:
+        raise ConfigurationError(
+            f"The train data is {'multi' if train.multilabel else 'single'}-label but the validation "
+            f"data is {'multi' if validation.multilabel else 'single'}-label; recovery needs one kind"
+        )
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's generator
         torch.manual_seed(config.seed)
         lora = add_adapters(model, config)
@@ -163,7 +166,7 @@ def train_adapters(
     augment = spec_augment(config.freq_mask, config.time_mask)
 
     def batch_loss(x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
-        return nn.functional.cross_entropy(lora(augment(x)).logits, y)
+        return task_loss(lora(augment(x)).logits, y)  # cross-entropy, or BCE for (B, C) targets
 
     settings = LoopSettings(
         config.lr,

@@ -12,6 +12,8 @@
                       latency at batch 1 and seconds (in all, and scoring, evaluation, recovery)
     structure.csv     Q/K and V/O channels left per configuration x step x layer x original head
     table.csv/.md     accuracy after recovery at 10 ... 60 % attention sparsity, interpolated
+                      (mAP on multi-label data: its steps record map_before and map_after
+                      instead of accuracy_before and accuracy_after)
     accuracy.html     accuracy against attention sparsity (plotly; accuracy.png too with kaleido)
     runs/<name>/      per configuration: state.json (finished steps) and step-<k>/, the model
                       after its last finished step (``save_pruned``; the plan maps it to the original)
@@ -48,7 +50,7 @@ from prunekit.heads.planner import PATTERNS, THRESHOLDS
 from prunekit.heads.scoring import SCORERS
 from prunekit.heads.surgery import load_plan, save_pruned
 from prunekit.models.loading import load_model
-from prunekit.recovery.iterative import IterativeConfig, IterativeState, prune_iteratively
+from prunekit.recovery.iterative import IterativeConfig, IterativeState, prune_iteratively, quality_column
 from prunekit.recovery.lora import RecoveryConfig
 from prunekit.store import atomic_write_text
 
@@ -496,17 +498,22 @@ def _write_summary(out: Path) -> None:
     if results.empty:
         return
     table = interpolated_table(results)
+    digits = 4 if quality_column(results).startswith("map") else 2
     atomic_write_text(out / TABLE_FILE, table.to_csv(index=False))
-    atomic_write_text(out / TABLE_MARKDOWN, table_markdown(table))
+    atomic_write_text(out / TABLE_MARKDOWN, table_markdown(table, digits=digits))
 
 
 def interpolated_table(
-    results: pd.DataFrame, points: Sequence[float] = TABLE_POINTS, column: str = "accuracy_after"
+    results: pd.DataFrame, points: Sequence[float] = TABLE_POINTS, column: str | None = None
 ) -> pd.DataFrame:
-    """Per pattern x threshold x scorer (mean over seeds): ``column`` in % at each attention
-    sparsity in ``points``, linearly interpolated between the steps' reached sparsities (NaN past
-    the last step), and at step 0 (``dense``). A sparsity reached twice counts its first step (the
-    first arrival; a later step at the same sparsity removed nothing and was not recovered)."""
+    """Per pattern x threshold x scorer (mean over seeds): ``column`` at each attention sparsity
+    in ``points``, linearly interpolated between the steps' reached sparsities (NaN past the last
+    step), and at step 0 (``dense``). A sparsity reached twice counts its first step (the first
+    arrival; a later step at the same sparsity removed nothing and was not recovered). The
+    column is by default the headline after recovery (``iterative.quality_column``): accuracy,
+    given in %, or on multi-label data mAP, given as a fraction like the paper's AudioSet table."""
+    column = column or quality_column(results)
+    scale = 100 if column.startswith("accuracy") else 1
     rows = []
     for key, run in results.groupby(list(CONFIG_COLUMNS), sort=False):
         curve = run.sort_values("step").groupby("attention_sparsity")[column].first()  # ascending sparsity
@@ -521,18 +528,19 @@ def interpolated_table(
         )
     frame = pd.DataFrame(rows)
     keys = ["pattern", "threshold", "scorer"]
-    table = frame.drop(columns="seed").groupby(keys, sort=False).mean() * 100
+    table = frame.drop(columns="seed").groupby(keys, sort=False).mean() * scale
     table.insert(0, "seeds", frame.groupby(keys, sort=False).size())
     return table.reset_index()
 
 
-def table_markdown(table: pd.DataFrame) -> str:
-    """``interpolated_table`` as a Markdown table shaped like the paper's reference table (docs/methods.md)."""
+def table_markdown(table: pd.DataFrame, digits: int = 2) -> str:
+    """``interpolated_table`` as a Markdown table shaped like the paper's reference table
+    (docs/methods.md); ``digits`` after the point (4 for mAP)."""
     values = [c for c in table.columns if c == "dense" or c.endswith("%")]
     lines = ["| scheme | thr | score | " + " | ".join(values) + " |", "|---" * (3 + len(values)) + "|"]
     for row in table.to_dict(orient="records"):
         names = [_SHORT.get(row[k], row[k]) for k in ("pattern", "threshold", "scorer")]
-        cells = ["" if pd.isna(row[c]) else f"{row[c]:.2f}" for c in values]
+        cells = ["" if pd.isna(row[c]) else f"{row[c]:.{digits}f}" for c in values]
         lines.append("| " + " | ".join(names + cells) + " |")
     return "\n".join(lines) + "\n"
 

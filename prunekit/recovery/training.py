@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
-from prunekit.evaluation.metrics import predict_logits
+from prunekit.evaluation.metrics import multilabel_metrics, predict_logits, task_loss
 from prunekit.heads.scores import ScoringData
 from prunekit.progress import Progress
 
@@ -52,8 +52,10 @@ def fit_with_checkpoints(
     """Train ``model``'s parameters that require grad, in place; leave it holding the weights of the
     lowest validation loss (``save``/``restore`` capture and put back what trains). Returns one
     row per validation: ``step, epoch, <extra(step)>, train_loss, lr, val_loss, val_accuracy,
-    kept``; row 0 is the starting point. ``batch_loss(x, y, step)`` is the loss of one batch
-    (x: (B, frames, mels), y: (B,)) at optimiser step ``step``; the model is in train mode."""
+    kept`` (``val_mAP`` instead of ``val_accuracy`` for multi-label data, whose ``val_loss`` is
+    binary cross-entropy); row 0 is the starting point. ``batch_loss(x, y, step)`` is the loss of
+    one batch (x: (B, frames, mels), y: (B,) or (B, C)) at optimiser step ``step``; the model is
+    in train mode."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     per_epoch = math.ceil(len(train.features) / settings.batch_size)
@@ -105,8 +107,13 @@ def _checkpoints(per_epoch: int, epochs: int, per_epoch_checks: int) -> set[int]
 
 
 def _validate(model: nn.Module, data: ScoringData, batch_size: int, row: dict) -> dict:
-    """``row`` with the validation loss and accuracy (eval mode; the model's mode is restored)."""
+    """``row`` with the validation loss and accuracy, or mAP for multi-label targets (eval mode;
+    the model's mode is restored)."""
     logits = predict_logits(model, data.features, batch_size=batch_size)  # (N, C)
-    loss = nn.functional.cross_entropy(logits, data.targets).item()
-    accuracy = (logits.argmax(-1) == data.targets).float().mean().item()
-    return {**row, "val_loss": loss, "val_accuracy": accuracy}
+    loss = task_loss(logits, data.targets).item()
+    if data.multilabel:
+        labels = [str(k) for k in range(logits.shape[1])]
+        quality = {"val_mAP": multilabel_metrics(logits, data.targets.numpy(), labels).mean_average_precision}
+    else:
+        quality = {"val_accuracy": (logits.argmax(-1) == data.targets).float().mean().item()}
+    return {**row, "val_loss": loss, **quality}

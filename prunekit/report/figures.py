@@ -8,6 +8,7 @@ and clicking a head is how a user opens its channels.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -256,24 +257,31 @@ def sweep_structure_maps(structure: pd.DataFrame, step: int) -> go.Figure:
 
 
 def sweep_curves(results: pd.DataFrame) -> go.Figure:
-    """Accuracy after recovery (and before it, dotted) against attention sparsity: one line per
-    scorer x threshold, one panel per pattern (means over seeds)."""
+    """Accuracy after recovery against attention sparsity (mAP for a sweep on multi-label data):
+    one line per scorer x threshold, one panel per pattern (means over seeds)."""
     import plotly.express as px
 
+    from prunekit.recovery.iterative import quality_column
+
+    column = quality_column(results)
+    multilabel = column.startswith("map")
+    axis = "mAP after recovery" if multilabel else "accuracy after recovery (%)"
     keys = ["pattern", "threshold", "scorer", "step"]
-    curves = results.groupby(keys, sort=False)[["attention_sparsity", "accuracy_after"]].mean().reset_index()
+    curves = results.groupby(keys, sort=False)[["attention_sparsity", column]].mean().reset_index()
     curves["attention sparsity (%)"] = 100 * curves["attention_sparsity"]
-    curves["accuracy after recovery (%)"] = 100 * curves["accuracy_after"]
+    curves[axis] = curves[column] * (1 if multilabel else 100)
     curves["configuration"] = curves["scorer"] + " " + curves["threshold"]
     fig = px.line(
         curves,
         x="attention sparsity (%)",
-        y="accuracy after recovery (%)",
+        y=axis,
         color="configuration",
         facet_col="pattern",
         markers=True,
         hover_data=["step"],
-        title="Iterative pruning with LoRA recovery: accuracy against attention sparsity",
+        title="Iterative pruning with LoRA recovery: "
+        + ("mAP" if multilabel else "accuracy")
+        + " against attention sparsity",
     )
     fig.update_layout(height=450, margin={"t": 80, "b": 40})
     return fig
@@ -319,20 +327,25 @@ def confusion_map(confusion: pd.DataFrame, title: str) -> go.Figure:
     return fig
 
 
-def class_change_bars(changes: pd.DataFrame) -> go.Figure:
-    """Per-class accuracy change, pruned minus dense (``evaluation.changes.class_changes``), worst first."""
+def class_change_bars(changes: pd.DataFrame, metric: str = "accuracy") -> go.Figure:
+    """Per-class change, pruned minus dense, worst first: accuracy in points
+    (``evaluation.changes.class_changes``) or, with ``metric="AP"``, average precision
+    (``class_ap_changes``)."""
     colours = ["#d62728" if c < 0 else "#2ca02c" for c in changes["change"]]
+    points = metric == "accuracy"
     fig = go.Figure(
         go.Bar(
             x=changes["label"],
-            y=100 * changes["change"],
+            y=(100 if points else 1) * changes["change"],
             marker_color=colours,
-            hovertemplate="%{x}: %{y:+.1f} points<extra></extra>",
+            hovertemplate="%{x}: %{y:+.1f} points<extra></extra>"
+            if points
+            else "%{x}: %{y:+.3f}<extra></extra>",
         )
     )
     fig.update_layout(
         height=320,
-        yaxis={"title": "accuracy change (points)"},
+        yaxis={"title": "accuracy change (points)" if points else f"{metric} change"},
         xaxis={"tickangle": -60},
         margin={"t": 30, "b": 80},
     )
@@ -341,7 +354,9 @@ def class_change_bars(changes: pd.DataFrame) -> go.Figure:
 
 def variants_chart(table: pd.DataFrame, x: str = "MACs per clip (M)") -> go.Figure:
     """Accuracy against cost, one named point per variant and a star for the original: ``table``
-    has columns Variant, Accuracy (%) and ``x`` (e.g. "MACs per clip (M)" or "Latency b1 (ms)")."""
+    has columns Variant, Accuracy (%) (or mAP, for multi-label data) and ``x`` (e.g. "MACs per
+    clip (M)" or "Latency b1 (ms)")."""
+    y = "mAP" if "mAP" in table else "Accuracy (%)"
     original = table["Variant"] == "original"
     fig = go.Figure()
     for mask, name, symbol in ((original, "original", "star"), (~original, "pruned variants", "circle")):
@@ -349,19 +364,21 @@ def variants_chart(table: pd.DataFrame, x: str = "MACs per clip (M)") -> go.Figu
         fig.add_trace(
             go.Scatter(
                 x=part[x],
-                y=part["Accuracy (%)"],
+                y=part[y],
                 mode="markers+text",
                 name=name,
                 text=part["Variant"],
                 textposition="top center",
                 marker={"symbol": symbol, "size": 14 if symbol == "star" else 10},
-                hovertemplate="%{text}<br>%{x:.4g}, %{y:.1f} %<extra></extra>",
+                hovertemplate="%{text}<br>%{x:.4g}, "
+                + ("%{y:.3f}" if y == "mAP" else "%{y:.1f} %")
+                + "<extra></extra>",
             )
         )
     fig.update_layout(
         height=380,
         xaxis={"title": x},
-        yaxis={"title": "accuracy (%)"},
+        yaxis={"title": "mAP" if y == "mAP" else "accuracy (%)"},
         margin={"t": 30, "b": 40},
         legend={"orientation": "h"},
     )
@@ -417,16 +434,20 @@ def spectrogram(log_mel, *, title: str = "log-mel spectrogram", hop_ms: int = 10
     return fig
 
 
-def top_bars(tops: dict[str, pd.DataFrame]) -> go.Figure:
-    """Top-k probabilities of several models (name -> frame with label, probability) side by side."""
+def top_bars(tops: dict[str, pd.DataFrame], truth: Sequence[str] | None = None) -> go.Figure:
+    """Top-k probabilities of several models (name -> frame with label, probability) side by side.
+    ``truth``: the clip's true tags (multi-label), drawn green and marked with a check."""
+    true = set(truth or ())
     fig = make_subplots(rows=1, cols=len(tops), subplot_titles=list(tops), horizontal_spacing=0.15)
     for col, frame in enumerate(tops.values(), start=1):
+        marked = [f"{label} \u2713" if label in true else label for label in frame["label"]]
         fig.add_trace(
             go.Bar(
                 x=frame["probability"],
-                y=frame["label"],
+                y=marked,
                 orientation="h",
                 showlegend=False,
+                marker_color=["#2ca02c" if label in true else "#1f77b4" for label in frame["label"]],
                 hovertemplate="%{y}: %{x:.1%}<extra></extra>",
             ),
             row=1,

@@ -26,12 +26,12 @@ from pathlib import Path
 import streamlit as st
 
 from prunekit.data.audio import features
-from prunekit.data.datasets import SPLITS, AudioDataset, demo_generated, open_dataset
+from prunekit.data.datasets import SPLITS, AudioDataset, demo_generated, open_dataset, tagging_generated
 from prunekit.data.manifest import PRESETS
 from prunekit.errors import ConfigurationError, PrunekitError
 from prunekit.evaluation.attention import clip_attention
 from prunekit.evaluation.cost import count_macs
-from prunekit.evaluation.metrics import Evaluation, evaluate
+from prunekit.evaluation.metrics import Evaluation, MultilabelEvaluation, evaluate
 from prunekit.evaluation.windows import window_samples
 from prunekit.heads.pipeline import Variant
 from prunekit.heads.planner import max_sparsity
@@ -83,10 +83,12 @@ MODEL_KINDS = {
 }
 DATA_KINDS = {
     "Synthetic demo set": "",
+    "Synthetic tagging set": "",  # multi-label: 1-3 words and a background per clip (demo-tagging)
     "Speech Commands v2 folder": "a folder with validation_list.txt, testing_list.txt and one folder per word",
     "Folder per class": "a folder with one sub-folder of audio files per class",
     "CSV manifest": "a CSV naming audio files (relative to it) and their labels, e.g. meta/esc50.csv",
 }
+_GENERATED = {"Synthetic demo set": "demo", "Synthetic tagging set": "demo-tagging"}  # no folder to type
 MANIFEST_PRESETS = ("detect from header", *PRESETS)
 REPORTED = PrunekitError  # what a page shows as a message; anything else is a bug and keeps its traceback
 
@@ -101,7 +103,7 @@ def sidebar() -> None:
                 "Model id or folder", key="model_ref", placeholder=MODEL_KINDS[st.session_state["model_kind"]]
             )
         st.radio("Dataset", list(DATA_KINDS), key="data_kind")
-        if st.session_state.get("data_kind", "Synthetic demo set") != "Synthetic demo set":
+        if st.session_state.get("data_kind", "Synthetic demo set") not in _GENERATED:
             st.text_input(
                 "Dataset folder", key="data_ref", placeholder=DATA_KINDS[st.session_state["data_kind"]]
             )
@@ -140,11 +142,11 @@ def model_source() -> str | None:
 
 
 def data_source() -> str | None:
-    """'demo', 'speech-commands:<folder>', 'folders:<folder>', '<file>.csv' or '<preset>:<file>.csv'
-    (``open_dataset``'s specs); None while no folder is typed."""
+    """'demo', 'demo-tagging', 'speech-commands:<folder>', 'folders:<folder>', '<file>.csv' or
+    '<preset>:<file>.csv' (``open_dataset``'s specs); None while no folder is typed."""
     kind = st.session_state.get("data_kind", "Synthetic demo set")
-    if kind == "Synthetic demo set":
-        return "demo"
+    if kind in _GENERATED:
+        return _GENERATED[kind]
     ref = st.session_state.get("data_ref", "").strip()
     if not ref:
         return None
@@ -270,20 +272,21 @@ def dataset_or_report() -> AudioDataset | None:
             widget, progress = bar("Generating the synthetic speech commands (first run only):")
             open_dataset("demo", progress=progress)
             widget.empty()
+        if spec == "demo-tagging" and not tagging_generated():
+            widget, progress = bar("Generating the synthetic tagging set (first run only):")
+            open_dataset("demo-tagging", progress=progress)
+            widget.empty()
         return cached_dataset(spec)
     except REPORTED as exc:
         st.error(f"Could not read the dataset: {exc}")
         return None
 
 
-def dense_evaluation(source: str, dataset: AudioDataset, split: str) -> Evaluation | None:
-    """The unpruned model's evaluation on ``split`` (computed once per process, with a bar)."""
-    if dataset.multilabel:  # the pages show accuracy; mAP on them is issue 16's next step
-        st.error(
-            f"{dataset.name} is multi-label: the app's pages do not show mAP yet; evaluate it with "
-            f"`python -m prunekit evaluate --data ...` instead."
-        )
-        return None
+def dense_evaluation(
+    source: str, dataset: AudioDataset, split: str
+) -> Evaluation | MultilabelEvaluation | None:
+    """The unpruned model's evaluation on ``split`` (computed once per process, with a bar): an
+    ``Evaluation`` (accuracy), or a ``MultilabelEvaluation`` (mAP) for a multi-label dataset."""
     key = (source, data_source(), split)
     shared = _dense_evaluations()
     if key not in shared:
