@@ -45,6 +45,7 @@ from prunekit.heads.surgery import save_pruned
 from prunekit.models import anatomy
 from prunekit.models.loading import LoadedModel, load_model
 from prunekit.store import cache_dir
+from prunekit.ui import served
 
 __all__ = [
     "ATTENTION_CACHE",
@@ -173,8 +174,9 @@ def eval_split() -> str:
 # --- shared, cached resources ----------------------------------------------------------------
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def cached_model(source: str) -> LoadedModel:
-    """Shared across sessions: never modify it; copy before pruning or wrapping."""
-    return load_model(source)
+    """Shared across sessions: never modify it; copy before pruning or wrapping. Served, ``source``
+    must lie in the model folders (``served.model_location``)."""
+    return load_model(served.model_location(source))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -189,8 +191,9 @@ def dense_macs(source: str) -> int:
 
 @st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
 def cached_dataset(spec: str) -> AudioDataset:
-    """Shared across sessions (an AudioDataset is frozen). ``spec`` as ``open_dataset`` reads it."""
-    return open_dataset(spec)
+    """Shared across sessions (an AudioDataset is frozen). ``spec`` as ``open_dataset`` reads it;
+    served, its folder must lie in the dataset folders (``served.dataset_location``)."""
+    return open_dataset(served.dataset_location(spec))
 
 
 DENSE_EVALUATIONS = (
