@@ -209,6 +209,12 @@ class _Bounded:
         self.limit = limit
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self._computing: dict = {}
+
+    def computing(self, key) -> threading.Lock:
+        """A lock per key: sessions asking for the same entry at once compute it once."""
+        with self._lock:
+            return self._computing.setdefault(key, threading.Lock())
 
     def get(self, key):
         with self._lock:
@@ -330,17 +336,21 @@ def dense_evaluation(source: str, dataset: AudioDataset, split: str) -> Evaluati
     key = (source, data_source(), split)
     shared = _dense_evaluations()
     result = shared.get(key)
-    if result is None:
-        model, extractor, labels = cached_model(source)
-        widget, progress = bar(f"Evaluating the unpruned model on the {split} split:")
-        try:  # an empty split, unknown labels or unreadable files are DatasetErrors: reported
-            result = evaluate(model, extractor, labels, dataset, split, progress=progress, cache=True)
-        except REPORTED as exc:
-            st.error(f"Could not evaluate the model on this dataset: {exc}")
-            return None
-        finally:
-            widget.empty()
-        shared.put(key, result)
+    if result is not None:
+        return result
+    with shared.computing(key):  # another session may be computing it: wait for its result
+        result = shared.get(key)
+        if result is None:
+            model, extractor, labels = cached_model(source)
+            widget, progress = bar(f"Evaluating the unpruned model on the {split} split:")
+            try:  # an empty split, unknown labels or unreadable files are DatasetErrors: reported
+                result = evaluate(model, extractor, labels, dataset, split, progress=progress, cache=True)
+            except REPORTED as exc:
+                st.error(f"Could not evaluate the model on this dataset: {exc}")
+                return None
+            finally:
+                widget.empty()
+            shared.put(key, result)
     return result
 
 
