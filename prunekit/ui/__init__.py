@@ -467,7 +467,7 @@ _swept = False
 
 def sweep_sessions() -> list[Path]:
     """Remove the session folders whose process is gone (a crash or a kill skips the finalizers);
-    run once per process, when its first session needs a folder. Returns what was removed."""
+    run once per process, by its first page that reads a history. Returns what was removed."""
     global _swept
     _swept = True
     removed = []
@@ -492,7 +492,10 @@ def _alive(pid: int) -> bool:
 
 
 def history() -> list[Applied]:
-    """This session's applied variants, oldest first."""
+    """This session's applied variants, oldest first. The first call in a process also removes
+    the session folders that crashed processes left behind."""
+    if not _swept:
+        sweep_sessions()
     return st.session_state.setdefault("_prunekit_history", [])
 
 
@@ -500,8 +503,6 @@ def session_folder() -> Path:
     """This session's folder under ``cache/sessions/`` (created when a model is first parked)."""
     holder = st.session_state.get("_prunekit_session")
     if not isinstance(holder, _SessionFolder):
-        if not _swept:
-            sweep_sessions()
         holder = st.session_state["_prunekit_session"] = _SessionFolder()
     return holder.path
 
