@@ -47,7 +47,7 @@ import psutil
 from prunekit.ui.driver import CHROMIUM_FLAGS, chromium_path, serve_app
 
 REPO = Path(__file__).resolve().parent.parent
-SESSIONS = int(os.environ.get("BENCH_SESSIONS", 5))  # fewer for a quick try; results then not written
+SESSIONS = int(os.environ.get("BENCH_SESSIONS", 5))  # other counts write sessions_<n>.json
 APPLIES = 4
 SCORER = "magnitude"  # Fisher's 1,000 clips x 5 sessions would dominate a shared 2-core machine
 TIMEOUT = 1_800_000  # ms: five sessions share two cores
@@ -112,6 +112,7 @@ async def one_session(browser, url: str, i: int, start: float) -> dict:
         await page.get_by_role("heading", name="prunekit", exact=True).wait_for(timeout=TIMEOUT)
         await page.get_by_text("Accuracy on the test split").wait_for(timeout=TIMEOUT)
         times["overview_done_s"] = round(time.perf_counter() - start, 1)
+        print(f"session {i}: overview at {times['overview_done_s']} s", flush=True)
 
         await go_to(page, "Prune")
         await page.locator('[data-testid="stSelectbox"]').filter(has_text="Scorer").click()
@@ -121,6 +122,7 @@ async def one_session(browser, url: str, i: int, start: float) -> dict:
         await metric(page, "Attention sparsity reached")  # the scores are in
         await idle(page)
         times["scores_done_s"] = round(time.perf_counter() - start, 1)
+        print(f"session {i}: scores at {times['scores_done_s']} s", flush=True)
         slider = page.get_by_role("slider").first
         for _ in range(5 * i):  # 0.50 -> 0.50 + 0.05 i, one rerun per step
             await slider.focus()
@@ -137,6 +139,7 @@ async def one_session(browser, url: str, i: int, start: float) -> dict:
             await idle(page)
             await metric(page, "Pruned accuracy")
             applies.append(round(time.perf_counter() - clicked, 2))
+            print(f"session {i}: Apply {len(applies)} took {applies[-1]} s", flush=True)
         times["apply_s"] = applies
         times["sparsity_reached"] = reached
 
@@ -240,8 +243,8 @@ def main() -> None:
     results["every_session_saw_only_its_own_history"] = all(own)
     results["per_session"] = sessions
     print(json.dumps(results, indent=2))
-    if SESSIONS == 5:
-        (REPO / "bench" / "results" / "sessions.json").write_text(json.dumps(results, indent=2) + "\n")
+    name = "sessions.json" if SESSIONS == 5 else f"sessions_{SESSIONS}.json"
+    (REPO / "bench" / "results" / name).write_text(json.dumps(results, indent=2) + "\n")
 
 
 async def _visit(url: str) -> None:

@@ -196,9 +196,8 @@ def cached_dataset(spec: str) -> AudioDataset:
     return open_dataset(served.dataset_location(spec))
 
 
-DENSE_EVALUATIONS = (
-    16  # (model, dataset, split) evaluations the process keeps (each holds every clip's answer)
-)
+# (model, dataset, split) evaluations the process keeps (each holds every clip's answer)
+DENSE_EVALUATIONS = 16
 
 
 class _Bounded:
