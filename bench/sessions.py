@@ -81,6 +81,12 @@ def vm_hwm(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
+RESULT_HEADING = """() => {
+    const h = [...document.querySelectorAll("h3")].find(e => e.innerText.startsWith("Result: "));
+    return h ? h.innerText : "";
+}"""
+
+
 async def idle(page) -> None:
     """The rerun started by the last action has ended (the status widget came and went)."""
     with contextlib.suppress(Exception):  # a short rerun may have come and gone already
@@ -105,6 +111,7 @@ async def go_to(page, title: str) -> None:
 
 async def one_session(browser, url: str, i: int, start: float) -> dict:
     context = await browser.new_context(viewport={"width": 1400, "height": 2000}, accept_downloads=True)
+    context.set_default_timeout(TIMEOUT)  # a click waits for a rerun that a loaded machine makes slow
     page = await context.new_page()
     times: dict = {"session": i}
     try:
@@ -134,8 +141,13 @@ async def one_session(browser, url: str, i: int, start: float) -> dict:
             await page.keyboard.press("ArrowRight")
             await idle(page)
             reached.append(await metric(page, "Attention sparsity reached"))
+            before = await page.evaluate(RESULT_HEADING)
             clicked = time.perf_counter()
             await page.get_by_role("button", name="Apply").click()
+            # Done when the result's heading names the new variant (each Apply here is a new name).
+            await page.wait_for_function(
+                f"prev => ({RESULT_HEADING})() !== prev", arg=before, timeout=TIMEOUT
+            )
             await idle(page)
             await metric(page, "Pruned accuracy")
             applies.append(round(time.perf_counter() - clicked, 2))
