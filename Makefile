@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: app test lint format
+.PHONY: app serve test lint format
 
 $(VENV)/.app-installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ $(VENV)/.test-installed: requirements-test.txt requirements.txt pyproject.toml
 
 app: $(VENV)/.app-installed
 	$(PY) -m streamlit run app.py
+
+# Served to others (README, "Serving the app to others"): every interface unless ADDRESS is given,
+# uploads up to 20 MB, no tracebacks; folders only from PRUNEKIT_MODEL_ROOTS / PRUNEKIT_DATA_ROOTS.
+ADDRESS ?= 0.0.0.0
+serve: $(VENV)/.app-installed
+	PRUNEKIT_SERVE=1 $(PY) -m streamlit run app.py --server.address $(ADDRESS) \
+		--server.maxUploadSize 20 --client.showErrorDetails none --client.toolbarMode viewer
 
 test: $(VENV)/.test-installed
 	scripts/ensure-chromium

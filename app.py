@@ -2,9 +2,11 @@
 
 import streamlit as st
 
-from prunekit.ui import sidebar
+from prunekit.ui import served, sidebar
 
 st.set_page_config(page_title="prunekit", layout="wide")
+if not served.gate():  # served to others (PRUNEKIT_SERVE=1): safe settings, then sign-in
+    st.stop()
 sidebar()
 page = st.navigation(
     [

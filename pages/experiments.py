@@ -9,7 +9,7 @@ from prunekit.heads import planner, scoring
 from prunekit.recovery import iterative, sweep
 from prunekit.report import figures
 from prunekit.store import cache_dir
-from prunekit.ui import REPORTED, data_source, model_source
+from prunekit.ui import REPORTED, data_source, model_source, served
 
 st.title("Experiments")
 st.caption(
@@ -38,7 +38,11 @@ def _progress(folder: Path) -> None:
     elif state != "absent":
         st.warning(
             f"The sweep {state} after {status['steps_done']} of {status['steps_total']} steps"
-            + (f" ({status['error']})" if status.get("error") else "")
+            + (
+                f" ({served.redact(status['error']) if served.serving() else status['error']})"
+                if status.get("error")
+                else ""
+            )
             + ". Start it again with the same settings to continue from its last finished step."
         )
 
@@ -156,10 +160,17 @@ def _start_form() -> None:
     if not (scorers and patterns and thresholds):
         st.error("Pick at least one scorer, one pattern and one threshold.")
         return
-    data = data_source() or "demo"
+    try:  # served, the sweep reads only what the model and dataset folders hold
+        model, data = (
+            served.model_location(model_source() or "demo"),
+            served.dataset_location(data_source() or "demo"),
+        )
+    except REPORTED as exc:
+        st.error(f"Could not start the sweep: {exc}")
+        return
     args = [
         "--model",
-        model_source() or "demo",
+        model,
         "--data",
         data,
         "--scorers",

@@ -308,8 +308,9 @@ def _history(source, dataset, loaded) -> None:
     )
     if len(history()) > max_variants():
         st.caption(
-            f"The {max_variants()} newest variants of this session are kept in memory; older ones "
-            "are on disk under cache/sessions/ and are read back when you download or listen to them."
+            f"The {max_variants()} variants of this session used last are kept in memory; the others "
+            "are on disk under cache/sessions/ until the session ends, and are read back when you "
+            "download, inspect or listen to them."
         )
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
     pick = st.selectbox("Download a variant", names, key="prune_download_pick")

@@ -5,9 +5,14 @@ and the CLI catch ``PrunekitError`` only and show its message (the CLI exits wit
 anything else is a bug and keeps its traceback. The subclasses also derive from the built-in
 exception a Python user would expect (``ValueError``, ``OSError``, ...), so ``except
 ValueError`` in user code keeps working.
+
+A process that shows messages to people who must not see its file system (the served app) sets
+a message filter (``set_message_filter``): ``str()`` of every PrunekitError passes through it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 __all__ = [
     "AudioError",
@@ -20,11 +25,24 @@ __all__ = [
     "PrunekitError",
     "ScoresError",
     "SweepError",
+    "set_message_filter",
 ]
+
+_filter: Callable[[str], str] | None = None
+
+
+def set_message_filter(message_filter: Callable[[str], str] | None) -> None:
+    """Pass every PrunekitError's message through ``message_filter`` (None: shown as raised)."""
+    global _filter
+    _filter = message_filter
 
 
 class PrunekitError(Exception):
     """Base class: every error prunekit raises on purpose derives from it."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if _filter is None else _filter(text)
 
 
 class ConfigurationError(PrunekitError, ValueError):

@@ -2,8 +2,13 @@
 bad input is a message, sessions are isolated and the shared base model is never modified."""
 
 import ast
+import gc
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -410,7 +415,8 @@ def test_experiments_page_reports_a_sweep_that_fails_at_start(tiny_sweep_args, t
 
 
 def _apply_three_variants():
-    """An app script: three applied variants of a tiny model in one session (no dataset needed)."""
+    """An app script: three applied variants of a tiny model in one session (no dataset needed);
+    then the oldest is read back from disk and compared with the model it was."""
     import streamlit as st
     import torch
     from transformers import ASTConfig, ASTForAudioClassification
@@ -418,7 +424,7 @@ def _apply_three_variants():
     from prunekit.heads.pipeline import Variant
     from prunekit.heads.plan import LayerPlan, PruningPlan
     from prunekit.heads.surgery import apply_plan
-    from prunekit.ui import current_variants, history, remember, with_model
+    from prunekit.ui import current_variants, history, remember, session_folder, with_model
 
     torch.manual_seed(0)
     model = ASTForAudioClassification(
@@ -433,24 +439,100 @@ def _apply_three_variants():
         )
     ).eval()
     dense = PruningPlan.dense(model)
+    inputs = torch.randn(2, 24, 16)
     if not history():
+        logits = []
         for keep in (1, 2, 3):  # variant i keeps heads 0..keep-1 of layer 0
             plan = PruningPlan((LayerPlan.full(keep, 8, 8), *dense.layers[1:]), dense.base)
-            remember(Variant(f"keep {keep}", plan, apply_plan(model, plan), "test", None, None), "demo")
+            pruned = apply_plan(model, plan)
+            with torch.no_grad():
+                logits.append(pruned(inputs).logits)
+            remember(Variant(f"keep {keep}", plan, pruned, "test", None, None), "demo")
+        st.session_state["logits"] = logits
+        st.session_state["inputs"] = inputs
+    folder = session_folder()
+    st.session_state["folder"] = folder
+    st.session_state["on_disk_before"] = sorted(p.name for p in folder.iterdir())
     oldest = current_variants("demo")[-1]
-    st.session_state["parked"] = [a.folder is not None for a in history()]
-    st.session_state["reloaded_heads"] = with_model(oldest).model.config.prunekit_structure[0]["heads"]
-    st.session_state["oldest_in_memory"] = oldest.model is not None
+    st.session_state["history_models"] = [a.variant.model for a in history()]  # all None: memory is apart
+    reloaded = with_model(oldest).model
+    st.session_state["reloaded_heads"] = reloaded.config.prunekit_structure[0]["heads"]
+    with torch.no_grad():
+        again = reloaded(st.session_state["inputs"]).logits
+    st.session_state["reload_identical"] = bool(torch.equal(again, st.session_state["logits"][0]))
+    st.session_state["in_memory"] = list(st.session_state["_prunekit_models"])
+    st.session_state["on_disk_after"] = sorted(p.name for p in folder.iterdir())
 
 
 def test_the_history_keeps_at_most_n_models_in_memory_and_reads_older_ones_back(monkeypatch):
     monkeypatch.setenv("PRUNEKIT_MAX_VARIANTS", "2")
     at = AppTest.from_function(_apply_three_variants, default_timeout=120).run()
     assert not at.exception, at.exception
-    assert at.session_state["parked"] == [True, False, False]  # only the oldest went to disk
-    assert at.session_state["oldest_in_memory"] is False
-    assert at.session_state["reloaded_heads"] == 1  # ... and comes back as the model it was
-    from prunekit.store import cache_dir
+    assert at.session_state["on_disk_before"] == ["variant-0"]  # only the oldest went to disk
+    assert at.session_state["history_models"] == [None, None, None]
+    assert at.session_state["reloaded_heads"] == 1  # ... and comes back as the model it was:
+    assert at.session_state["reload_identical"]  # the same logits, bit for bit
+    # Read back, it is the most recently used: the least recently used (variant 1) made room.
+    assert at.session_state["in_memory"] == [2, 0]
+    assert at.session_state["on_disk_after"] == ["variant-0", "variant-1"]
+    folder = at.session_state["folder"]
+    assert folder.parent.name == "sessions" and folder.name.startswith(f"{os.getpid()}-")
+    # The session ends: Streamlit frees its state, and the folder goes with it.
+    del at
+    gc.collect()
+    assert not folder.exists()
 
-    saved = list((cache_dir() / "sessions").glob("*/variant-0/config.json"))
-    assert len(saved) == 1
+
+def test_the_default_keeps_three_models(monkeypatch):
+    from prunekit.errors import ConfigurationError
+    from prunekit.ui import max_variants
+
+    monkeypatch.delenv("PRUNEKIT_MAX_VARIANTS", raising=False)
+    assert max_variants() == 3
+    monkeypatch.setenv("PRUNEKIT_MAX_VARIANTS", "0")
+    with pytest.raises(
+        ConfigurationError, match="PRUNEKIT_MAX_VARIANTS must be a whole number >= 1, got '0'"
+    ):
+        max_variants()
+
+
+def test_folders_of_sessions_whose_process_is_gone_are_swept():
+    from prunekit.store import cache_dir
+    from prunekit.ui import sweep_sessions
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    root = cache_dir() / "sessions"
+    dead = root / f"{gone.stdout.strip()}-abc" / "variant-0"
+    live = root / f"{os.getpid()}-def" / "variant-0"
+    old_style = root / "0123456789abcdef" / "variant-0"  # named before folders carried their pid
+    for folder in (dead, live, old_style):
+        folder.mkdir(parents=True)
+    removed = sweep_sessions()
+    assert dead.parent in removed and old_style.parent in removed
+    assert not dead.parent.exists() and not old_style.parent.exists() and live.is_dir()
+    shutil.rmtree(live.parent)
+
+
+def test_dense_evaluations_are_bounded():
+    from prunekit.ui import _Bounded
+
+    store = _Bounded(2)
+    for key in "abc":
+        store.put(key, key.upper())
+    assert len(store) == 2 and store.get("a") is None and store.get("b") == "B"
+    store.put("d", "D")  # "b" was used last, so "c" goes
+    assert store.get("c") is None and store.get("b") == "B" and store.get("d") == "D"
+
+
+def test_every_cache_resource_has_max_entries():
+    for path in [REPO / "app.py", *(REPO / "pages").glob("*.py"), *(REPO / "prunekit").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                for deco in node.decorator_list:
+                    text = ast.unparse(deco)
+                    if "cache_resource" in text:
+                        assert "max_entries=" in text, (
+                            f"{path.name}: {node.name} has {text} without max_entries"
+                        )

@@ -7,11 +7,12 @@ and dense evaluations. They are read-only by contract: scoring works on a copy, 
 returns a new model, evaluation restores the model's mode. What belongs to one session lives
 in ``st.session_state``: score tables seen, applied variants (the history) and widget values.
 
-The history keeps at most ``max_variants()`` pruned models in memory (5, or
-``$PRUNEKIT_MAX_VARIANTS``): a session that applies many plans would otherwise hold every model
-it ever made. Older variants keep their evaluation and cost in memory, their model goes to
-``cache/sessions/<session>/`` (``save_pruned``) and is read back when a page needs it
-(``with_model``).
+Memory is bounded per session and per process. A session keeps at most ``max_variants()``
+pruned models in memory (3, or ``$PRUNEKIT_MAX_VARIANTS``), the ones used last: every variant
+keeps its evaluation and cost in the history, and a model pushed out goes to the session's
+folder under ``cache/sessions/`` (``save_pruned``, safetensors) and is read back, exactly, when a
+page asks for it (``with_model``). The folder goes when the session ends. Score tables (12) and
+attention maps (8) per session and the shared loaders and dense evaluations have limits too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
+import threading
 import uuid
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +45,17 @@ from prunekit.heads.surgery import save_pruned
 from prunekit.models import anatomy
 from prunekit.models.loading import LoadedModel, load_model
 from prunekit.store import cache_dir
+from prunekit.ui import served
 
 __all__ = [
     "ATTENTION_CACHE",
     "DATA_KINDS",
     "DEFAULT_CLIPS",
+    "DENSE_EVALUATIONS",
     "MANIFEST_PRESETS",
     "MODEL_KINDS",
     "REPORTED",
+    "SCORE_TABLES",
     "Applied",
     "bar",
     "bar_into",
@@ -72,6 +80,7 @@ __all__ = [
     "session_folder",
     "sidebar",
     "sparsity_slider",
+    "sweep_sessions",
     "with_model",
 ]
 
@@ -167,8 +176,9 @@ def eval_split() -> str:
 # --- shared, cached resources ----------------------------------------------------------------
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def cached_model(source: str) -> LoadedModel:
-    """Shared across sessions: never modify it; copy before pruning or wrapping."""
-    return load_model(source)
+    """Shared across sessions: never modify it; copy before pruning or wrapping. Served, ``source``
+    must lie in the model folders (``served.model_location``)."""
+    return load_model(served.model_location(source))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -183,14 +193,52 @@ def dense_macs(source: str) -> int:
 
 @st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
 def cached_dataset(spec: str) -> AudioDataset:
-    """Shared across sessions (an AudioDataset is frozen). ``spec`` as ``open_dataset`` reads it."""
-    return open_dataset(spec)
+    """Shared across sessions (an AudioDataset is frozen). ``spec`` as ``open_dataset`` reads it;
+    served, its folder must lie in the dataset folders (``served.dataset_location``)."""
+    return open_dataset(served.dataset_location(spec))
 
 
-@st.cache_resource
-def _dense_evaluations() -> dict:
-    """(model, dataset, split) -> Evaluation of the unpruned model, shared by sessions."""
-    return {}
+# (model, dataset, split) evaluations the process keeps (each holds every clip's answer)
+DENSE_EVALUATIONS = 16
+
+
+class _Bounded:
+    """A dict of at most ``limit`` entries, least recently used out first; safe across sessions'
+    threads."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._computing: dict = {}
+
+    def computing(self, key) -> threading.Lock:
+        """A lock per key: sessions asking for the same entry at once compute it once."""
+        with self._lock:
+            return self._computing.setdefault(key, threading.Lock())
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@st.cache_resource(max_entries=1)
+def _dense_evaluations() -> _Bounded:
+    """(model, dataset, split) -> Evaluation of the unpruned model, shared by sessions (at most
+    ``DENSE_EVALUATIONS``; one dropped is read back from the disk cache when asked again)."""
+    return _Bounded(DENSE_EVALUATIONS)
 
 
 def bar(text: str):
@@ -289,17 +337,26 @@ def dense_evaluation(
     ``Evaluation`` (accuracy), or a ``MultilabelEvaluation`` (mAP) for a multi-label dataset."""
     key = (source, data_source(), split)
     shared = _dense_evaluations()
-    if key not in shared:
-        model, extractor, labels = cached_model(source)
-        widget, progress = bar(f"Evaluating the unpruned model on the {split} split:")
-        try:  # an empty split, unknown labels or unreadable files are DatasetErrors: reported
-            shared[key] = evaluate(model, extractor, labels, dataset, split, progress=progress, cache=True)
-        except REPORTED as exc:
-            st.error(f"Could not evaluate the model on this dataset: {exc}")
-            return None
-        finally:
-            widget.empty()
-    return shared[key]
+    result = shared.get(key)
+    if result is not None:
+        return result
+    with shared.computing(key):  # another session may be computing it: wait for its result
+        result = shared.get(key)
+        if result is None:
+            model, extractor, labels = cached_model(source)
+            widget, progress = bar(f"Evaluating the unpruned model on the {split} split:")
+            try:  # an empty split, unknown labels or unreadable files are DatasetErrors: reported
+                result = evaluate(model, extractor, labels, dataset, split, progress=progress, cache=True)
+            except REPORTED as exc:
+                st.error(f"Could not evaluate the model on this dataset: {exc}")
+                return None
+            finally:
+                widget.empty()
+            shared.put(key, result)
+    return result
+
+
+SCORE_TABLES = 12  # score tables a session keeps in memory (a few MB each for AST-base)
 
 
 def scores_or_report(source: str, scorer: str) -> ScoreTable | None:
@@ -334,6 +391,8 @@ def scores_or_report(source: str, scorer: str) -> ScoreTable | None:
     finally:
         widget.empty()
     seen[key] = table
+    while len(seen) > SCORE_TABLES:  # oldest first; the disk cache has them
+        seen.pop(next(iter(seen)))
     return table
 
 
@@ -347,26 +406,28 @@ def clip_attention_maps(name: str, model, extractor, wave) -> list | None:
     None after showing why it failed."""
     store = st.session_state.setdefault("_prunekit_attention", {})
     key = (name, id(model), hash(wave.tobytes()))  # two variants may share a name, never a live object
-    if key not in store:
+    # ... but a freed model's id can be reused by a model read back later: the entry remembers
+    # its model weakly (keeping it alive would defeat the memory bound) and must still find it.
+    if key not in store or store[key][0]() is not model:
         try:
             with st.spinner("Computing attention for this clip…"):
-                store[key] = clip_attention(
-                    model, features([wave[: window_samples(extractor)]], extractor)[0]
-                )
+                weights = clip_attention(model, features([wave[: window_samples(extractor)]], extractor)[0])
         except REPORTED as exc:
             st.error(f"Could not compute the attention: {exc}")
             return None
+        store.pop(key, None)
+        store[key] = (weakref.ref(model), weights)
         while len(store) > ATTENTION_CACHE:
             store.pop(next(iter(store)))
-    return store[key]
+    return store[key][1]
 
 
 # --- the session's applied variants ----------------------------------------------------------
-DEFAULT_MAX_VARIANTS = 5
+DEFAULT_MAX_VARIANTS = 3
 
 
 def max_variants() -> int:
-    """How many applied variants a session keeps in memory: ``$PRUNEKIT_MAX_VARIANTS`` or 5."""
+    """How many applied variants' models a session keeps in memory: ``$PRUNEKIT_MAX_VARIANTS`` or 3."""
     text = os.environ.get("PRUNEKIT_MAX_VARIANTS", "").strip()
     if not text:
         return DEFAULT_MAX_VARIANTS
@@ -381,60 +442,135 @@ def max_variants() -> int:
 
 @dataclass(frozen=True)
 class Applied:
-    """A variant and the model and dataset it was made from (the history outlives a switch).
-    ``folder`` is set when the variant's model was moved to disk (``variant.model`` is None)."""
+    """A variant (its model left out: ``with_model`` gives it), the model and dataset it was made
+    from (the history outlives a switch), and its number in the session, which names its folder
+    under the session folder once its model has been written there."""
 
     variant: Variant
     source: str
     data: str
-    folder: Path | None = None
+    number: int
+
+
+class _SessionFolder:
+    """``cache/sessions/<pid>-<random>/``: where a session's parked models go. Removed when the
+    session's state is freed (Streamlit drops a session some time after its browser tab closed:
+    ``server.disconnectedSessionTTL``), when the process exits, or, after a crash, by the next
+    process that opens a session (``sweep_sessions``)."""
+
+    def __init__(self) -> None:
+        self.path = cache_dir() / "sessions" / f"{os.getpid()}-{uuid.uuid4().hex}"
+        # A finalizer holds no reference to self: it runs when the session state lets go of us.
+        self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+
+_swept = False
+
+
+def sweep_sessions() -> list[Path]:
+    """Remove the session folders whose process is gone (a crash or a kill skips the finalizers);
+    run once per process, by its first page that reads a history. Returns what was removed."""
+    global _swept
+    _swept = True
+    removed = []
+    root = cache_dir() / "sessions"
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        pid = folder.name.split("-")[0]
+        if folder.is_dir() and not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    stat = Path(f"/proc/{pid}/stat")  # Linux: a zombie still answers kill(pid, 0)
+    return not (stat.is_file() and stat.read_text().rpartition(")")[2].split()[0] == "Z")
 
 
 def history() -> list[Applied]:
-    """This session's applied variants, oldest first."""
+    """This session's applied variants, oldest first. The first call in a process also removes
+    the session folders that crashed processes left behind."""
+    if not _swept:
+        sweep_sessions()
     return st.session_state.setdefault("_prunekit_history", [])
 
 
 def session_folder() -> Path:
-    """This session's folder under ``cache/sessions/`` (named by a random id kept in its state)."""
-    session = st.session_state.setdefault("_prunekit_session", uuid.uuid4().hex)
-    return cache_dir() / "sessions" / session
+    """This session's folder under ``cache/sessions/`` (created when a model is first parked)."""
+    holder = st.session_state.get("_prunekit_session")
+    if not isinstance(holder, _SessionFolder):
+        holder = st.session_state["_prunekit_session"] = _SessionFolder()
+    return holder.path
+
+
+def _models() -> OrderedDict:
+    """Entry number -> model, least recently used first: the session's models in memory."""
+    return st.session_state.setdefault("_prunekit_models", OrderedDict())
+
+
+def _keep(number: int, model) -> None:
+    """Put ``model`` in memory as the most recently used; write the least recently used ones past
+    ``max_variants()`` to the session folder (once: a model read back is already there)."""
+    models = _models()
+    models[number] = model
+    models.move_to_end(number)
+    while len(models) > max_variants():
+        oldest, parked = models.popitem(last=False)
+        folder = session_folder() / f"variant-{oldest}"
+        if not folder.is_dir():
+            entry = next(a for a in history() if a.number == oldest)
+            save_pruned(parked, folder, plan=entry.variant.plan)
 
 
 def remember(variant: Variant, source: str) -> None:
-    """Add ``variant`` to the history; move the oldest in-memory models to disk past the limit."""
+    """Add ``variant`` to the history (the newest model in memory; older ones may go to disk)."""
     entries = history()
-    entries.append(Applied(variant, source, data_source() or ""))
-    in_memory = [i for i, a in enumerate(entries) if a.folder is None]
-    for i in in_memory[: max(len(in_memory) - max_variants(), 0)]:
-        folder = save_pruned(
-            entries[i].variant.model, session_folder() / f"variant-{i}", plan=entries[i].variant.plan
-        )
-        entries[i] = dataclasses.replace(
-            entries[i], variant=dataclasses.replace(entries[i].variant, model=None), folder=folder
-        )
+    number = st.session_state.get("_prunekit_applied", 0)
+    st.session_state["_prunekit_applied"] = number + 1
+    entries.append(Applied(dataclasses.replace(variant, model=None), source, data_source() or "", number))
+    _keep(number, variant.model)
 
 
 def forget(variants: list[Variant]) -> None:
-    """Drop these variants (the very objects) from the session's history."""
+    """Drop these variants (the very objects ``current_variants`` gave) from the session: history,
+    memory and their folder on disk."""
     gone = {id(v) for v in variants}
-    st.session_state["_prunekit_history"] = [a for a in history() if id(a.variant) not in gone]
+    kept = []
+    for entry in history():
+        if id(entry.variant) in gone:
+            _models().pop(entry.number, None)
+            holder = st.session_state.get("_prunekit_session")
+            if isinstance(holder, _SessionFolder):
+                shutil.rmtree(holder.path / f"variant-{entry.number}", ignore_errors=True)
+        else:
+            kept.append(entry)
+    st.session_state["_prunekit_history"] = kept
 
 
 def current_variants(source: str) -> list[Variant]:
-    """Variants of ``source`` on the current dataset, newest first (``with_model`` before using
-    ``.model``: an older one's model is on disk)."""
+    """Variants of ``source`` on the current dataset, newest first. Their ``.model`` is None:
+    ``with_model`` gives the variant with its model (in memory, or read back from disk)."""
     return [a.variant for a in reversed(history()) if a.source == source and a.data == data_source()]
 
 
 def with_model(variant: Variant) -> Variant:
-    """``variant`` with its model in memory: read back from the session folder when it was moved
-    there. The last one read back is kept, so reruns of a page showing it do not read it again."""
-    if variant.model is not None:
+    """``variant`` (from ``current_variants``) with its model: the one in memory, or, when it was
+    written to the session folder, read back (exactly: safetensors) and kept as the most recently
+    used, which may move another one to disk."""
+    if variant.model is not None:  # not from the history: a variant the caller holds itself
         return variant
-    folder = next(a.folder for a in history() if a.variant is variant)
-    cached = st.session_state.get("_prunekit_reloaded")
-    if cached is None or cached[0] != folder:
-        cached = (folder, load_model(folder).model)
-        st.session_state["_prunekit_reloaded"] = cached
-    return dataclasses.replace(variant, model=cached[1])
+    entry = next(a for a in history() if a.variant is variant)
+    models = _models()
+    if entry.number in models:
+        models.move_to_end(entry.number)
+        model = models[entry.number]
+    else:
+        model = load_model(session_folder() / f"variant-{entry.number}").model
+        _keep(entry.number, model)
+    return dataclasses.replace(variant, model=model)
