@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from prunekit.data.datasets import AudioDataset
+from prunekit.devices import place
 from prunekit.errors import DatasetError
 from prunekit.evaluation.cost import compare_cost
 from prunekit.evaluation.metrics import Evaluation, evaluate
@@ -60,17 +61,22 @@ def prune_and_evaluate(
     dense: Evaluation | None = None,
     repeats: int = 10,
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> Variant:
     """Surgery on a copy of ``model``, evaluation of the result on ``split`` of ``dataset``, and
     parameters, MACs and latency of dense and pruned (timed interleaved). ``dense``: ``model``'s
-    evaluation on the same split, to compare the two clip by clip (``Variant.comparison``)."""
+    evaluation on the same split, to compare the two clip by clip (``Variant.comparison``).
+    ``device``: where both run (None: ``model``'s; else ``model`` moves there first, so dense and
+    pruned are timed on the same device); ``precision`` of the evaluation: "fp32" or "bf16"."""
     if dataset.multilabel:  # the variant, its paired comparison and the pages speak accuracy
         raise DatasetError(
             f"Pruning on the multi-label dataset {dataset.name} is not supported yet: "
             f"evaluate it (mAP) and score it (BCE), but prune on single-label data for now."
         )
-    pruned = apply_plan(model, plan)
-    evaluation = evaluate(pruned, extractor, labels, dataset, split, progress=progress)
+    place(model, device)
+    pruned = apply_plan(model, plan)  # on model's device
+    evaluation = evaluate(pruned, extractor, labels, dataset, split, progress=progress, precision=precision)
     comparison = None if dense is None else compare_evaluations(dense, evaluation)
     cost = compare_cost({"dense": model, "pruned": pruned}, repeats=repeats)
     return Variant(name or describe_plan(plan), plan, pruned, split, evaluation, cost, comparison)
