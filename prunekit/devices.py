@@ -34,6 +34,7 @@ __all__ = [
     "Processes",
     "accumulate_dtype",
     "autocast",
+    "available_devices",
     "check_precision",
     "describe_device",
     "gather_across",
@@ -98,6 +99,16 @@ def _cuda(index: int | None, asked: str) -> torch.device:
             f"Device 'cuda:{index}' was asked for, but this machine has {count} GPU(s): 0..{count - 1}"
         )
     return torch.device("cuda", index)
+
+
+def available_devices() -> list[str]:
+    """The choices this machine offers: "auto", "cpu", then each CUDA GPU and MPS when present."""
+    found = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        found.append("mps")
+    return found
 
 
 def describe_device(device: torch.device) -> str:

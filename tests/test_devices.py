@@ -230,3 +230,20 @@ def test_a_two_process_sweep_equals_one_and_resumes_after_a_kill(
     assert max(saved) >= 2 and min(saved) < 4, f"killed too late to test a resume: steps saved {saved}"
     _launch(2, *common, "--out", killed, cache=tmp_path / "c")
     pd.testing.assert_frame_equal(_results(killed), _results(tmp_path / "one"))
+
+
+def test_the_app_sidebar_offers_the_devices_and_shows_the_one_in_use(no_gpu):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.session_state["data_kind"] = "Folder per class"  # no demo set generated
+    at.run()
+    assert not at.exception, at.exception
+    choice = at.sidebar.selectbox(key="device")
+    assert choice.options == ["auto", "cpu"] and choice.value == "auto"
+    assert "Computing on **cpu**" in [c.value for c in at.sidebar.caption]
+    chosen = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)  # a rerun would run the page alone
+    chosen.session_state["data_kind"], chosen.session_state["device"] = "Folder per class", "cpu"
+    chosen.run()
+    assert not chosen.exception and chosen.sidebar.selectbox(key="device").value == "cpu"
+    assert "Computing on **cpu**" in [c.value for c in chosen.sidebar.caption]

@@ -7,6 +7,9 @@ and dense evaluations. They are read-only by contract: scoring works on a copy, 
 returns a new model, evaluation restores the model's mode. What belongs to one session lives
 in ``st.session_state``: score tables seen, applied variants (the history) and widget values.
 
+The sidebar's device (``auto``: a GPU when there is one) is where the base model is loaded and
+every page computes: pruned variants, scores and evaluations follow the model.
+
 The history keeps at most ``max_variants()`` pruned models in memory (5, or
 ``$PRUNEKIT_MAX_VARIANTS``): a session that applies many plans would otherwise hold every model
 it ever made. Older variants keep their evaluation and cost in memory, their model goes to
@@ -28,6 +31,7 @@ import streamlit as st
 from prunekit.data.audio import features
 from prunekit.data.datasets import SPLITS, AudioDataset, demo_generated, open_dataset
 from prunekit.data.manifest import PRESETS
+from prunekit.devices import DEVICE_HELP, available_devices, describe_device, place, resolve_device
 from prunekit.errors import ConfigurationError, PrunekitError
 from prunekit.evaluation.attention import clip_attention
 from prunekit.evaluation.cost import count_macs
@@ -59,6 +63,7 @@ __all__ = [
     "dataset_or_report",
     "dense_evaluation",
     "dense_macs",
+    "device_choice",
     "eval_split",
     "forget",
     "history",
@@ -130,6 +135,10 @@ def sidebar() -> None:
             key="eval_split",
             help="the clips Apply evaluates on and the Listen page browses",
         )
+        st.selectbox(
+            "Device", available_devices(), key="device", help=f"where every page computes: {DEVICE_HELP}"
+        )
+        st.caption(f"Computing on **{describe_device(resolve_device(device_choice()))}**")
 
 
 def model_source() -> str | None:
@@ -162,11 +171,23 @@ def eval_split() -> str:
     return st.session_state.get("eval_split", "test")
 
 
+def device_choice() -> str:
+    """The sidebar's device: "auto", "cpu", "cuda:N" or "mps"."""
+    return st.session_state.get("device", "auto")
+
+
 # --- shared, cached resources ----------------------------------------------------------------
-@st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def cached_model(source: str) -> LoadedModel:
-    """Shared across sessions: never modify it; copy before pruning or wrapping."""
-    return load_model(source)
+    """``source`` loaded on the sidebar's device. Shared across sessions: never modify it; copy
+    before pruning or wrapping."""
+    return _cached_model(source, device_choice())
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=4)
+def _cached_model(source: str, device: str) -> LoadedModel:
+    loaded = load_model(source)
+    place(loaded.model, device)
+    return loaded
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
