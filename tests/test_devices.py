@@ -92,6 +92,14 @@ def test_the_cli_refuses_a_missing_device_with_exit_2(run_main, tiny_model_dir, 
     assert ok.returncode == 0, ok.stderr
 
 
+def test_the_cli_evaluates_in_bf16(run_main, tiny_model_dir, tiny_speech_commands):
+    args = ["evaluate", "--model", tiny_model_dir, "--data", tiny_speech_commands, "--repeats", "1"]
+    out = run_main(*args, "--precision", "bf16", "--device", "cpu")
+    assert out.returncode == 0 and "accuracy" in out.stdout, out.stderr
+    refused = run_main(*args, "--precision", "fp16")
+    assert refused.returncode == 2 and "invalid choice: 'fp16'" in refused.stderr
+
+
 def test_bf16_autocast_changes_the_logits_a_little(tiny_model):
     x = torch.randn(4, 24, 16, generator=torch.Generator().manual_seed(0))
     fp32 = predict_logits(tiny_model, x)
