@@ -9,7 +9,7 @@ from prunekit.heads import planner, scoring
 from prunekit.recovery import iterative, sweep
 from prunekit.report import figures
 from prunekit.store import cache_dir
-from prunekit.ui import REPORTED, data_source, model_source, served
+from prunekit.ui import REPORTED, data_source, device_choice, model_source, served
 
 st.title("Experiments")
 st.caption(
@@ -186,6 +186,8 @@ def _start_form() -> None:
         "--epochs",
         str(epochs),
         *(["--target", str(target)] if schedule == TO_TARGET else []),
+        "--device",
+        device_choice(),
     ]
     configs = len(scorers) * len(patterns) * len(thresholds)
     with st.spinner(

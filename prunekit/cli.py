@@ -5,18 +5,26 @@ Every command is a pair: ``add_<command>(subparsers)`` declares its options next
 ends with a one-line message and exit code 2 (``PrunekitError``); anything else is a bug and
 keeps its traceback. The work's imports happen inside the commands; the parser itself reads its
 choices (scorers, patterns, splits) from the library, which imports torch (a few seconds).
+
+``--device`` picks where the work runs (default auto: a GPU when there is one); a device the
+machine lacks is an error, not a fallback. Under ``torchrun`` (or ``accelerate launch``) every
+process runs the same command: scoring, evaluation and recovery split their batches over the
+processes, a sweep its configurations; only rank 0 prints and writes the outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from prunekit.data.datasets import SPLITS
+from prunekit.devices import DEVICE_HELP, PRECISIONS, processes, start_processes, stop_processes
 from prunekit.errors import PrunekitError
 from prunekit.progress import console_bar
 
@@ -28,7 +36,12 @@ _BARS: list = []  # bars of the running command: main closes them so an error st
 
 
 def _bar(desc: str, unit: str = "clip"):
-    """A console bar (``progress.console_bar``) that ``main`` closes if the command fails."""
+    """A console bar (``progress.console_bar``) that ``main`` closes if the command fails; rank 0's
+    only in a multi-process launch."""
+    if not processes().main:
+        from tqdm.auto import tqdm
+
+        return tqdm(disable=True), lambda done, total: None
     bar, progress = console_bar(desc, unit)
     _BARS.append(bar)
     return bar, progress
@@ -97,6 +110,28 @@ def _model_options(p: argparse.ArgumentParser, data_help: str = "'demo' or a dat
         help="read --data as this manifest layout: esc50, urbansound8k, fsd50k or audioset "
         "(default: detected from the manifest's header)",
     )
+    device_options(p)
+
+
+def device_options(p: argparse.ArgumentParser) -> None:
+    """--device and --precision, shared with the token commands."""
+    p.add_argument("--device", default="auto", help=f"where to compute: {DEVICE_HELP} (default: auto)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="evaluation and LoRA recovery: fp32, or bf16 autocast (scores always sum in float64)",
+    )
+
+
+def _load(args: argparse.Namespace):
+    """``load_model(args.model)`` with the model on ``args.device``."""
+    from prunekit.devices import place
+    from prunekit.models import load_model
+
+    loaded = load_model(args.model)
+    place(loaded.model, args.device)
+    return loaded
 
 
 def _scoring_options(p: argparse.ArgumentParser) -> None:
@@ -214,15 +249,23 @@ def add_evaluate(sub) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from prunekit.evaluation.cost import cost
     from prunekit.evaluation.metrics import evaluate
-    from prunekit.models import load_model
 
-    model, extractor, labels = load_model(args.model)
+    model, extractor, labels = _load(args)
     data = _open_data(args.data)
     bar, progress = _bar(f"evaluating on {args.split}")
     result = evaluate(
-        model, extractor, labels, data, args.split, batch_size=args.batch_size, progress=progress
+        model,
+        extractor,
+        labels,
+        data,
+        args.split,
+        batch_size=args.batch_size,
+        progress=progress,
+        precision=args.precision,
     )
     bar.close()
+    if not processes().main:  # the evaluation was shared; reporting and timing are rank 0's
+        return
     row = cost(model, repeats=args.repeats).iloc[0]
     s = result.summary.iloc[0]
     print(f"model   {args.model}")
@@ -272,9 +315,9 @@ def add_score(sub) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from prunekit.models import load_model
-
-    table = _scores(args, load_model(args.model))
+    table = _scores(args, _load(args))
+    if not processes().main:
+        return
     frame = table.frame
     heads = frame[frame.group == "head"].pivot(index="layer", columns="head", values="score")
     print(f"{args.scorer} scores of {args.model}: {len(frame)} rows")
@@ -327,11 +370,10 @@ def cmd_prune(args: argparse.Namespace) -> None:
     from prunekit.heads.pipeline import prune_and_evaluate
     from prunekit.heads.planner import budget_applies, make_plan
     from prunekit.heads.surgery import check_output, save_pruned
-    from prunekit.models import load_model
 
     out = Path(args.out)
     check_output(out, overwrite=args.overwrite)  # before the work, not after it
-    loaded = load_model(args.model)
+    loaded = _load(args)
     data = _open_data(args.data)  # read once: the scorer and the evaluation share it
     plan = make_plan(
         _scores(args, loaded, data),
@@ -357,13 +399,23 @@ def cmd_prune(args: argparse.Namespace) -> None:
         args.split,
         batch_size=args.batch_size,
         progress=progress,
+        precision=args.precision,
     )
     bar.close()
     bar, progress = _bar(f"pruning and evaluating on {args.split}")
     variant = prune_and_evaluate(
-        *loaded, plan, data, args.split, dense=dense, repeats=args.repeats, progress=progress
+        *loaded,
+        plan,
+        data,
+        args.split,
+        dense=dense,
+        repeats=args.repeats,
+        progress=progress,
+        precision=args.precision,
     )
     bar.close()
+    if not processes().main:
+        return
     save_pruned(
         variant.model,
         out,
@@ -522,10 +574,21 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             f"(target {r['target_sparsity']:.1%}), {metric} {r[f'{key}_before']:.4f} -> "
             f"{r[f'{key}_after']:.4f} after recovery, {r['seconds']:.0f} s"
         )
-        write_sweep_figure(args.out)  # the figure follows the run, step by step
+        if processes().main:
+            write_sweep_figure(args.out)  # the figure follows the run, step by step
 
-    results = run_sweep(config, args.out, overwrite=args.overwrite, progress=progress, on_step=on_step)
+    results = run_sweep(
+        config,
+        args.out,
+        overwrite=args.overwrite,
+        progress=progress,
+        on_step=on_step,
+        device=args.device,
+        precision=args.precision,
+    )
     bar.close()
+    if not processes().main:
+        return
     write_sweep_figure(args.out)
     multilabel = quality_column(results).startswith("map")
     print(
@@ -559,7 +622,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "preset", None):  # every command passes the one spec on (the sweep records it)
         args.data = f"{args.preset}:{args.data}"
     try:
-        args.func(args)
+        if hasattr(args, "device"):  # joins a torchrun/accelerate launch's processes, if any
+            args.device = start_processes(args.device)
+        quiet = open(os.devnull, "w") if not processes().main else None  # noqa: SIM115
+        with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+            args.func(args)
     except PrunekitError as exc:  # bad input: a message, not a traceback; a bug keeps its traceback
         for bar in _BARS:  # a bar left open mid-line would run into the message
             bar.close()
@@ -567,4 +634,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         _BARS.clear()
+        stop_processes()
     return 0

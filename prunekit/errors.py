@@ -18,6 +18,7 @@ __all__ = [
     "AudioError",
     "ConfigurationError",
     "DatasetError",
+    "DeviceError",
     "ModelError",
     "ModelLoadError",
     "OutputExistsError",
@@ -47,6 +48,11 @@ class PrunekitError(Exception):
 
 class ConfigurationError(PrunekitError, ValueError):
     """An option or setting is invalid: an unknown name, a count below 1, a value out of range."""
+
+
+class DeviceError(ConfigurationError):
+    """A device or precision this machine cannot give: CUDA asked for where there is no GPU, an
+    unknown device name, a model on the ``meta`` device (never a silent fallback to the CPU)."""
 
 
 class AudioError(PrunekitError, ValueError):

@@ -15,6 +15,7 @@ LAYERS = {
     "prunekit.errors": 0,
     "prunekit.progress": 0,
     "prunekit.store": 0,
+    "prunekit.devices": 0,
     "prunekit.data": 1,
     "prunekit.models": 2,
     "prunekit.evaluation": 3,

@@ -129,7 +129,7 @@ def test_a_killed_process_reads_as_stopped(tmp_path):
 
 
 def test_progress_moves_within_a_step_and_gives_the_time_left(tmp_path):
-    from prunekit.recovery.sweep import PHASE_WEIGHTS, SWEEP_RUN, SweepConfig, _Status
+    from prunekit.recovery.sweep import PHASE_WEIGHTS, STATE_FILE, SWEEP_RUN, SweepConfig, _Status, run_name
 
     config = SweepConfig(scorers=("fisher",), patterns=("per-head",), thresholds=("global",))
     status = _Status(tmp_path, config)  # this process: "running"
@@ -138,6 +138,9 @@ def test_progress_moves_within_a_step_and_gives_the_time_left(tmp_path):
     seen = [sweep_status(tmp_path)["fraction"]]
     status.update(stage="measuring", stage_done=0, stage_total=1)
     seen.append(sweep_status(tmp_path)["fraction"])
+    saved = tmp_path / "runs" / run_name(config.runs()[0]) / STATE_FILE  # steps are counted from these
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps({"steps": [{"step": 0}]}))
     status.step_done("x", 0)
     seen.append(sweep_status(tmp_path)["fraction"])
     for stage in ("scoring", "evaluating", "recovering"):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit.devices import model_device
 from prunekit.errors import ConfigurationError
 from prunekit.models.family import PatchGrid
 
@@ -40,8 +41,10 @@ def clip_attention(model: nn.Module, features: torch.Tensor) -> list[np.ndarray]
         )
     probe = copy.deepcopy(model).eval()
     probe.set_attn_implementation("eager")
-    out = probe(features.unsqueeze(0), output_attentions=True)
-    return [a[0].float().numpy() for a in out.attentions]  # (h, T, T) each
+    out = probe(
+        features.unsqueeze(0).to(model_device(probe)), output_attentions=True
+    )  # runs where the model is
+    return [a[0].float().cpu().numpy() for a in out.attentions]  # (h, T, T) each
 
 
 def _grid_of(row: np.ndarray, grid: PatchGrid) -> np.ndarray:

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from prunekit.devices import model_device, synchronize
 from prunekit.errors import ConfigurationError
 from prunekit.models import anatomy
 
@@ -40,7 +41,7 @@ def count_macs(model: torch.nn.Module, batch: int = 1) -> int:
     probe = copy.deepcopy(model).eval()
     probe.set_attn_implementation("eager")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        probe(anatomy.dummy_input(probe, batch))
+        probe(anatomy.dummy_input(probe, batch).to(model_device(probe)))
     return int(counter.get_total_flops() // 2)
 
 
@@ -57,7 +58,8 @@ def round_times_ms(
     if repeats < 1 or warmup < 0:
         raise ConfigurationError(f"Timing needs repeats >= 1 and warmup >= 0, got {repeats=}, {warmup=}")
     modes = [m.training for m in models]
-    x = anatomy.dummy_input(models[0], batch)
+    device = model_device(models[0])  # the models run where they are (a GPU is synchronised)
+    x = anatomy.dummy_input(models[0], batch).to(device)
     times = np.zeros((repeats, len(models)))
     try:
         for m in models:
@@ -66,8 +68,10 @@ def round_times_ms(
                 m(x)
         for r in range(repeats):
             for i, m in enumerate(models):
+                synchronize(device)
                 start = time.perf_counter()
                 m(x)
+                synchronize(device)
                 times[r, i] = 1000 * (time.perf_counter() - start)
     finally:
         for m, mode in zip(models, modes):

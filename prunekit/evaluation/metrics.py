@@ -16,6 +16,7 @@ from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_s
 
 from prunekit.data.datasets import AudioDataset, Clip, label_indices, label_targets
 from prunekit.data.features import clip_features, clips_key
+from prunekit.devices import autocast, check_precision, gather_across, place, processes
 from prunekit.errors import ConfigurationError
 from prunekit.models import anatomy
 from prunekit.progress import Progress, halves
@@ -82,19 +83,37 @@ class MultilabelEvaluation:
 
 @torch.no_grad()
 def predict_logits(
-    model: torch.nn.Module, features: torch.Tensor, *, batch_size: int = 32, progress: Progress | None = None
+    model: torch.nn.Module,
+    features: torch.Tensor,
+    *,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """Logits (N, C) for features (N, frames, mels), in eval mode; the model's mode is restored."""
+    """Logits (N, C), float32 on the CPU, for features (N, frames, mels), in eval mode; the
+    model's mode is restored. ``device``: where to run (None: the model's device; else the model
+    moves there); ``precision``: "fp32" or "bf16" (autocast). In a data-parallel launch each rank
+    runs every world-th batch and the logits are gathered, in order, on every rank."""
+    check_precision(precision)
+    where = place(model, device)
+    ranks = processes()
     was_training = model.training
     model.eval()
-    out = []
+    mine = []
+    n = len(features)
     try:
-        for start in range(0, len(features), batch_size):
-            out.append(model(features[start : start + batch_size]).logits.float())
+        for index in ranks.mine(-(-n // batch_size)):
+            start = index * batch_size
+            with autocast(where, precision):
+                logits = model(features[start : start + batch_size].to(where)).logits
+            mine.append(logits.float().cpu())
             if progress:
-                progress(min(start + batch_size, len(features)), len(features))
+                progress(min((index + ranks.world - ranks.rank) * batch_size, n), n)
     finally:
         model.train(was_training)
+    parts = gather_across(mine)  # parts[rank][j] is batch rank + j * world
+    out = [parts[b % ranks.world][b // ranks.world] for b in range(-(-n // batch_size))]
     return torch.cat(out) if out else torch.empty(0, model.config.num_labels)
 
 
@@ -228,12 +247,16 @@ def evaluate(
     batch_size: int = 32,
     progress: Progress | None = None,
     cache: bool = False,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> Evaluation | MultilabelEvaluation:
     """Featurise ``split`` of ``dataset`` (cached) and score ``model`` on it: an ``Evaluation``
     (accuracy) for single-label data, a ``MultilabelEvaluation`` (mAP) for multi-label data.
     With ``cache`` the logits are kept on disk, keyed by the model's weights and the clips'
     files, so the same evaluation after a restart (the app's Overview) is read back instead of
-    recomputed."""
+    recomputed. ``device`` and ``precision``: see ``predict_logits`` (bf16 logits are cached
+    apart from fp32 ones)."""
+    check_precision(precision)
     clips = dataset.split(split)
     if dataset.multilabel:
         targets, measure = label_targets(clips, model_labels), multilabel_metrics
@@ -241,7 +264,8 @@ def evaluate(
         targets, measure = label_indices(clips, model_labels), classification_metrics
     path = None
     if cache:
-        key = content_key("logits", anatomy.fingerprint(model), clips_key(clips, feature_extractor))
+        parts = ("logits", anatomy.fingerprint(model), clips_key(clips, feature_extractor))
+        key = content_key(*parts, *([precision] if precision != "fp32" else []))
         path = cache_dir() / "evaluations" / f"{key}.safetensors"
         logits = _read_logits(path, len(clips), model.config.num_labels)
         if logits is not None:
@@ -250,8 +274,10 @@ def evaluate(
             return measure(logits, targets, list(model_labels), clips)
     first, second = halves(progress)  # featurising fills the first half of the bar, the model the rest
     feats = clip_features(clips, feature_extractor, progress=first)
-    logits = predict_logits(model, feats, batch_size=batch_size, progress=second)
-    if path is not None:
+    logits = predict_logits(
+        model, feats, batch_size=batch_size, progress=second, device=device, precision=precision
+    )
+    if path is not None and processes().main:
         atomic_write_bytes(path, save({"logits": logits.contiguous()}))
     return measure(logits, targets, list(model_labels), clips)
 

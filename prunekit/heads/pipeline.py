@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from prunekit.data.datasets import AudioDataset
+from prunekit.devices import place
 from prunekit.evaluation.cost import compare_cost
 from prunekit.evaluation.metrics import Evaluation, MultilabelEvaluation, evaluate
 from prunekit.evaluation.paired import MapComparison, PairedComparison, compare
@@ -65,13 +66,18 @@ def prune_and_evaluate(
     dense: Evaluation | MultilabelEvaluation | None = None,
     repeats: int = 10,
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> Variant:
     """Surgery on a copy of ``model``, evaluation of the result on ``split`` of ``dataset``, and
     parameters, MACs and latency of dense and pruned (timed interleaved). ``dense``: ``model``'s
     evaluation on the same split, to compare the two clip by clip (``Variant.comparison``). A
-    multi-label dataset is evaluated by mAP and compared by a paired bootstrap of the mAP difference."""
-    pruned = apply_plan(model, plan)
-    evaluation = evaluate(pruned, extractor, labels, dataset, split, progress=progress)
+    multi-label dataset is evaluated by mAP and compared by a paired bootstrap of the mAP difference.
+    ``device``: where both run (None: ``model``'s; else ``model`` moves there first, so dense and
+    pruned are timed on the same device); ``precision`` of the evaluation: "fp32" or "bf16"."""
+    place(model, device)
+    pruned = apply_plan(model, plan)  # on model's device
+    evaluation = evaluate(pruned, extractor, labels, dataset, split, progress=progress, precision=precision)
     comparison = None if dense is None else compare(dense, evaluation)
     cost = compare_cost({"dense": model, "pruned": pruned}, repeats=repeats)
     return Variant(name or describe_plan(plan), plan, pruned, split, evaluation, cost, comparison)

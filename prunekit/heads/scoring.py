@@ -20,6 +20,7 @@ from torch import nn
 
 from prunekit.data.datasets import label_indices, label_targets
 from prunekit.data.features import clip_features
+from prunekit.devices import model_device, processes, resolve_device
 from prunekit.errors import ConfigurationError
 from prunekit.heads.scorers import SCORERS, ScorerOptions
 from prunekit.heads.scores import COLUMNS, ScoreTable, ScoringData, expected_rows
@@ -39,8 +40,8 @@ __all__ = [
     "scoring_data",
 ]
 
-SCORES_VERSION = 2  # bump when a scorer's maths changes, so old cached scores are not reused
-# (2: Fisher averages over whole batches only)
+SCORES_VERSION = 3  # bump when a scorer's maths changes, so old cached scores are not reused
+# (2: Fisher averages over whole batches only; 3: gradient sums accumulate in float64)
 
 
 def scorer_names() -> tuple[str, ...]:
@@ -94,11 +95,16 @@ def score(
     seed: int = 0,
     progress: Progress | None = None,
     cache: bool = True,
+    device: str | torch.device | None = None,
 ) -> ScoreTable:
     """Score every attention unit of ``model`` with ``scorer`` (see ``scorers``).
 
     ``data`` is needed by the gradient scorers. ``norm`` ("l1" or "l2") is magnitude's,
     ``seed`` random's. ``progress(done_clips, total_clips)`` is called as batches finish.
+    ``device``: where the gradient scorers run, on a copy of the model (None: the model's own
+    device). In a data-parallel launch (``prunekit.devices.start_processes``) each rank scores
+    its share of the batches and the sums are added across ranks: the scores equal a single
+    process's on the same batches.
     """
     spec = _scorer(scorer)
     if norm not in ("l1", "l2"):
@@ -108,7 +114,8 @@ def score(
     if spec.needs_data and data is None:
         raise ConfigurationError(f"The {scorer} scorer needs data (see prunekit.heads.scoring.scoring_data)")
     anatomy.ensure_prunable(model)
-    options = ScorerOptions(batch_size=batch_size, norm=norm, seed=seed, progress=progress)
+    where = model_device(model) if device is None else resolve_device(device)
+    options = ScorerOptions(batch_size=batch_size, norm=norm, seed=seed, progress=progress, device=where)
     base = tuple(anatomy.attention_shapes(model))
     keyed = {f.name: getattr(options, f.name) for f in fields(options) if f.name in spec.options}
     key = content_key(
@@ -122,7 +129,7 @@ def score(
     frame = _read_cached(path, base, scorer) if cache else None
     if frame is None:
         frame = spec.compute(model, data if spec.needs_data else None, options)
-        if cache:
+        if cache and processes().main:  # every rank holds the same table: one writes it
             buffer = io.BytesIO()
             frame.to_parquet(buffer, index=False)
             atomic_write_bytes(path, buffer.getvalue())
@@ -145,9 +152,11 @@ def score_split(
     seed: int = 0,
     features_progress: Progress | None = None,
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
 ) -> ScoreTable:
-    """Score ``model`` with ``scorer``; a gradient scorer reads up to ``clips`` clips of ``split``
-    of ``dataset`` (featurised and cached first, reported by ``features_progress``)."""
+    """Score ``model`` with ``scorer`` on ``device`` (see ``score``); a gradient scorer reads up
+    to ``clips`` clips of ``split`` of ``dataset`` (featurised and cached first, reported by
+    ``features_progress``)."""
     data = None
     if needs_data(scorer):
         if dataset is None:
@@ -155,7 +164,9 @@ def score_split(
         data = scoring_data(
             dataset, feature_extractor, labels, split, clips=clips, progress=features_progress
         )
-    return score(model, scorer, data, batch_size=batch_size, norm=norm, seed=seed, progress=progress)
+    return score(
+        model, scorer, data, batch_size=batch_size, norm=norm, seed=seed, progress=progress, device=device
+    )
 
 
 def _read_cached(path, base, scorer: str) -> pd.DataFrame | None:

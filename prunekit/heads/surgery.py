@@ -125,7 +125,13 @@ def save_pruned(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
     try:
-        model.save_pretrained(tmp)
+        # transformers writes on rank 0 only once torch.distributed is up; a sweep's ranks each save
+        # their own configurations, so this save is this process's whatever its rank.
+        model.should_save_on_this_rank = lambda is_main_process: is_main_process
+        try:
+            model.save_pretrained(tmp)
+        finally:
+            del model.should_save_on_this_rank
         if labels is not None:
             config_file = tmp / "config.json"
             config = json.loads(config_file.read_text())

@@ -201,7 +201,7 @@ def score_tokens(rule: str, block: DropBlock, seed: int = 0) -> torch.Tensor:
         return block.patches().std(-1)
     if rule == "random":
         generator = torch.Generator().manual_seed(seed * 1_000_003 + block.block)
-        return torch.rand(block.positions.shape, generator=generator)
+        return torch.rand(block.positions.shape, generator=generator).to(block.positions.device)
     raise ConfigurationError(f"Unknown token rule {rule!r}; choose one of {', '.join(RULES)}")
 
 

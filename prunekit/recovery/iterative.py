@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
+from prunekit.devices import check_precision, resolve_device
 from prunekit.errors import ConfigurationError, PlanError
 from prunekit.evaluation.cost import cost
 from prunekit.evaluation.metrics import classification_metrics, multilabel_metrics, predict_logits
@@ -230,9 +232,13 @@ class _RunData:
     scoring: ScoringData | None
     validation: ScoringData | None
     evaluation: ScoringData
+    device: torch.device | None = None  # None: where the model is
+    precision: str = "fp32"  # evaluation and recovery
 
     @classmethod
-    def prepare(cls, dataset, extractor, labels, config: IterativeConfig) -> _RunData:
+    def prepare(
+        cls, dataset, extractor, labels, config: IterativeConfig, device=None, precision: str = "fp32"
+    ) -> _RunData:
         pick, rec = (dataset, extractor, labels), config.recovery
         scoring = (
             split_data(*pick, config.score_split, config.score_clips, seed=config.seed)
@@ -243,7 +249,10 @@ class _RunData:
             split_data(*pick, rec.validation_split, rec.validation_clips, seed=rec.seed) if rec else None
         )
         evaluation = split_data(*pick, config.eval_split, config.eval_clips, seed=config.seed)
-        return cls(dataset, extractor, tuple(labels), config, scoring, validation, evaluation)
+        where = None if device is None else resolve_device(device)
+        return cls(
+            dataset, extractor, tuple(labels), config, scoring, validation, evaluation, where, precision
+        )
 
     def train(self, seed: int) -> ScoringData:
         rec = self.config.recovery
@@ -259,6 +268,8 @@ def prune_iteratively(
     state: IterativeState | None = None,
     on_step: Callable[[IterativeState], None] | None = None,
     progress: StageProgress | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> IterativeState:
     """Run ``config.schedule`` on ``loaded.model`` (never modified), or continue ``state``.
 
@@ -266,9 +277,12 @@ def prune_iteratively(
     attention weights, evaluates, recovers and evaluates again. ``on_step(state)`` is called
     after every finished step (to save it: a run continues from any such state);
     ``progress(stage, done, total)`` reports "scoring", "evaluating", "recovering", "measuring".
+    ``device`` (None: the model's) and ``precision`` (evaluation and recovery: "fp32" or "bf16")
+    say where and how every step computes.
     """
+    check_precision(precision)
     model, extractor, labels = loaded
-    data = _RunData.prepare(dataset, extractor, labels, config)
+    data = _RunData.prepare(dataset, extractor, labels, config, device, precision)
     report = progress or (lambda stage, done, total: None)
     if state is None:
         state = _first_state(model, data, report)
@@ -387,6 +401,7 @@ def _prune(
         batch_size=cfg.batch_size,
         seed=_seed(cfg.seed, step),
         progress=lambda done, total: report("scoring", done, total),
+        device=data.device,
     )
     plan = make_plan(
         scores,
@@ -413,6 +428,8 @@ def _recover(
         data.validation,
         config=dataclasses.replace(rec, seed=seed),
         progress=lambda done, total: report("recovering", done, total),
+        device=data.device,
+        precision=data.precision,
     )
     return model, float(history["val_loss"].iloc[0]), float(history.loc[history["kept"], "val_loss"].iloc[0])
 
@@ -429,6 +446,8 @@ def _evaluate(model: nn.Module, data: _RunData, report: StageProgress) -> dict[s
         ev.features,
         batch_size=data.config.batch_size,
         progress=lambda done, total: report("evaluating", done, total),
+        device=data.device,
+        precision=data.precision,
     )
     if ev.multilabel:
         summary = multilabel_metrics(logits, ev.targets.numpy(), list(data.labels)).summary.iloc[0]

@@ -20,6 +20,7 @@ from peft import LoraConfig, LoraModel
 from torch import nn
 
 from prunekit.data.augment import spec_augment
+from prunekit.devices import place
 from prunekit.errors import ConfigurationError
 from prunekit.evaluation.metrics import task_loss
 from prunekit.heads.scoring import ScoringData, scoring_data
@@ -86,8 +87,12 @@ def recover(
     *,
     config: RecoveryConfig = RecoveryConfig(),
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> tuple[nn.Module, pd.DataFrame]:
-    """Recover ``model`` with LoRA on ``dataset`` (features from the disk cache).
+    """Recover ``model`` with LoRA on ``dataset`` (features from the disk cache), on ``device``
+    (None: the model's; the copy that trains moves there, ``model`` stays) in ``precision``
+    ("fp32" or "bf16" autocast); data-parallel in a multi-process launch (``training``).
 
     Returns the merged model (new; same class and structure) and the training history, one row
     per validation: ``step, epoch, train_loss, val_loss, val_accuracy, lr, kept`` (row 0 is the
@@ -98,7 +103,9 @@ def recover(
     pick = (dataset, feature_extractor, labels)
     train = split_data(*pick, config.train_split, config.train_clips, seed=config.seed)
     validation = split_data(*pick, config.validation_split, config.validation_clips, seed=config.seed)
-    return recover_on(model, train, validation, config=config, progress=progress)
+    return recover_on(
+        model, train, validation, config=config, progress=progress, device=device, precision=precision
+    )
 
 
 def split_data(
@@ -117,9 +124,12 @@ def recover_on(
     *,
     config: RecoveryConfig = RecoveryConfig(),
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> tuple[nn.Module, pd.DataFrame]:
     """``recover`` on prepared data: features (N, frames, mels) and class indices (N,), or for
-    multi-label data {0, 1} targets (N, C) (binary cross-entropy)."""
+    multi-label data {0, 1} targets (N, C) (binary cross-entropy); the merged model is on
+    ``device`` (None: ``model``'s)."""
     if train.multilabel != validation.multilabel:
         raise ConfigurationError(
             f"The train data is {'multi' if train.multilabel else 'single'}-label but the validation "
@@ -127,8 +137,10 @@ def recover_on(
         )
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's generator
         torch.manual_seed(config.seed)
-        lora = add_adapters(model, config)
-        history = train_adapters(lora, train, validation, config=config, progress=progress)
+        lora = add_adapters(model, config, device=device)
+        history = train_adapters(
+            lora, train, validation, config=config, progress=progress, precision=precision
+        )
     merged = lora.merge_and_unload().eval()
     wanted = dict(model.named_parameters())
     for name, p in merged.named_parameters():  # LoRA froze the base weights; give back the caller's flags
@@ -136,12 +148,15 @@ def recover_on(
     return merged, history
 
 
-def add_adapters(model: nn.Module, config: RecoveryConfig = RecoveryConfig()) -> LoraModel:
-    """A copy of ``model`` with LoRA adapters on every non-empty ``nn.Linear``; only the adapters
-    train. (A projection of a zero-head layer has no weights, so there is nothing to adapt.)
+def add_adapters(
+    model: nn.Module, config: RecoveryConfig = RecoveryConfig(), *, device: str | torch.device | None = None
+) -> LoraModel:
+    """A copy of ``model`` (on ``device``; None: ``model``'s) with LoRA adapters on every
+    non-empty ``nn.Linear``; only the adapters train. (A projection of a zero-head layer has no weights, so there is nothing to adapt.)
     ``LoraModel`` rather than ``get_peft_model``: the latter's wrapper calls a transformers
     attribute deprecated in v5, and merging needs no wrapper."""
     work = copy.deepcopy(model)
+    place(work, device)  # before the adapters, so they are made where the weights are
     targets = [name for name, m in work.named_modules() if isinstance(m, nn.Linear) and m.weight.numel()]
     lora = LoraConfig(
         r=config.rank,
@@ -160,8 +175,10 @@ def train_adapters(
     *,
     config: RecoveryConfig = RecoveryConfig(),
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
-    """Train the adapters of ``lora`` in place; leave it holding the adapters of the lowest
+    """Train the adapters of ``lora`` in place (on ``device``, in ``precision``); leave it holding the adapters of the lowest
     validation loss seen (the start included); return the history (see ``recover``)."""
     augment = spec_augment(config.freq_mask, config.time_mask)
 
@@ -185,6 +202,8 @@ def train_adapters(
         save=lambda: _adapter_state(lora),
         restore=lambda state: _load_adapter_state(lora, state),
         progress=progress,
+        device=device,
+        precision=precision,
     )
 
 

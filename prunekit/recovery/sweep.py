@@ -20,6 +20,13 @@
 
 Every file is written atomically, the model before the state that names it, so a killed sweep
 continues from its last finished step when run again; a finished configuration is skipped.
+
+In a data-parallel launch (``torchrun``; ``prunekit.devices.start_processes``) the
+configurations are spread over the processes: rank r runs configurations r, r + world, ...,
+each alone (``devices.one_process``), so every ``runs/<name>/`` is written by one process only.
+Rank 0 claims the folder (sweep.json, the lock), writes status.json, and when its own
+configurations are done waits for the others' (read from their state.json files) before it writes
+the final tables. A killed launch resumes when launched again, with any number of processes.
 """
 
 from __future__ import annotations
@@ -41,9 +48,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from filelock import FileLock, Timeout
 
 from prunekit.data.datasets import open_dataset
+from prunekit.devices import check_precision, one_process, processes
 from prunekit.errors import ConfigurationError, OutputExistsError, SweepError
 from prunekit.heads.plan import PruningPlan
 from prunekit.heads.planner import PATTERNS, THRESHOLDS
@@ -177,24 +186,40 @@ def run_sweep(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     on_step: Callable[[str, dict], None] | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """Run (or continue) the sweep into ``out_dir``; return the results table.
 
     ``progress(done, total)`` counts steps over all configurations (step 0, the starting model,
     included); ``on_step(run name, step record)`` follows every saved step. ``overwrite`` starts
-    afresh in a folder that holds another sweep (else that is a SweepError).
+    afresh in a folder that holds another sweep (else that is a SweepError). ``device`` and
+    ``precision``: where and how each step computes (``prune_iteratively``); they are not part of
+    the sweep's identity, so a sweep may continue on another device.
     """
+    check_precision(precision)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
+    ranks = processes()
+    if not ranks.main:
+        return _run_other_rank(config, out, progress, on_step, device, precision)
     try:
         lock = FileLock(f"{out}.lock", timeout=0).acquire()  # beside out, which overwrite empties
     except Timeout:
+        _tell_ranks(f"Another sweep is running in {out}; wait for it or stop it first")
         raise SweepError(f"Another sweep is running in {out}; wait for it or stop it first") from None
     with lock:
-        _claim(out, config, overwrite)
+        try:
+            _claim(out, config, overwrite)
+            if ranks.world > 1:
+                open_dataset(config.data)  # generated (if it must be) once, before the others read it
+        except BaseException as exc:
+            _tell_ranks(str(exc) or type(exc).__name__)
+            raise
+        _tell_ranks(None)
         status = _Status(out, config)
         try:
-            _run_all(config, out, status, progress, on_step)
+            _run_all(config, out, status, progress, on_step, device, precision)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or the Experiments page's Stop button
                 status.update(
@@ -208,14 +233,44 @@ def run_sweep(
     return load_results(out)[0]
 
 
-def _run_all(config: SweepConfig, out: Path, status: _Status, progress, on_step) -> None:
+def _tell_ranks(error: str | None) -> None:
+    """Rank 0 tells the other ranks whether the folder is claimed (None) or why not."""
+    if processes().world > 1:
+        torch.distributed.broadcast_object_list([error], src=0)
+
+
+def _run_other_rank(config: SweepConfig, out: Path, progress, on_step, device, precision) -> pd.DataFrame:
+    """A rank > 0: once rank 0 has claimed ``out``, run this rank's share of the configurations
+    (no status file, no lock: rank 0 holds them)."""
+    box: list = [None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        raise SweepError(f"The sweep's first process could not start it: {box[0]}")
+    _run_all(config, out, _Status(out, config, write=False), progress, on_step, device, precision)
+    return load_results(out)[0]
+
+
+def _run_all(
+    config: SweepConfig, out: Path, status: _Status, progress, on_step, device=None, precision: str = "fp32"
+) -> None:
     status.update(stage="loading model and data")
     if progress is not None:
         progress(status.data["steps_done"], status.data["steps_total"])
     loaded, dataset = load_model(config.model), open_dataset(config.data)
-    for run in config.runs():
-        _run_one(run, loaded, dataset, out, status, progress, on_step)
-        _write_summary(out)
+    ranks = processes()
+    runs = config.runs()
+    with one_process():  # each configuration is one process's alone
+        for index in ranks.mine(len(runs)):
+            _run_one(runs[index], loaded, dataset, out, status, progress, on_step, device, precision)
+            _write_summary(out)
+    if not ranks.main:
+        return
+    steps = len(config.run.schedule)
+    while ranks.world > 1 and any(_steps_saved(out / "runs" / run_name(r)) <= steps for r in runs):
+        status.update(stage="waiting for the other processes", force=False)
+        time.sleep(1.0)  # the others' configurations; a rank that dies ends the launch
+    _write_results(out)
+    _write_summary(out)
     status.update(state="finished", current=None, current_config=None, stage="finished")
 
 
@@ -256,7 +311,17 @@ def _flat(settings: dict, prefix: str = "") -> dict:
     return out
 
 
-def _run_one(run: IterativeConfig, loaded, dataset, out: Path, status: _Status, progress, on_step) -> None:
+def _run_one(
+    run: IterativeConfig,
+    loaded,
+    dataset,
+    out: Path,
+    status: _Status,
+    progress,
+    on_step,
+    device=None,
+    precision: str = "fp32",
+) -> None:
     name = run_name(run)
     folder = out / "runs" / name
     if _steps_saved(folder) > len(run.schedule):
@@ -283,7 +348,9 @@ def _run_one(run: IterativeConfig, loaded, dataset, out: Path, status: _Status, 
     def stage(stage: str, done: int, total: int) -> None:
         status.update(stage=stage, stage_done=done, stage_total=total, force=False)
 
-    prune_iteratively(loaded, dataset, run, state=state, on_step=saved, progress=stage)
+    prune_iteratively(
+        loaded, dataset, run, state=state, on_step=saved, progress=stage, device=device, precision=precision
+    )
 
 
 def _save(folder: Path, run: IterativeConfig, state: IterativeState, loaded) -> None:
@@ -344,7 +411,8 @@ def _now() -> str:
 class _Status:
     """status.json, rewritten atomically on every stage change and at most once a second within one."""
 
-    def __init__(self, out: Path, config: SweepConfig) -> None:
+    def __init__(self, out: Path, config: SweepConfig, *, write: bool = True) -> None:
+        self.out, self.write = out, write  # write=False: a rank > 0 (rank 0 owns the file)
         self.path = out / STATUS_FILE
         self.runs = config.runs()
         steps = len(config.run.schedule)
@@ -408,15 +476,18 @@ class _Status:
         return (sum(weights[: self._phase]) + within * weights[self._phase]) / sum(weights)
 
     def step_done(self, name: str, step: int) -> None:
-        self.data["steps_done"] += 1
-        if step == self.data["steps"]:
-            self.data["configs_done"] += 1
+        # Counted from the state files: other processes of a data-parallel launch add to them too.
+        done = [_steps_saved(self.out / "runs" / run_name(r)) for r in self.runs]
+        self.data["steps_done"] = sum(done)
+        self.data["configs_done"] = sum(d > self.data["steps"] for d in done)
         self._phase = 0
         self.update(
             current=name, step=min(step + 1, self.data["steps"]), stage="step finished", step_fraction=0.0
         )
 
     def _write(self) -> None:
+        if not self.write:
+            return
         atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
         self._written = time.monotonic()
 

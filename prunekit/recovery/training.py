@@ -5,6 +5,14 @@ lowest validation loss seen (the starting point included) kept.
 What differs between the two is passed in: which parameters train, how one batch's loss is
 computed (adapters and SpecAugment; a shrinking keep rate), how the kept weights are saved and
 restored, and any extra column of the history.
+
+Devices and processes: the model trains where it is (``device=`` moves it first), each batch
+moves with it, and ``precision="bf16"`` computes the forward and backward passes under autocast.
+In a data-parallel launch (``prunekit.devices.start_processes``) every rank draws the same
+shuffled order, takes its slice of each batch, and the gradients are summed over the ranks
+before the step (each rank's loss weighted by its share of the batch), which is DDP's
+arithmetic: every rank takes the step a single process would take on the whole batch, so the
+ranks' weights stay equal. Validation is sharded and gathered (``predict_logits``).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import torch
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
+from prunekit.devices import autocast, check_precision, place, processes, sum_across
 from prunekit.evaluation.metrics import multilabel_metrics, predict_logits, task_loss
 from prunekit.heads.scores import ScoringData
 from prunekit.progress import Progress
@@ -48,6 +57,8 @@ def fit_with_checkpoints(
     restore: Callable[[dict], None],
     extra: Callable[[int], dict] = lambda step: {},
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """Train ``model``'s parameters that require grad, in place; leave it holding the weights of the
     lowest validation loss (``save``/``restore`` capture and put back what trains). Returns one
@@ -55,7 +66,10 @@ def fit_with_checkpoints(
     kept`` (``val_mAP`` instead of ``val_accuracy`` for multi-label data, whose ``val_loss`` is
     binary cross-entropy); row 0 is the starting point. ``batch_loss(x, y, step)`` is the loss of
     one batch (x: (B, frames, mels), y: (B,) or (B, C)) at optimiser step ``step``; the model is
-    in train mode."""
+    in train mode. ``device``/``precision``: see the module's docstring."""
+    check_precision(precision)
+    where = place(model, device)
+    ranks = processes()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     per_epoch = math.ceil(len(train.features) / settings.batch_size)
@@ -63,20 +77,32 @@ def fit_with_checkpoints(
     schedule = get_cosine_schedule_with_warmup(optimizer, round(settings.warmup_fraction * total), total)
     checks = _checkpoints(per_epoch, settings.epochs, settings.validations_per_epoch)
     first = {"step": 0, "epoch": 0.0, **extra(0), "train_loss": math.nan, "lr": 0.0}
-    history = [_validate(model, validation, settings.batch_size, first)]
+    history = [_validate(model, validation, settings.batch_size, first, precision)]
     best = (history[0]["val_loss"], save(), 0)
     losses: list[float] = []
     step = 0
     for _epoch in range(settings.epochs):
         order = torch.randperm(len(train.features))
+        if ranks.world > 1:  # rank 0's order: augmentation may have drawn unequal numbers elsewhere
+            torch.distributed.broadcast_object_list(box := [order], src=0)
+            order = box[0]
         for start in range(0, len(order), settings.batch_size):
             batch = order[start : start + settings.batch_size]
+            mine = batch.tensor_split(ranks.world)[ranks.rank]  # this rank's slice of the batch
+            share = len(mine) / len(batch)  # its weight in the batch-mean loss
+            if not len(mine):  # more ranks than clips: a zero-weighted clip keeps the ranks in step
+                mine = batch[:1]
             model.train()
-            loss = batch_loss(train.features[batch], train.targets[batch], step)
+            with autocast(where, precision):
+                loss = batch_loss(train.features[mine].to(where), train.targets[mine].to(where), step)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss.float() * share).backward()
+            if ranks.world > 1:
+                _sum_gradients(params)
             optimizer.step()
-            losses.append(loss.item())
+            total_loss = (loss.detach().float() * share).reshape(1)
+            sum_across([total_loss])  # the whole batch's mean loss
+            losses.append(total_loss.item())
             lr = schedule.get_last_lr()[0]
             schedule.step()
             step += 1
@@ -88,7 +114,7 @@ def fit_with_checkpoints(
                     "train_loss": sum(losses) / len(losses),
                     "lr": lr,
                 }
-                history.append(_validate(model, validation, settings.batch_size, row))
+                history.append(_validate(model, validation, settings.batch_size, row, precision))
                 losses = []
                 if history[-1]["val_loss"] < best[0]:
                     best = (history[-1]["val_loss"], save(), len(history) - 1)
@@ -106,10 +132,21 @@ def _checkpoints(per_epoch: int, epochs: int, per_epoch_checks: int) -> set[int]
     return {e * per_epoch + round(j * per_epoch / n) for e in range(epochs) for j in range(1, n + 1)}
 
 
-def _validate(model: nn.Module, data: ScoringData, batch_size: int, row: dict) -> dict:
+def _sum_gradients(params: list[nn.Parameter]) -> None:
+    """Sum the gradients over the ranks (one flat buffer: one collective per step)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    sum_across([flat])
+    for p, part in zip(params, flat.split([g.numel() for g in grads])):
+        p.grad = part.view_as(p).clone()
+
+
+def _validate(
+    model: nn.Module, data: ScoringData, batch_size: int, row: dict, precision: str = "fp32"
+) -> dict:
     """``row`` with the validation loss and accuracy, or mAP for multi-label targets (eval mode;
     the model's mode is restored)."""
-    logits = predict_logits(model, data.features, batch_size=batch_size)  # (N, C)
+    logits = predict_logits(model, data.features, batch_size=batch_size, precision=precision)  # (N, C)
     loss = task_loss(logits, data.targets).item()
     if data.multilabel:
         labels = [str(k) for k in range(logits.shape[1])]

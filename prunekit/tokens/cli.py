@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from prunekit.devices import DEVICE_HELP, PRECISIONS, place, processes
 from prunekit.errors import ConfigurationError, OutputExistsError
 from prunekit.progress import console_bar
 
@@ -47,6 +48,7 @@ def cmd_tokens(args: argparse.Namespace) -> None:
             f"--finetune-epochs must be 0 (one-shot) or more, got {args.finetune_epochs}"
         )
     model, extractor, labels = load_model(args.model)
+    place(model, args.device)
     pruned = prune_tokens(
         model, args.keep, parse_blocks(args.blocks), args.rule, seed=args.seed
     )  # checks options
@@ -64,7 +66,9 @@ def cmd_tokens(args: argparse.Namespace) -> None:
         )
         start = time.perf_counter()
         bar, progress = console_bar("fine-tuning with a shrinking keep rate", unit="step")
-        pruned, history = finetune_tokens(pruned, extractor, labels, data, config=config, progress=progress)
+        pruned, history = finetune_tokens(
+            pruned, extractor, labels, data, config=config, progress=progress, precision=args.precision
+        )
         bar.close()
         best = history[history["kept"]].iloc[0]
         print(
@@ -76,7 +80,14 @@ def cmd_tokens(args: argparse.Namespace) -> None:
     for name, variant in (("dense", model), ("token-pruned", pruned)):
         bar, progress = console_bar(f"evaluating {name} on {args.split}")
         result = evaluate(
-            variant, extractor, labels, data, args.split, batch_size=args.batch_size, progress=progress
+            variant,
+            extractor,
+            labels,
+            data,
+            args.split,
+            batch_size=args.batch_size,
+            progress=progress,
+            precision=args.precision,
         )
         bar.close()
         rows[name] = (result.accuracy, count_macs(variant))
@@ -91,7 +102,7 @@ def cmd_tokens(args: argparse.Namespace) -> None:
             else ""
         )
         print(f"{name:<13} accuracy {accuracy:.4f}   MACs/clip {macs / 1e6:.1f} M{extra}")
-    if out is not None:
+    if out is not None and processes().main:
         save_pruned(pruned, out, feature_extractor=extractor, labels=labels, overwrite=args.overwrite)
         print(f"token-pruned model written to {out} (loads with prunekit.models.load_model)")
 
@@ -111,6 +122,7 @@ def cmd_patch_stats(args: argparse.Namespace) -> None:
     )
 
     model, extractor, labels = load_model(args.model)
+    place(model, args.device)
     bar, progress = console_bar("preparing data")
     dataset = open_dataset(args.data, progress=progress)
     bar.close()
@@ -177,6 +189,7 @@ def add_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", help="save the token-pruned model here (save_pretrained layout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
+    _device_options(p)
     p.set_defaults(func=cmd_tokens)
 
     p = sub.add_parser(
@@ -189,4 +202,15 @@ def add_commands(sub) -> None:
     p.add_argument("--clips", type=int, help="a seeded subset of the split (default: all of it)")
     p.add_argument("--clusters", type=int, default=5, help="k-means clusters (the paper: 5)")
     p.add_argument("--out", help="write the per-block table (CSV) here, the clusters beside it")
+    p.add_argument("--device", default="auto", help=f"where to compute: {DEVICE_HELP} (default: auto)")
     p.set_defaults(func=cmd_patch_stats)
+
+
+def _device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help=f"where to compute: {DEVICE_HELP} (default: auto)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="evaluation and fine-tuning: fp32 or bf16 autocast",
+    )

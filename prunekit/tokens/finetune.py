@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from prunekit.devices import place
 from prunekit.errors import ConfigurationError, ModelError
 from prunekit.heads.scoring import ScoringData
 from prunekit.models.token_pruned import run_tokens
@@ -86,13 +87,17 @@ def finetune_tokens(
     *,
     config: TokenFinetuneConfig = TokenFinetuneConfig(),
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> tuple[nn.Module, pd.DataFrame]:
     """Fine-tune the token-pruned ``model`` on ``dataset``'s train split (features from the disk
     cache), choosing the checkpoint on its validation split. See ``finetune_tokens_on``."""
     pick = (dataset, feature_extractor, labels)
     train = split_data(*pick, "train", config.train_clips, seed=config.seed)
     validation = split_data(*pick, "validation", config.validation_clips, seed=config.seed)
-    return finetune_tokens_on(model, train, validation, config=config, progress=progress)
+    return finetune_tokens_on(
+        model, train, validation, config=config, progress=progress, device=device, precision=precision
+    )
 
 
 def finetune_tokens_on(
@@ -102,8 +107,12 @@ def finetune_tokens_on(
     *,
     config: TokenFinetuneConfig = TokenFinetuneConfig(),
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> tuple[nn.Module, pd.DataFrame]:
-    """A fine-tuned copy of the token-pruned ``model`` and its history, one row per validation:
+    """A fine-tuned copy (on ``device``; None: ``model``'s; in ``precision``, "fp32" or "bf16"
+    autocast; data-parallel in a multi-process launch, see ``recovery.training``) of the
+    token-pruned ``model`` and its history, one row per validation:
     ``step, epoch, keep, train_loss, val_loss, val_accuracy, lr, kept`` (row 0 is the starting
     point; ``kept`` marks the weights returned). ``progress(done, total)`` counts optimiser steps.
 
@@ -120,9 +129,10 @@ def finetune_tokens_on(
                 f"Token fine-tuning trains single-label classifiers; the {name} data is multi-label"
             )
     work = copy.deepcopy(model)
+    place(work, device)
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's generator
         torch.manual_seed(config.seed)
-        history = _train(work, train, validation, config, progress)
+        history = _train(work, train, validation, config, progress, precision)
     return work.eval(), history
 
 
@@ -132,6 +142,7 @@ def _train(
     validation: ScoringData,
     config: TokenFinetuneConfig,
     progress: Progress | None,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """Train ``work`` in place; leave it holding the weights of the lowest validation loss.
     Validation runs at the model's own (target) keep rate; a row's ``keep`` is the training keep
@@ -163,4 +174,5 @@ def _train(
         restore=work.load_state_dict,
         extra=lambda step: {"keep": target if step == 0 else keep_schedule(step - 1, shrink, target)},
         progress=progress,
+        precision=precision,
     )

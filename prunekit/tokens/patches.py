@@ -24,6 +24,7 @@ from scipy.stats import kendalltau
 from sklearn.cluster import KMeans
 from torch import nn
 
+from prunekit.devices import place
 from prunekit.errors import ConfigurationError
 from prunekit.models import anatomy
 from prunekit.models.token_pruned import DropBlock, patch_values, run_tokens
@@ -111,11 +112,18 @@ class BlockScores:
 
 @torch.no_grad()
 def block_scores(
-    model: nn.Module, features: torch.Tensor, *, batch_size: int = 64, progress: Progress | None = None
+    model: nn.Module,
+    features: torch.Tensor,
+    *,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    device: str | torch.device | None = None,
 ) -> BlockScores:
     """The CLS attention row (mean over heads) over the patch tokens in every block, for the
     tokens present there: all of them for an unpruned model; for a token-pruned model, what its
-    own pruning left (scores are read before a drop block drops)."""
+    own pruning left (scores are read before a drop block drops). Runs on ``device`` (None: the
+    model's; else the model moves there); the scores come back on the CPU."""
+    where = place(model, device)
     pruning = token_pruning_of(model)
     own = topk_selectors(pruning) if pruning is not None else {}
     depth = len(anatomy.attention_shapes(model))
@@ -124,11 +132,13 @@ def block_scores(
 
     def spy(index: int):
         def select(block: DropBlock) -> torch.Tensor:
-            positions[index].append(block.positions)
-            scores[index].append(block.cls_attention())
+            positions[index].append(block.positions.cpu())
+            scores[index].append(block.cls_attention().float().cpu())
             if index in own:
                 return own[index](block)
-            return torch.arange(block.positions.shape[1]).expand_as(block.positions)
+            return torch.arange(block.positions.shape[1], device=block.positions.device).expand_as(
+                block.positions
+            )
 
         return select
 
@@ -136,7 +146,9 @@ def block_scores(
     model.eval()
     try:
         for start in range(0, len(features), batch_size):
-            run_tokens(model, features[start : start + batch_size], {i: spy(i) for i in range(depth)})
+            run_tokens(
+                model, features[start : start + batch_size].to(where), {i: spy(i) for i in range(depth)}
+            )
             if progress:
                 progress(min(start + batch_size, len(features)), len(features))
     finally:
@@ -201,8 +213,9 @@ def cluster_drop(
     drop: Sequence[int],
     *,
     progress: Progress | None = None,
+    device: str | torch.device | None = None,
 ) -> float:
-    """Accuracy when, in ``block`` (after its attention, before its MLP), every patch token whose
+    """Accuracy (on ``device``; None: the model's) when, in ``block`` (after its attention, before its MLP), every patch token whose
     cluster rank is in ``drop`` is removed; clip by clip, since the count left differs per clip.
     A clip may lose every patch token (CLS and distillation go on alone). The model's own token
     pruning, if any, is not applied: this ablates the unpruned forward. features: (N, frames, mels); targets: (N,); ranks: (N, P)."""
@@ -211,6 +224,7 @@ def cluster_drop(
         raise ConfigurationError(
             f"Block {block} is outside the model: it has {depth} blocks (0 to {depth - 1})"
         )
+    where = place(model, device)
     dropped = torch.tensor(sorted(drop))
     was_training = model.training
     model.eval()
@@ -219,10 +233,10 @@ def cluster_drop(
         for i in range(len(features)):
 
             def select(view: DropBlock, i=i) -> torch.Tensor:
-                keep = ~torch.isin(ranks[i, view.positions[0]], dropped)  # (n,)
-                return keep.nonzero().T  # (1, k), ascending
+                keep = ~torch.isin(ranks[i, view.positions[0].cpu()], dropped)  # (n,)
+                return keep.nonzero().T.to(view.positions.device)  # (1, k), ascending
 
-            logits = run_tokens(model, features[i : i + 1], {block: select}).logits
+            logits = run_tokens(model, features[i : i + 1].to(where), {block: select}).logits
             correct += int(logits.argmax(-1).item() == targets[i].item())
             if progress:
                 progress(i + 1, len(features))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from prunekit.devices import place
 from prunekit.models import anatomy
 from prunekit.models.token_pruned import (
     TOKEN_FIELD,
@@ -53,15 +54,19 @@ def token_pruning_of(model: nn.Module) -> TokenPruning | None:
 
 
 @torch.no_grad()
-def trace_tokens(model: nn.Module, input_values: torch.Tensor) -> TokenRun:
+def trace_tokens(
+    model: nn.Module, input_values: torch.Tensor, *, device: str | torch.device | None = None
+) -> TokenRun:
     """Logits (B, C) of ``model`` for input_values (B, frames, mels), and for each drop block the
-    original patch indices that survive it (B, k), ascending. A model that keeps every token
-    has no drop blocks."""
+    original patch indices that survive it (B, k), ascending, all on the CPU. A model that keeps
+    every token has no drop blocks. Runs on ``device`` (None: the model's)."""
+    where = place(model, device)
     pruning = token_pruning_of(model)
     selectors = topk_selectors(pruning) if pruning is not None else {}
     was_training = model.training
     model.eval()
     try:
-        return run_tokens(model, input_values, selectors)
+        run = run_tokens(model, input_values.to(where), selectors)
+        return TokenRun(run.logits.cpu(), {b: kept.cpu() for b, kept in run.kept.items()})
     finally:
         model.train(was_training)

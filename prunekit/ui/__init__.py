@@ -13,6 +13,9 @@ keeps its evaluation and cost in the history, and a model pushed out goes to the
 folder under ``cache/sessions/`` (``save_pruned``, safetensors) and is read back, exactly, when a
 page asks for it (``with_model``). The folder goes when the session ends. Score tables (12) and
 attention maps (8) per session and the shared loaders and dense evaluations have limits too.
+
+The sidebar's device (``auto``: a GPU when there is one) is where the base model is loaded and
+every page computes: pruned variants, scores and evaluations follow the model.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import streamlit as st
 from prunekit.data.audio import features
 from prunekit.data.datasets import SPLITS, AudioDataset, demo_generated, open_dataset, tagging_generated
 from prunekit.data.manifest import PRESETS
+from prunekit.devices import DEVICE_HELP, available_devices, describe_device, place, resolve_device
 from prunekit.errors import ConfigurationError, PrunekitError
 from prunekit.evaluation.attention import clip_attention
 from prunekit.evaluation.cost import count_macs
@@ -67,6 +71,7 @@ __all__ = [
     "dataset_or_report",
     "dense_evaluation",
     "dense_macs",
+    "device_choice",
     "eval_split",
     "forget",
     "history",
@@ -141,6 +146,10 @@ def sidebar() -> None:
             key="eval_split",
             help="the clips Apply evaluates on and the Listen page browses",
         )
+        st.selectbox(
+            "Device", available_devices(), key="device", help=f"where every page computes: {DEVICE_HELP}"
+        )
+        st.caption(f"Computing on **{describe_device(resolve_device(device_choice()))}**")
 
 
 def model_source() -> str | None:
@@ -173,12 +182,24 @@ def eval_split() -> str:
     return st.session_state.get("eval_split", "test")
 
 
+def device_choice() -> str:
+    """The sidebar's device: "auto", "cpu", "cuda:N" or "mps"."""
+    return st.session_state.get("device", "auto")
+
+
 # --- shared, cached resources ----------------------------------------------------------------
-@st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def cached_model(source: str) -> LoadedModel:
-    """Shared across sessions: never modify it; copy before pruning or wrapping. Served, ``source``
-    must lie in the model folders (``served.model_location``)."""
-    return load_model(served.model_location(source))
+    """``source`` loaded on the sidebar's device. Shared across sessions: never modify it; copy
+    before pruning or wrapping. Served, ``source`` must lie in the model folders
+    (``served.model_location``)."""
+    return _cached_model(source, device_choice())
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=4)
+def _cached_model(source: str, device: str) -> LoadedModel:
+    loaded = load_model(served.model_location(source))
+    place(loaded.model, device)
+    return loaded
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
