@@ -43,9 +43,9 @@ def server(tmp_path, tiny_model_dir, tiny_speech_commands, monkeypatch):
 
 
 def _forget_shared_caches():
-    from prunekit.ui import _dense_evaluations, cached_dataset, cached_model
+    from prunekit.ui import _cached_model, _dense_evaluations, cached_dataset
 
-    for cached in (cached_model, cached_dataset, _dense_evaluations):
+    for cached in (_cached_model, cached_dataset, _dense_evaluations):
         cached.clear()
 
 
