@@ -48,14 +48,21 @@ def fit_with_checkpoints(
     restore: Callable[[dict], None],
     extra: Callable[[int], dict] = lambda step: {},
     progress: Progress | None = None,
+    param_groups: list[dict] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> pd.DataFrame:
     """Train ``model``'s parameters that require grad, in place; leave it holding the weights of the
     lowest validation loss (``save``/``restore`` capture and put back what trains). Returns one
     row per validation: ``step, epoch, <extra(step)>, train_loss, lr, val_loss, val_accuracy,
     kept``; row 0 is the starting point. ``batch_loss(x, y, step)`` is the loss of one batch
-    (x: (B, frames, mels), y: (B,)) at optimiser step ``step``; the model is in train mode."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    (x: (B, frames, mels), y: (B,)) at optimiser step ``step``; the model is in train mode.
+
+    ``param_groups``: AdamW parameter groups, each may carry its own ``lr`` (the schedule scales
+    them alike); default: every parameter that requires grad, at ``settings.lr``. ``stop()`` is
+    asked after every step; when it says True the loop validates (unless it just did) and ends,
+    keeping the best checkpoint so far; the history's ``attrs["stopped"]`` says so."""
+    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     per_epoch = math.ceil(len(train.features) / settings.batch_size)
     total = per_epoch * settings.epochs
     schedule = get_cosine_schedule_with_warmup(optimizer, round(settings.warmup_fraction * total), total)
@@ -65,7 +72,10 @@ def fit_with_checkpoints(
     best = (history[0]["val_loss"], save(), 0)
     losses: list[float] = []
     step = 0
+    stopped = False
     for _epoch in range(settings.epochs):
+        if stopped:
+            break
         order = torch.randperm(len(train.features))
         for start in range(0, len(order), settings.batch_size):
             batch = order[start : start + settings.batch_size]
@@ -78,7 +88,8 @@ def fit_with_checkpoints(
             lr = schedule.get_last_lr()[0]
             schedule.step()
             step += 1
-            if step in checks:
+            stopped = stop is not None and step < total and stop()
+            if step in checks or stopped:
                 row = {
                     "step": step,
                     "epoch": step / per_epoch,
@@ -92,9 +103,12 @@ def fit_with_checkpoints(
                     best = (history[-1]["val_loss"], save(), len(history) - 1)
             if progress is not None:
                 progress(step, total)
+            if stopped:
+                break
     restore(best[1])
     frame = pd.DataFrame(history)
     frame["kept"] = frame.index == best[2]
+    frame.attrs["stopped"] = stopped
     return frame
 
 
