@@ -1,0 +1,204 @@
+"""Learned key priors on the demo: learning time and accuracy, the realised speed of per-layer key
+pruning, and key pruning against its untrained baselines and Top-K tokens at equal attention MACs.
+
+    nice -n 10 .venv/bin/python bench/keys.py [learn] [speed] [compare] [--seeds 0 1] [--train-clips N]
+
+Writes bench/results/keys/<part>.csv and .json and prints what it measured. Accuracies are read
+on the 1,330 test clips of held-out voices once per reported number (paired with the dense
+model's on the same clips: McNemar and a bootstrap interval); every choice (the checkpoint of the
+priors) is made on the validation split. Timings are ratios to the dense model measured
+interleaved round by round in one run, with a bootstrap interval over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from prunekit.data.datasets import demo_dataset
+from prunekit.evaluation.cost import compare_cost, count_macs
+from prunekit.evaluation.metrics import predict_logits
+from prunekit.evaluation.paired import compare_correct
+from prunekit.heads.surgery import save_pruned
+from prunekit.keys.cost import attention_macs
+from prunekit.keys.learn import KeyLearnConfig, learn_priors_on
+from prunekit.keys.priors import add_key_priors, random_scores, received_attention_scores
+from prunekit.keys.prune import prune_keys
+from prunekit.models import load_model
+from prunekit.recovery.lora import split_data
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "bench" / "results" / "keys"
+PRIORS = REPO / "cache" / "bench-keys"
+SPARSITIES = (0.25, 0.5, 0.75)
+
+
+def _correct(model, data) -> torch.Tensor:
+    return predict_logits(model, data.features).argmax(-1) == data.targets
+
+
+def _write(name: str, frame: pd.DataFrame, extra: dict | None = None) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(OUT / f"{name}.csv", index=False)
+    if extra is not None:
+        (OUT / f"{name}.json").write_text(json.dumps(extra, indent=2, default=float) + "\n")
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
+
+
+def _load_avg() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def learn(model, extractor, labels, data, test, seeds, train_clips) -> None:
+    """Wall time of one epoch of prior learning (base frozen, no penalty: the defaults) and the
+    test accuracy of the learned, unpruned priors against dense, per seed."""
+    train = split_data(data, extractor, labels, "train", train_clips, seed=0)
+    validation = split_data(data, extractor, labels, "validation", None)
+    dense = _correct(model, test).numpy()
+    rows = []
+    for seed in seeds:
+        load_before = _load_avg()
+        start = time.perf_counter()
+        learned, history = learn_priors_on(model, train, validation, config=KeyLearnConfig(seed=seed))
+        seconds = time.perf_counter() - start
+        folder = save_pruned(learned, PRIORS / f"priors-seed{seed}", overwrite=True)
+        paired = compare_correct(dense, _correct(learned, test).numpy())
+        best = history[history["kept"]].iloc[0]
+        rows.append(
+            {
+                "seed": seed,
+                "train_clips": len(train.features),
+                "steps": int(history["step"].max()),
+                "epoch_seconds": seconds,  # one epoch, its 2 validations (1,330 clips each) included
+                "load_before": load_before,
+                "load_after": _load_avg(),
+                "kept_step": int(best["step"]),
+                "entropy": float(best["entropy"]),
+                "dense_test": float(dense.mean()),
+                "priors_test": paired.accuracy[1],
+                "difference": paired.difference,
+                "ci_low": paired.ci[0],
+                "ci_high": paired.ci[1],
+                "mcnemar_p": paired.p_value,
+                "saved": str(folder.relative_to(REPO)),
+            }
+        )
+    _write("learn", pd.DataFrame(rows), {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads()})
+
+
+def _learned(model, seed: int = 0):
+    folder = PRIORS / f"priors-seed{seed}"
+    if folder.is_dir():
+        return load_model(folder).model
+    print(f"no learned priors in {folder} (run the learn part): uniform priors used", flush=True)
+    return add_key_priors(model)
+
+
+def speed(model) -> None:
+    """Per-layer key pruning: the MACs it removes (attention and whole model) against the latency
+    ratio at batch 1 and 32, all variants timed interleaved with the dense model."""
+    priors = _learned(model)
+    variants = {"dense": model}
+    for s in SPARSITIES:
+        variants[f"layer {s:g}"] = prune_keys(priors, s, "layer", "global")
+    variants["head 0.5"] = prune_keys(priors, 0.5, "head", "global")
+    load_before = _load_avg()
+    frame = compare_cost(variants, batches=(1, 32), repeats=20).reset_index()
+    dense_attention = attention_macs(model)
+    frame["attention_macs"] = [attention_macs(m) for m in variants.values()]
+    frame["attention_needed"] = [attention_macs(m, needed=True) for m in variants.values()]
+    frame["attention_saving"] = 1 - frame["attention_macs"] / dense_attention
+    frame["mac_saving"] = 1 - frame["macs_per_clip"] / frame["macs_per_clip"].iloc[0]
+    for b in (1, 32):
+        frame[f"latency_b{b}_saving"] = 1 - frame[f"latency_b{b}_ratio"]
+        frame[f"realised_b{b}"] = frame[f"latency_b{b}_saving"] / frame["mac_saving"].where(
+            frame["mac_saving"] > 0
+        )
+    columns = [
+        "model",
+        "macs_per_clip",
+        "mac_saving",
+        "attention_saving",
+        "attention_needed",
+        "latency_b1_ms",
+        "latency_b1_ratio",
+        "latency_b1_ratio_low",
+        "latency_b1_ratio_high",
+        "latency_b32_ms",
+        "latency_b32_ratio",
+        "latency_b32_ratio_low",
+        "latency_b32_ratio_high",
+        "latency_b32_rounds",
+        "realised_b1",
+        "realised_b32",
+    ]
+    _write("speed", frame[columns], {"load_before": load_before, "load_after": _load_avg()})
+
+
+def compare(model, extractor, labels, data, validation, test) -> None:
+    """One-shot key pruning per layer (global budget) by learned prior, by the plain model's mean
+    received attention and by random scores (seeds 0-2), at each sparsity: attention MACs and
+    validation and test accuracy. (Top-K tokens and the fine-tuned comparison: not done yet.)"""
+    priors = _learned(model)
+    received = received_attention_scores(model, validation.features)
+    sources = {"learned prior": (priors, None), "received attention": (model, received)}
+    for seed in (0, 1, 2):
+        sources[f"random {seed}"] = (model, random_scores(model, seed))
+    dense_test = _correct(model, test).numpy()
+    rows = [
+        {
+            "scores": "dense",
+            "sparsity": 0.0,
+            "attention_macs": attention_macs(model),
+            "macs": count_macs(model),
+        }
+    ]
+    rows[0].update(
+        validation=float(_correct(model, validation).float().mean()), test=float(dense_test.mean())
+    )
+    for s in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6):
+        for name, (base, scores) in sources.items():
+            pruned = prune_keys(base, s, "layer", "global", scores=scores, scores_name=name)
+            paired = compare_correct(dense_test, _correct(pruned, test).numpy())
+            rows.append(
+                {
+                    "scores": name,
+                    "sparsity": s,
+                    "attention_macs": attention_macs(pruned),
+                    "macs": count_macs(pruned),
+                    "validation": float(_correct(pruned, validation).float().mean()),
+                    "test": paired.accuracy[1],
+                    "ci_low": paired.ci[0],
+                    "ci_high": paired.ci[1],
+                }
+            )
+    _write("compare", pd.DataFrame(rows), {"load": _load_avg()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", default=["learn", "speed"], choices=["learn", "speed", "compare"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--train-clips", type=int, help="a seeded subset of the train split (default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model, extractor, labels = load_model("demo")
+    data = demo_dataset()
+    test = split_data(data, extractor, labels, "test", None)
+    if "learn" in args.parts:
+        learn(model, extractor, labels, data, test, args.seeds, args.train_clips)
+    if "speed" in args.parts:
+        speed(model)
+    if "compare" in args.parts:
+        validation = split_data(data, extractor, labels, "validation", None)
+        compare(model, extractor, labels, data, validation, test)
+
+
+if __name__ == "__main__":
+    main()
