@@ -32,6 +32,7 @@ from prunekit.keys.priors import add_key_priors, random_scores, received_attenti
 from prunekit.keys.prune import prune_keys
 from prunekit.models import load_model
 from prunekit.recovery.lora import split_data
+from prunekit.tokens.topk import prune_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "results" / "keys"
@@ -144,7 +145,8 @@ def speed(model) -> None:
 def compare(model, extractor, labels, data, validation, test) -> None:
     """One-shot key pruning per layer (global budget) by learned prior, by the plain model's mean
     received attention and by random scores (seeds 0-2), at each sparsity: attention MACs and
-    validation and test accuracy. (Top-K tokens and the fine-tuned comparison: not done yet.)"""
+    validation and test accuracy; Top-K tokens (the ``cls`` rule, default blocks) at keep rates
+    that span the same attention MACs. One-shot only: the fine-tuned comparison is not done yet."""
     priors = _learned(model)
     received = received_attention_scores(model, validation.features)
     sources = {"learned prior": (priors, None), "received attention": (model, received)}
@@ -178,7 +180,24 @@ def compare(model, extractor, labels, data, validation, test) -> None:
                     "ci_high": paired.ci[1],
                 }
             )
-    _write("compare", pd.DataFrame(rows), {"load": _load_avg()})
+    for keep in (0.9, 0.8, 0.7, 0.6, 0.5, 0.4):
+        pruned = prune_tokens(model, keep)
+        paired = compare_correct(dense_test, _correct(pruned, test).numpy())
+        rows.append(
+            {
+                "scores": "Top-K tokens (cls)",
+                "sparsity": 1 - keep,
+                "attention_macs": attention_macs(pruned),
+                "macs": count_macs(pruned),
+                "validation": float(_correct(pruned, validation).float().mean()),
+                "test": paired.accuracy[1],
+                "ci_low": paired.ci[0],
+                "ci_high": paired.ci[1],
+            }
+        )
+    frame = pd.DataFrame(rows)
+    frame["attention_share"] = frame["attention_macs"] / frame["attention_macs"].iloc[0]
+    _write("compare", frame, {"load": _load_avg()})
 
 
 def main() -> None:

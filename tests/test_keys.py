@@ -289,3 +289,12 @@ def test_done_when_command_runs_offline(run_cli, real_cache):
     )
     assert result.returncode == 0, result.stderr
     assert "key-pruned" in result.stdout and "dense" in result.stdout
+
+
+def test_attention_macs_follow_the_tokens_of_a_token_pruned_model(grid_model):
+    from prunekit.keys.cost import layer_attention_macs
+    from prunekit.tokens.topk import prune_tokens
+
+    dense = layer_attention_macs(grid_model)
+    tokens = layer_attention_macs(prune_tokens(grid_model, 0.4, blocks=(0,)))
+    assert tokens[0] == dense[0] and tokens[1] < dense[1]  # block 0 drops 3 of 5 patches after its attention

@@ -22,9 +22,10 @@ def cmd_keys(args: argparse.Namespace) -> None:
     from prunekit.data.datasets import open_dataset
     from prunekit.evaluation.cost import count_macs
     from prunekit.evaluation.metrics import evaluate
+    from prunekit.heads.scoring import scoring_data
     from prunekit.heads.surgery import save_pruned
     from prunekit.keys.cost import attention_macs
-    from prunekit.keys.learn import KeyLearnConfig, learn_priors
+    from prunekit.keys.learn import KeyLearnConfig, learn_priors_on
     from prunekit.keys.priors import add_key_priors
     from prunekit.keys.prune import check_sparsity, prune_keys
     from prunekit.models.loading import load_model
@@ -61,9 +62,19 @@ def cmd_keys(args: argparse.Namespace) -> None:
     data = open_dataset(args.data, progress=progress)
     bar.close()
     if config is not None:
+        splits = {}
+        for split, clips in (("train", config.train_clips), ("validation", config.validation_clips)):
+            bar, progress = console_bar(f"features of {split}")
+            count = len(data.split(split)) if clips is None else clips
+            splits[split] = scoring_data(
+                data, extractor, labels, split, clips=count, seed=config.seed, progress=progress
+            )  # the clips learn_priors would pick, with a bar while they are featurised
+            bar.close()
         start = time.perf_counter()
         bar, progress = console_bar("learning key priors", unit="step")
-        priors, history = learn_priors(model, extractor, labels, data, config=config, progress=progress)
+        priors, history = learn_priors_on(
+            model, splits["train"], splits["validation"], config=config, progress=progress
+        )
         bar.close()
         best = history[history["kept"]].iloc[0]
         print(
