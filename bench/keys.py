@@ -198,6 +198,91 @@ def compare(model, extractor, labels, data, validation, test) -> None:
     frame = pd.DataFrame(rows)
     frame["attention_share"] = frame["attention_macs"] / frame["attention_macs"].iloc[0]
     _write("compare", frame, {"load": _load_avg()})
+    docs = REPO / "docs" / "keys-demo"
+    docs.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(docs / "compare.csv", index=False)
+    write_svg(frame, docs / "compare.svg")
+    (docs / "README.md").write_text(
+        "# Key pruning against its baselines and Top-K tokens on the demo (one-shot)\n\n"
+        "Made by `nice -n 10 .venv/bin/python bench/keys.py compare` (after `learn`, whose priors it "
+        "reads from cache/bench-keys/).\n\n" + _markdown(frame) + "\n"
+    )
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    """A GitHub table (pandas' to_markdown needs tabulate, which is not installed)."""
+
+    def cell(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+
+
+def write_svg(frame: pd.DataFrame, path: Path, *, width: int = 640, height: int = 400) -> None:
+    """Test accuracy against attention MACs (share of dense), one line per method (random: mean
+    over its seeds), dense as a dot: a plain SVG (no plotting library is installed)."""
+    frame = frame.assign(
+        method=frame["scores"].str.replace(r"random \d+", "random (mean of seeds)", regex=True)
+    )
+    curves = (
+        frame[frame["method"] != "dense"]
+        .groupby(["method", "attention_share"], as_index=False)["test"]
+        .mean()
+    )
+    left, right, top, bottom = 60, 190, 20, 50
+    x0, x1 = float(curves["attention_share"].min()), 1.0
+    y0, y1 = 0.0, 1.0
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return (
+            left + (x - x0) / (x1 - x0) * (width - left - right),
+            height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom),
+        )
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">'
+    ]
+    parts.append(f'<rect width="{width}" height="{height}" fill="white"/>')
+    for tick in range(0, 11, 2):
+        y = tick / 10
+        a, b = px(x0, y), px(x1, y)
+        parts.append(f'<line x1="{a[0]}" y1="{a[1]}" x2="{b[0]}" y2="{b[1]}" stroke="#ddd"/>')
+        parts.append(f'<text x="{a[0] - 6}" y="{a[1] + 4}" text-anchor="end">{y:.1f}</text>')
+    for i in range(5):
+        x = x0 + (x1 - x0) * i / 4
+        a = px(x, y0)
+        parts.append(f'<text x="{a[0]}" y="{a[1] + 16}" text-anchor="middle">{x:.2f}</text>')
+    parts.append(
+        f'<text x="{(left + width - right) / 2}" y="{height - 10}" text-anchor="middle">attention MACs (share of dense)</text>'
+    )
+    parts.append(
+        f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">test accuracy</text>'
+    )
+    for i, (method, rows) in enumerate(curves.groupby("method")):
+        rows = rows.sort_values("attention_share")
+        points = " ".join(
+            f"{a:.1f},{b:.1f}" for a, b in (px(x, y) for x, y in zip(rows["attention_share"], rows["test"]))
+        )
+        colour = COLOURS[i % len(COLOURS)]
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for x, y in zip(rows["attention_share"], rows["test"]):
+            cx, cy = px(x, y)
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{colour}"/>')
+        parts.append(
+            f'<text x="{width - right + 10}" y="{top + 16 + 18 * i}" fill="{colour}">{method}</text>'
+        )
+    dense = frame[frame["method"] == "dense"].iloc[0]
+    cx, cy = px(1.0, float(dense["test"]))
+    parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="black"/>')
+    parts.append(f'<text x="{width - right + 10}" y="{top + 16 + 18 * (i + 1)}">dense (dot)</text>')
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
 
 
 def main() -> None:
