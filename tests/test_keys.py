@@ -17,7 +17,7 @@ from prunekit.heads.surgery import apply_plan, save_pruned
 from prunekit.keys.cost import attention_macs
 from prunekit.keys.learn import KeyLearnConfig, learn_priors_on
 from prunekit.keys.priors import add_key_priors, prior_table, random_scores, received_attention_scores
-from prunekit.keys.prune import choose_keys, prune_keys
+from prunekit.keys.prune import choose_keys, prune_keys, unprune_keys
 from prunekit.models import anatomy, load_model
 from prunekit.models.key_priors import KEY_FIELD, KeyPriorASTForAudioClassification
 
@@ -235,6 +235,16 @@ def test_bad_penalty_and_other_input_length_are_named(grid_model, tiny_model):
         prune_keys(grid_model, 0.5, scores=other)
     with pytest.raises(ModelError, match="pruned already"):
         prune_keys(prune_keys(grid_model, 0.2), 0.2)
+
+
+def test_unpruning_keeps_the_priors_and_every_key(grid_model):
+    priors = add_key_priors(grid_model)
+    _randomise_priors(priors)
+    again = unprune_keys(prune_keys(priors, 0.6, "layer"))
+    assert prior_table(again).equals(prior_table(priors))
+    x = anatomy.dummy_input(grid_model, 2)
+    with torch.no_grad():
+        assert torch.equal(again(x).logits, priors(x).logits)
 
 
 def test_cli_refuses_bad_values_before_loading(run_main):

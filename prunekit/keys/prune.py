@@ -34,6 +34,7 @@ __all__ = [
     "choose_keys",
     "kept_fraction",
     "prune_keys",
+    "unprune_keys",
 ]
 
 PRUNE_GRANULARITIES = ("layer", "head")
@@ -176,3 +177,12 @@ def kept_fraction(model: nn.Module) -> float:
     """Share of (layer, head, patch key) units the model keeps (1.0 before pruning)."""
     table = prior_table(model)
     return float(table["kept"].mean()) if len(table) else 1.0
+
+
+def unprune_keys(model: nn.Module) -> KeyPriorASTForAudioClassification:
+    """A NEW model with the priors of ``model`` and every key kept again (a key-pruned model
+    keeps the priors of the keys it dropped, so the choice can be made afresh)."""
+    if not isinstance(model, KeyPriorASTForAudioClassification):
+        raise ModelError(f"{type(model).__name__} has no key priors to keep")
+    work = copy.deepcopy(model)
+    return install_key_priors(work, KeySettings(work.key_settings().patches)).eval()
