@@ -140,7 +140,7 @@ def speed(model) -> None:
         variants[f"layer {s:g}"] = prune_keys(priors, s, "layer", "local")
     variants["head 0.5"] = prune_keys(priors, 0.5, "head", "local")
     load_before = _load_avg()
-    frame = compare_cost(variants, batches=(1, 32), repeats=40).reset_index()  # 10 rounds at batch 32
+    frame = compare_cost(variants, batches=(1, 32), repeats=80).reset_index()  # 20 rounds at batch 32
     dense_attention = attention_macs(model)
     frame["attention_macs"] = [attention_macs(m) for m in variants.values()]
     frame["attention_needed"] = [attention_macs(m, needed=True) for m in variants.values()]
