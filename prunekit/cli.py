@@ -614,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     from prunekit.tokens.cli import add_commands as add_token_commands  # tokens, patch-stats
 
     add_token_commands(sub)
+    from prunekit.keys.cli import add_commands as add_key_commands  # keys
+
+    add_key_commands(sub)
     return parser
 
 

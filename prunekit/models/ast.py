@@ -32,6 +32,7 @@ __all__ = [
     "ASTFamily",
     "PrunedASTAttention",
     "PrunedASTForAudioClassification",
+    "attend_to_keys",
     "backbone",
     "heads_of",
     "install_structure",
@@ -129,6 +130,51 @@ class PrunedASTAttention(ASTAttention):
         )  # out: (B, T, h, dv), or (B, T, h, w) when padded
         out = out[..., : self.v_head_dim].reshape(*input_shape, -1).contiguous()  # (B, T, h*dv)
         return self.o_proj(out), weights
+
+
+def attend_to_keys(
+    block: nn.Module,
+    hidden_states: torch.Tensor,  # (B, T, d)
+    heads: int,
+    qk_head_dim: int,
+    v_head_dim: int,
+    key_index: torch.Tensor,  # (k,) token positions whose K and V are computed
+    attention_mask: torch.Tensor | None,  # (1 or B, h, T, k), additive
+) -> torch.Tensor:
+    """Attention block ``block`` (dense or pruned, LoRA-wrapped projections included) with every
+    token as a query but K and V computed only for the tokens ``key_index``: the K/V projections,
+    Q.K^T and A.V all shrink with k. Returns the block's output (B, T, d).
+
+    The same maths as the block's own forward (``PrunedASTAttention.forward``), keys restricted.
+    """
+    batch, length = hidden_states.shape[:2]
+    if heads == 0:
+        return block.o_proj(hidden_states.new_zeros(batch, length, 0))  # (B, T, d): the bias
+    keys_in = hidden_states.index_select(1, key_index)  # (B, k, d)
+    kept = keys_in.shape[1]
+    query = (
+        block.q_proj(hidden_states).view(batch, length, heads, qk_head_dim).transpose(1, 2)
+    )  # (B, h, T, dqk)
+    key = block.k_proj(keys_in).view(batch, kept, heads, qk_head_dim).transpose(1, 2)  # (B, h, k, dqk)
+    value = block.v_proj(keys_in).view(batch, kept, heads, v_head_dim).transpose(1, 2)  # (B, h, k, dv)
+    implementation = block.config._attn_implementation
+    if implementation == "sdpa" and qk_head_dim != v_head_dim:  # see PrunedASTAttention.forward
+        width = max(qk_head_dim, v_head_dim)
+        query = nn.functional.pad(query, (0, width - qk_head_dim))
+        key = nn.functional.pad(key, (0, width - qk_head_dim))
+        value = nn.functional.pad(value, (0, width - v_head_dim))
+    attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+    out, _ = attention_interface(
+        block,
+        query,
+        key,
+        value,
+        attention_mask,
+        dropout=0.0 if not block.training else block.attention_dropout,
+        scaling=block.scaling,
+    )  # (B, T, h, dv) or (B, T, h, w) when padded
+    out = out[..., :v_head_dim].reshape(batch, length, -1).contiguous()  # (B, T, h*dv)
+    return block.o_proj(out)
 
 
 class PrunedASTForAudioClassification(ASTForAudioClassification):

@@ -35,7 +35,7 @@ from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassificati
 
 from prunekit.data.audio import TARGET_SR
 from prunekit.errors import ModelLoadError
-from prunekit.models import token_pruned
+from prunekit.models import key_priors
 from prunekit.store import cache_dir, content_key
 
 __all__ = ["AST_MODEL_TYPE", "DEMO_DIR", "LoadedModel", "load_model"]
@@ -139,8 +139,8 @@ def _load_local(path: Path) -> LoadedModel:
             )
         raise ModelLoadError(f"{path} has no model.safetensors: no weights to load.")
     try:
-        # A pruned model (config.prunekit_structure, config.prunekit_tokens) rebuilds from the config.
-        model, info = token_pruned.model_class_for(config).from_pretrained(
+        # A pruned model (config.prunekit_structure, _tokens, _keys) rebuilds from the config.
+        model, info = key_priors.model_class_for(config).from_pretrained(
             path, use_safetensors=True, output_loading_info=True, **_SAFE
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
@@ -185,7 +185,7 @@ def _from_hub(repo_id: str, *, local_files_only: bool) -> LoadedModel:
     config = AutoConfig.from_pretrained(repo_id, local_files_only=local_files_only, **_SAFE)
     _refuse_remote_code(getattr(config, "auto_map", None), repo_id)
     _check_model_type(config, repo_id)
-    model, info = token_pruned.model_class_for(config).from_pretrained(
+    model, info = key_priors.model_class_for(config).from_pretrained(
         repo_id, local_files_only=local_files_only, use_safetensors=True, output_loading_info=True, **_SAFE
     )
     _check_loading_info(info, config, repo_id)

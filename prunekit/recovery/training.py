@@ -59,6 +59,8 @@ def fit_with_checkpoints(
     progress: Progress | None = None,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    param_groups: list[dict] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> pd.DataFrame:
     """Train ``model``'s parameters that require grad, in place; leave it holding the weights of the
     lowest validation loss (``save``/``restore`` capture and put back what trains). Returns one
@@ -66,12 +68,18 @@ def fit_with_checkpoints(
     kept`` (``val_mAP`` instead of ``val_accuracy`` for multi-label data, whose ``val_loss`` is
     binary cross-entropy); row 0 is the starting point. ``batch_loss(x, y, step)`` is the loss of
     one batch (x: (B, frames, mels), y: (B,) or (B, C)) at optimiser step ``step``; the model is
-    in train mode. ``device``/``precision``: see the module's docstring."""
+    in train mode. ``device``/``precision``: see the module's docstring.
+
+    ``param_groups``: AdamW parameter groups, each may carry its own ``lr`` (the schedule scales
+    them alike); default: every parameter that requires grad, at ``settings.lr``. ``stop()`` is
+    asked after every step; when it says True the loop validates (unless it just did) and ends,
+    keeping the best checkpoint so far; the history's ``attrs["stopped"]`` says so."""
     check_precision(precision)
     where = place(model, device)
     ranks = processes()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    params = [p for group in groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     per_epoch = math.ceil(len(train.features) / settings.batch_size)
     total = per_epoch * settings.epochs
     schedule = get_cosine_schedule_with_warmup(optimizer, round(settings.warmup_fraction * total), total)
@@ -81,7 +89,10 @@ def fit_with_checkpoints(
     best = (history[0]["val_loss"], save(), 0)
     losses: list[float] = []
     step = 0
+    stopped = False
     for _epoch in range(settings.epochs):
+        if stopped:
+            break
         order = torch.randperm(len(train.features))
         if ranks.world > 1:  # rank 0's order: augmentation may have drawn unequal numbers elsewhere
             torch.distributed.broadcast_object_list(box := [order], src=0)
@@ -106,7 +117,8 @@ def fit_with_checkpoints(
             lr = schedule.get_last_lr()[0]
             schedule.step()
             step += 1
-            if step in checks:
+            stopped = stop is not None and step < total and stop()
+            if step in checks or stopped:
                 row = {
                     "step": step,
                     "epoch": step / per_epoch,
@@ -120,9 +132,12 @@ def fit_with_checkpoints(
                     best = (history[-1]["val_loss"], save(), len(history) - 1)
             if progress is not None:
                 progress(step, total)
+            if stopped:
+                break
     restore(best[1])
     frame = pd.DataFrame(history)
     frame["kept"] = frame.index == best[2]
+    frame.attrs["stopped"] = stopped
     return frame
 
 
