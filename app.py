@@ -16,6 +16,7 @@ page = st.navigation(
         st.Page("pages/prune.py", title="Prune"),
         st.Page("pages/listen.py", title="Listen"),
         st.Page("pages/tokens.py", title="Tokens"),
+        st.Page("pages/keys.py", title="Key priors"),
         st.Page("pages/experiments.py", title="Experiments"),
     ]
 )

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from prunekit.data.datasets import SPLITS
-from prunekit.devices import DEVICE_HELP, PRECISIONS, processes, start_processes, stop_processes
+from prunekit.devices import add_device_arguments, processes, start_processes, stop_processes
 from prunekit.errors import PrunekitError
 from prunekit.progress import console_bar
 
@@ -114,14 +114,7 @@ def _model_options(p: argparse.ArgumentParser, data_help: str = "'demo' or a dat
 
 
 def device_options(p: argparse.ArgumentParser) -> None:
-    """--device and --precision, shared with the token commands."""
-    p.add_argument("--device", default="auto", help=f"where to compute: {DEVICE_HELP} (default: auto)")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="evaluation and LoRA recovery: fp32, or bf16 autocast (scores always sum in float64)",
-    )
+    add_device_arguments(p)
 
 
 def _load(args: argparse.Namespace):

@@ -33,6 +33,7 @@ __all__ = [
     "PRECISIONS",
     "Processes",
     "accumulate_dtype",
+    "add_device_arguments",
     "autocast",
     "available_devices",
     "check_precision",
@@ -261,3 +262,16 @@ def gather_across(parts: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     out: list = [None] * processes().world
     torch.distributed.all_gather_object(out, parts)
     return out
+
+
+def add_device_arguments(parser, *, precision: str | None = "evaluation and LoRA recovery") -> None:
+    """``--device`` (default auto) and, unless ``precision`` is None, ``--precision`` (what it
+    applies to, for the help) on an argparse parser: the one definition every command shares."""
+    parser.add_argument("--device", default="auto", help=f"where to compute: {DEVICE_HELP} (default: auto)")
+    if precision is not None:
+        parser.add_argument(
+            "--precision",
+            default="fp32",
+            choices=PRECISIONS,
+            help=f"{precision}: fp32, or bf16 autocast (scores always sum in float64)",
+        )

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from prunekit.devices import add_device_arguments
 from prunekit.errors import ConfigurationError, OutputExistsError
 from prunekit.progress import console_bar
 
@@ -20,6 +21,7 @@ __all__ = ["add_commands"]
 
 def cmd_keys(args: argparse.Namespace) -> None:
     from prunekit.data.datasets import open_dataset
+    from prunekit.devices import place
     from prunekit.evaluation.cost import count_macs
     from prunekit.evaluation.metrics import evaluate
     from prunekit.heads.scoring import scoring_data
@@ -58,6 +60,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
     elif args.penalty < 0:
         raise ConfigurationError(f"--penalty must be >= 0, got {args.penalty}")
     model, extractor, labels = load_model(args.model)
+    place(model, args.device)  # every copy below (priors, pruned) follows it
     bar, progress = console_bar("preparing data")
     data = open_dataset(args.data, progress=progress)
     bar.close()
@@ -129,8 +132,35 @@ def cmd_keys(args: argparse.Namespace) -> None:
         print(f"key-pruned model written to {out} (loads with prunekit.models.load_model)")
 
 
+def cmd_keys_learn(args: argparse.Namespace) -> None:
+    from prunekit.keys.background import learning_status, run_learning
+    from prunekit.keys.learn import KeyLearnConfig
+
+    config = KeyLearnConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        penalty=args.penalty,
+        batch_size=args.batch_size,
+        train_clips=args.train_clips,
+        validation_clips=args.val_clips,
+        seed=args.seed,
+    )
+    history = run_learning(args.out, args.model, args.data, config, device=args.device)
+    status = learning_status(args.out)
+    kept = history[history["kept"]] if len(history) and "kept" in history else history
+    best = (
+        f"; kept step {int(kept['step'].iloc[-1])}, validation loss {kept['val_loss'].iloc[-1]:.4f}"
+        if len(kept)
+        else ""
+    )
+    print(
+        f"key priors {status['state']} after {status.get('epochs_done', 0)} of {config.epochs} epoch(s){best}; "
+        f"the model with its priors is in {args.out}/model"
+    )
+
+
 def add_commands(sub) -> None:
-    """Register ``keys`` on the CLI's subparsers."""
+    """Register ``keys`` and ``keys-learn`` on the CLI's subparsers."""
     from prunekit.keys.prune import PRUNE_GRANULARITIES, THRESHOLDS
 
     p = sub.add_parser(
@@ -164,4 +194,25 @@ def add_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", help="save the key-pruned model here (save_pretrained layout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
+    add_device_arguments(p, precision=None)
     p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser(
+        "keys-learn",
+        help="learn key priors into a run folder (status.json for pollers; Ctrl-C stops and keeps the "
+        "best priors; run again to continue): what the app's Key priors page starts",
+    )
+    p.add_argument("--out", required=True, help="the run folder (cache/keys/NAME from the app)")
+    p.add_argument("--model", default="demo", help="'demo', a local folder or a Hugging Face hub id")
+    p.add_argument("--data", default="demo", help="'demo' or a dataset folder")
+    p.add_argument("--epochs", type=int, default=1, help="epochs of prior learning")
+    p.add_argument(
+        "--penalty", type=float, default=0.0, help="weight of the prior-entropy penalty (default 0)"
+    )
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate of the log-priors (default 0.05)")
+    p.add_argument("--train-clips", type=int, help="a seeded subset of the train split (default: all)")
+    p.add_argument("--val-clips", type=int, help="validation clips that pick the checkpoint (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    add_device_arguments(p, precision=None)
+    p.set_defaults(func=cmd_keys_learn)

@@ -101,13 +101,16 @@ def learn_priors(
     config: KeyLearnConfig = KeyLearnConfig(),
     progress: Progress | None = None,
     stop: Callable[[], bool] | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[KeyPriorASTForAudioClassification, pd.DataFrame]:
     """Learn key priors for ``model`` on ``dataset``'s train split (features from the disk cache),
     choosing the checkpoint on its validation split. See ``learn_priors_on``."""
     pick = (dataset, feature_extractor, labels)
     train = split_data(*pick, "train", config.train_clips, seed=config.seed)
     validation = split_data(*pick, "validation", config.validation_clips, seed=config.seed)
-    return learn_priors_on(model, train, validation, config=config, progress=progress, stop=stop)
+    return learn_priors_on(
+        model, train, validation, config=config, progress=progress, stop=stop, device=device
+    )
 
 
 def learn_priors_on(
@@ -118,6 +121,7 @@ def learn_priors_on(
     config: KeyLearnConfig = KeyLearnConfig(),
     progress: Progress | None = None,
     stop: Callable[[], bool] | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[KeyPriorASTForAudioClassification, pd.DataFrame]:
     """A copy of ``model`` with learned key priors, and the history: one row per validation,
     ``step, epoch, entropy, train_loss, lr, val_loss, val_accuracy, kept`` (row 0 is the
@@ -149,7 +153,7 @@ def learn_priors_on(
         groups = [{"params": priors, "lr": config.lr, "weight_decay": 0.0}]
         if adapters:
             groups.append({"params": adapters, "lr": config.lora_lr, "weight_decay": 0.0})
-        history = _fit(trained, inner, train, validation, config, groups, progress, stop)
+        history = _fit(trained, inner, train, validation, config, groups, progress, stop, device)
     result = trained.merge_and_unload() if config.lora_rank is not None else work
     for p in result.parameters():  # a plain model again: every parameter as load_model gives it
         p.requires_grad_(True)
@@ -165,6 +169,7 @@ def _fit(
     groups: list[dict],
     progress: Progress | None,
     stop: Callable[[], bool] | None,
+    device: str | torch.device | None = None,
 ) -> pd.DataFrame:
     """Train ``groups`` of ``trained`` in place; leave the best checkpoint in it."""
     names = [n for n, p in trained.named_parameters() if p.requires_grad]
@@ -198,4 +203,5 @@ def _fit(
         progress=progress,
         param_groups=groups,
         stop=stop,
+        device=device,
     )

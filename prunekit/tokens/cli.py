@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from prunekit.devices import DEVICE_HELP, PRECISIONS, place, processes
+from prunekit.devices import add_device_arguments, place, processes
 from prunekit.errors import ConfigurationError, OutputExistsError
 from prunekit.progress import console_bar
 
@@ -202,15 +202,9 @@ def add_commands(sub) -> None:
     p.add_argument("--clips", type=int, help="a seeded subset of the split (default: all of it)")
     p.add_argument("--clusters", type=int, default=5, help="k-means clusters (the paper: 5)")
     p.add_argument("--out", help="write the per-block table (CSV) here, the clusters beside it")
-    p.add_argument("--device", default="auto", help=f"where to compute: {DEVICE_HELP} (default: auto)")
+    add_device_arguments(p, precision=None)
     p.set_defaults(func=cmd_patch_stats)
 
 
 def _device_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help=f"where to compute: {DEVICE_HELP} (default: auto)")
-    p.add_argument(
-        "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="evaluation and fine-tuning: fp32 or bf16 autocast",
-    )
+    add_device_arguments(p, precision="evaluation and fine-tuning")
