@@ -153,12 +153,14 @@ def _priors(source, loaded) -> None:
     except REPORTED as exc:
         st.error(str(exc))
         return
-    maps = {
-        "learned prior (x uniform)": glue.prior_image(learned, table, layer, head),
-        f"kept at {sparsity:.0%} (share of heads)": glue.kept_image(learned, choice, layer, head),
-    }
     what = f"layer {layer}" + (f" head {head}" if head is not None else ", summed over heads")
-    st.plotly_chart(figures.attention_maps(maps, title=f"Key priors of {what}"), key="keys_maps")
+    figure = figures.key_prior_maps(
+        glue.prior_image(learned, table, layer, head),
+        glue.kept_image(learned, choice, layer, head),
+        sparsity=sparsity,
+        title=f"Key priors of {what}",
+    )
+    st.plotly_chart(figure, key="keys_maps")
     dataset = dataset_or_report()
     if dataset is None or dataset.multilabel:
         if dataset is not None:

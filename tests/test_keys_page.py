@@ -105,7 +105,7 @@ def test_the_page_shows_priors_what_a_sparsity_removes_and_both_accuracies(
     assert not at.exception, at.exception
     assert at.selectbox(key="keys_run").value == "tiny"
     spec = at.get("plotly_chart")[0].proto.spec
-    assert "Key priors of layer 0, summed over heads" in spec and "kept at 50%" in spec
+    assert "Key priors of layer 0, summed over heads" in spec and "kept at 50% key sparsity" in spec
     at.selectbox(key="keys_head").set_value(1).run()
     assert "Key priors of layer 0 head 1" in at.get("plotly_chart")[0].proto.spec
     at.button(key="keys_evaluate").click().run()

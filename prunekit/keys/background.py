@@ -39,6 +39,7 @@ from prunekit.errors import ConfigurationError, PrunekitError, SweepError
 from prunekit.heads.surgery import save_pruned
 from prunekit.keys.learn import KeyLearnConfig, learn_priors
 from prunekit.models.loading import load_model
+from prunekit.progress import Progress
 from prunekit.store import atomic_write_text
 
 __all__ = [
@@ -97,9 +98,11 @@ def run_learning(
     config: KeyLearnConfig,
     *,
     device: str | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Learn key priors for ``model`` on ``data`` into ``out_dir`` (or continue a stopped run
-    there); return this run's history. SIGINT (``stop_learning``, Ctrl-C) ends it early with the
+    there); return this run's history. ``progress(done, total)`` counts optimiser steps (besides
+    status.json). SIGINT (``stop_learning``, Ctrl-C) ends it early with the
     best priors so far saved and the state "stopped"."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,8 +134,10 @@ def run_learning(
         remaining = KeyLearnConfig(**{**asdict(config), "epochs": config.epochs - epochs_done})
         status.update(stage="featurising the clips")
 
-        def progress(done: int, total: int) -> None:
+        def report(done: int, total: int) -> None:
             status.update(stage="learning", steps_done=done, steps_total=total, force=False)
+            if progress is not None:
+                progress(done, total)
 
         learned, history = learn_priors(
             loaded.model,
@@ -140,7 +145,7 @@ def run_learning(
             loaded.labels,
             dataset,
             config=remaining,
-            progress=progress,
+            progress=report,
             stop=asked_to_stop.is_set,
             device=device,
         )

@@ -145,7 +145,9 @@ def cmd_keys_learn(args: argparse.Namespace) -> None:
         validation_clips=args.val_clips,
         seed=args.seed,
     )
-    history = run_learning(args.out, args.model, args.data, config, device=args.device)
+    bar, progress = console_bar("learning key priors", unit="step")
+    history = run_learning(args.out, args.model, args.data, config, device=args.device, progress=progress)
+    bar.close()
     status = learning_status(args.out)
     kept = history[history["kept"]] if len(history) and "kept" in history else history
     best = (

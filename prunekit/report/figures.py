@@ -34,6 +34,7 @@ __all__ = [
     "confusion_map",
     "head_grid",
     "head_map",
+    "key_prior_maps",
     "picked_head",
     "plan_map",
     "removal_grids",
@@ -405,6 +406,51 @@ def attention_maps(maps: dict[str, np.ndarray], *, title: str, hop_ms: int = 10)
         fig.update_xaxes(title_text="time (s)", row=1, col=col)
     fig.update_yaxes(title_text="mel bin", row=1, col=1)
     fig.update_layout(title=title, height=300, margin={"t": 70, "b": 40})
+    return fig
+
+
+def key_prior_maps(
+    prior: np.ndarray, kept: np.ndarray, *, sparsity: float, title: str, hop_ms: int = 10
+) -> go.Figure:
+    """Two (mels, frames) maps on the spectrogram (``attention.paint``): the learned key prior
+    relative to uniform (1 = plain attention's weight; red above, blue below) and the share of
+    heads that keep each key at ``sparsity`` (black = dropped by every head), each with its scale."""
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["learned prior (x uniform)", f"kept at {sparsity:.0%} key sparsity"],
+        horizontal_spacing=0.14,
+    )
+    x = [i * hop_ms / 1000 for i in range(prior.shape[1])]
+    fig.add_trace(
+        go.Heatmap(
+            z=prior,
+            x=x,
+            colorscale="RdBu_r",
+            zmid=1.0,
+            colorbar={"title": "x uniform", "x": 0.43},
+            hovertemplate="%{x:.2f} s, mel bin %{y}: %{z:.3g} x uniform<extra></extra>",
+        ),
+        1,
+        1,
+    )
+    fig.add_trace(
+        go.Heatmap(
+            z=kept,
+            x=x,
+            colorscale="Greys_r",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": "kept", "x": 1.0},
+            hovertemplate="%{x:.2f} s, mel bin %{y}: kept by %{z:.0%} of heads<extra></extra>",
+        ),
+        1,
+        2,
+    )
+    for col in (1, 2):
+        fig.update_xaxes(title_text="time (s)", row=1, col=col)
+    fig.update_yaxes(title_text="mel bin", row=1, col=1)
+    fig.update_layout(title=title, height=320, margin={"t": 70, "b": 40})
     return fig
 
 
