@@ -74,7 +74,7 @@ def test_the_golden_path_in_chromium(tmp_path):
         assert page.locator('[data-testid="stException"]').count() == 0
 
         go_to(page, "Experiments")  # the committed demo grid (docs/sweep-demo) is listed first
-        page.get_by_text("Accuracy after recovery (%) at each attention sparsity").wait_for(timeout=120_000)
+        page.get_by_text("Accuracy (%) after recovery at each attention sparsity").wait_for(timeout=120_000)
         page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)
         wait_idle(page)
         page.screenshot(path=str(shots / "experiments.png"), full_page=True)
