@@ -187,7 +187,8 @@ def test_golden_path_pick_scorer_move_sparsity_apply_read_metrics(real_cache, de
         score(model, "fisher", scoring_data(data, extractor, labels, clips=64)), "per-head", "global", 0.3
     )
     assert variant.plan == plan
-    accuracy = evaluate(variant.model, extractor, labels, data, "test").accuracy
+    pruned = at.session_state["_prunekit_models"][history[0].number]  # history entries hold no model
+    accuracy = evaluate(pruned, extractor, labels, data, "test").accuracy
     assert metrics["Pruned accuracy"] == f"{accuracy:.1%}"
     original = evaluate(model, extractor, labels, data, "test").accuracy
     assert metrics["Original accuracy"] == f"{original:.1%}"

@@ -52,7 +52,13 @@ def test_the_golden_path_in_chromium(tmp_path):
             reached.rstrip("%")
         )
         page.get_by_role("slider").first.focus()
-        page.keyboard.press("ArrowLeft")  # back to 0.50
+        page.keyboard.press("ArrowLeft")  # back to 0.50: the rerun brings the first reading back
+        page.wait_for_function(
+            "old => [...document.querySelectorAll('[data-testid=stMetricValue]')]"
+            ".some(e => e.innerText === old)",
+            arg=reached,
+            timeout=60_000,
+        )
         wait_idle(page)
         assert metric_value(page, "Attention sparsity reached") == reached
         page.get_by_role("button", name="Apply").click()
