@@ -271,7 +271,15 @@ def _run_all(
         time.sleep(1.0)  # the others' configurations; a rank that dies ends the launch
     _write_results(out)
     _write_summary(out)
-    status.update(state="finished", current=None, current_config=None, stage="finished")
+    done = [_steps_saved(out / "runs" / run_name(r)) for r in runs]  # the other ranks' included
+    status.update(
+        state="finished",
+        current=None,
+        current_config=None,
+        stage="finished",
+        steps_done=sum(done),
+        configs_done=sum(d > steps for d in done),
+    )
 
 
 def _claim(out: Path, config: SweepConfig, overwrite: bool) -> None:
