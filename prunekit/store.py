@@ -9,11 +9,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "cache_dir", "content_key"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "cache_dir",
+    "content_key",
+    "process_alive",
+    "start_command",
+]
 
 _DEFAULT = Path(__file__).resolve().parent.parent / "cache"
 
@@ -54,3 +64,33 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (another user's counts; a zombie, which still answers
+    ``kill(pid, 0)`` on Linux, does not): who owns a partial folder, a session or a status file."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.is_file() and stat.read_text().rpartition(")")[2].split()[0] == "Z")
+
+
+def start_command(args: list[str], log_path: Path) -> subprocess.Popen:
+    """Start ``python -m prunekit *args`` in its own session (it outlives the caller's script run
+    and Streamlit session), its output appended to ``log_path``; a thread reaps it whenever it
+    ends (finished, stopped or killed), or it would linger as a zombie under a long-lived caller
+    such as the app's server."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "prunekit", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+    return process

@@ -40,6 +40,7 @@ import soundfile as sf
 
 from prunekit.data.clips import SPLITS
 from prunekit.errors import ConfigurationError, OutputExistsError
+from prunekit.store import process_alive
 
 __all__ = [
     "ACCENTS",
@@ -566,17 +567,7 @@ def remove_stale_partials(folder: Path) -> list[Path]:
     removed = []
     for partial in sorted(Path(folder).glob(f".*{_PARTIAL}*")):
         pid = partial.name.rpartition(_PARTIAL)[2].split("-")[0]
-        if partial.is_dir() and pid.isdigit() and not _alive(int(pid)):
+        if partial.is_dir() and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
             removed.append(partial)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True

@@ -23,8 +23,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -40,7 +38,7 @@ from prunekit.heads.surgery import save_pruned
 from prunekit.keys.learn import KeyLearnConfig, learn_priors
 from prunekit.models.loading import load_model
 from prunekit.progress import Progress
-from prunekit.store import atomic_write_text
+from prunekit.store import atomic_write_text, process_alive, start_command
 
 __all__ = [
     "HISTORY_FILE",
@@ -116,7 +114,7 @@ def run_learning(
     previous = _previous(out) or {}
     if (
         previous.get("state") == "running"
-        and _alive(previous.get("pid", -1))
+        and process_alive(previous.get("pid", -1))
         and previous["pid"] != os.getpid()
     ):
         raise SweepError(f"A key-prior run is already going in {out}")
@@ -179,24 +177,13 @@ def run_learning(
         signal.signal(signal.SIGINT, previous_handler)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")  # Linux: a zombie still answers kill(pid, 0)
-    return not (stat.is_file() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")
-
-
 def learning_status(out_dir: str | os.PathLike) -> dict:
     """The run's status.json (a "running" run whose process is gone reads "stopped"), plus
     ``fraction`` of this run's optimiser steps done; ``{"state": "absent"}`` when none."""
     status = _previous(Path(out_dir))
     if status is None:
         return {"state": "absent", "fraction": 0.0}
-    if status["state"] == "running" and not _alive(status["pid"]):
+    if status["state"] == "running" and not process_alive(status["pid"]):
         status["state"] = "stopped"
     total = status.get("steps_total") or 0
     status["fraction"] = status["steps_done"] / total if total else 0.0
@@ -214,15 +201,7 @@ def start_learning(out_dir: str | os.PathLike, args: Sequence[str] = (), *, time
         raise SweepError(f"A key-prior run is already going in {out}")
     log_path = Path(f"{out}.log")
     started = time.time()
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prunekit", "keys-learn", "--out", str(out), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-    threading.Thread(target=process.wait, name=f"reap-keys-{process.pid}", daemon=True).start()
+    process = start_command(["keys-learn", "--out", str(out), *args], log_path)
     status_file = out / STATUS_FILE
     while time.time() - started <= timeout:
         fresh = status_file.is_file() and status_file.stat().st_mtime >= started - 1

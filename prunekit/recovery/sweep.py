@@ -37,9 +37,6 @@ import math
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +58,7 @@ from prunekit.heads.surgery import load_plan, save_pruned
 from prunekit.models.loading import load_model
 from prunekit.recovery.iterative import IterativeConfig, IterativeState, prune_iteratively, quality_column
 from prunekit.recovery.lora import RecoveryConfig
-from prunekit.store import atomic_write_text
+from prunekit.store import atomic_write_text, process_alive, start_command
 
 __all__ = [
     "CONFIG_COLUMNS",
@@ -514,7 +511,7 @@ def sweep_status(out_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         return {"state": "absent", "fraction": 0.0}
     status = json.loads(path.read_text())
-    if status["state"] == "running" and not _alive(status["pid"]):
+    if status["state"] == "running" and not process_alive(status["pid"]):
         status["state"] = "stopped"
     total = status["steps_total"]
     partial = status.get("step_fraction", 0.0) if status["state"] == "running" else 0.0
@@ -535,17 +532,6 @@ def _eta(status: dict) -> float | None:
     if done < 0.01 or elapsed <= 0:
         return None
     return elapsed * (1.0 - status["fraction"]) / done
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")  # Linux: a zombie still answers kill(pid, 0)
-    return not (stat.is_file() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -640,17 +626,7 @@ def start_sweep(out_dir: str | os.PathLike, args: Sequence[str] = (), *, timeout
         raise SweepError(f"A sweep is already running in {out}")
     log_path = Path(f"{out}.log")
     started = time.time()
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prunekit", "sweep", "--out", str(out), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-    # Reap the child whenever it ends (finished, stopped or killed), or it lingers as a zombie
-    # under a long-lived caller such as the app's server.
-    threading.Thread(target=process.wait, name=f"reap-sweep-{process.pid}", daemon=True).start()
+    process = start_command(["sweep", "--out", str(out), *args], log_path)
     status_file = out / STATUS_FILE
     while time.time() - started <= timeout:
         exited = process.poll() is not None

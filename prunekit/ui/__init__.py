@@ -48,7 +48,7 @@ from prunekit.heads.scoring import ScoreTable, needs_data, score_split
 from prunekit.heads.surgery import save_pruned
 from prunekit.models import anatomy
 from prunekit.models.loading import LoadedModel, load_model
-from prunekit.store import cache_dir
+from prunekit.store import cache_dir, process_alive
 from prunekit.ui import served
 
 __all__ = [
@@ -497,21 +497,10 @@ def sweep_sessions() -> list[Path]:
     root = cache_dir() / "sessions"
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         pid = folder.name.split("-")[0]
-        if folder.is_dir() and not (pid.isdigit() and _alive(int(pid))):
+        if folder.is_dir() and not (pid.isdigit() and process_alive(int(pid))):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    stat = Path(f"/proc/{pid}/stat")  # Linux: a zombie still answers kill(pid, 0)
-    return not (stat.is_file() and stat.read_text().rpartition(")")[2].split()[0] == "Z")
 
 
 def history() -> list[Applied]:
