@@ -26,6 +26,7 @@ __all__ = [
     "PrunekitError",
     "ScoresError",
     "SweepError",
+    "check_settings",
     "set_message_filter",
 ]
 
@@ -86,3 +87,11 @@ class OutputExistsError(PrunekitError, FileExistsError):
 
 class SweepError(PrunekitError, RuntimeError):
     """A sweep cannot start or continue (already running, another sweep's folder, failed at start)."""
+
+
+def check_settings(checks, what: str, rules: str) -> None:
+    """Raise a ConfigurationError naming every field whose check failed: ``checks`` holds
+    (name, value, ok) triples; the message reads "Invalid <what> {name: value}: <rules>"."""
+    bad = {name: value for name, value, ok in checks if not ok}
+    if bad:
+        raise ConfigurationError(f"Invalid {what} {bad}: {rules}")

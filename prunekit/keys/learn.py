@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigurationError
+from prunekit.errors import ConfigurationError, check_settings
 from prunekit.heads.scores import ScoringData
 from prunekit.keys.priors import add_key_priors
 from prunekit.models.key_priors import KeyPriorASTForAudioClassification
@@ -69,12 +69,11 @@ class KeyLearnConfig:
             ),
             ("validations_per_epoch", self.validations_per_epoch, self.validations_per_epoch >= 1),
         )
-        bad = {name: value for name, value, ok in checks if not ok}
-        if bad:
-            raise ConfigurationError(
-                f"Invalid key-prior learning settings {bad}: epochs, learning rates, rank, batch size "
-                "and clip counts must be positive, the penalty >= 0, warmup_fraction in [0, 1)"
-            )
+        check_settings(
+            checks,
+            "key-prior learning settings",
+            "epochs, learning rates, rank, batch size and clip counts must be positive, the penalty >= 0, warmup_fraction in [0, 1)",
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

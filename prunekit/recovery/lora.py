@@ -21,7 +21,7 @@ from torch import nn
 
 from prunekit.data.augment import spec_augment
 from prunekit.devices import place
-from prunekit.errors import ConfigurationError
+from prunekit.errors import ConfigurationError, check_settings
 from prunekit.evaluation.metrics import task_loss
 from prunekit.heads.scoring import ScoringData, scoring_data
 from prunekit.progress import Progress
@@ -71,12 +71,11 @@ class RecoveryConfig:
             ("freq_mask", self.freq_mask, self.freq_mask >= 0),
             ("time_mask", self.time_mask, self.time_mask >= 0),
         )
-        bad = {name: value for name, value, ok in checks if not ok}
-        if bad:
-            raise ConfigurationError(
-                f"Invalid recovery settings {bad}: counts, rank, alpha and lr must be positive, "
-                "weight decay and mask widths >= 0, dropout and warmup_fraction in [0, 1)"
-            )
+        check_settings(
+            checks,
+            "recovery settings",
+            "counts, rank, alpha and lr must be positive, weight decay and mask widths >= 0, dropout and warmup_fraction in [0, 1)",
+        )
 
 
 def recover(

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from prunekit.devices import place
-from prunekit.errors import ConfigurationError, ModelError
+from prunekit.errors import ConfigurationError, ModelError, check_settings
 from prunekit.heads.scoring import ScoringData
 from prunekit.models.token_pruned import run_tokens
 from prunekit.models.token_rules import topk_selectors
@@ -63,12 +63,11 @@ class TokenFinetuneConfig:
             ),
             ("validations_per_epoch", self.validations_per_epoch, self.validations_per_epoch >= 1),
         )
-        bad = {name: value for name, value, ok in checks if not ok}
-        if bad:
-            raise ConfigurationError(
-                f"Invalid fine-tuning settings {bad}: epochs, lr, batch size and clip counts "
-                "must be positive, shrink_fraction in [0, 1], warmup_fraction in [0, 1)"
-            )
+        check_settings(
+            checks,
+            "fine-tuning settings",
+            "epochs, lr, batch size and clip counts must be positive, shrink_fraction in [0, 1], warmup_fraction in [0, 1)",
+        )
 
 
 def keep_schedule(step: int, shrink_steps: int, target: float) -> float:
