@@ -94,8 +94,10 @@ def _page(tiny_model_dir, tiny_speech_commands) -> AppTest:
 
 
 def test_the_page_shows_priors_what_a_sparsity_removes_and_both_accuracies(
-    tiny_model_dir, tiny_speech_commands
+    tiny_model_dir, tiny_speech_commands, tmp_path, monkeypatch
 ):
+    # A cache of its own: other tests (the browser test) leave runs in the session's cache.
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
     at = _page(tiny_model_dir, tiny_speech_commands)
     assert any("No priors learned yet" in i.value for i in at.info)
     run_learning(
