@@ -119,7 +119,15 @@ def learn(model, extractor, labels, data, test, seeds, train_clips) -> None:
                 "saved": str(folder.relative_to(REPO)),
             }
         )
-    _write("learn", pd.DataFrame(rows), {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads()})
+    frame = pd.DataFrame(rows)
+    if (OUT / "learn.csv").is_file():  # other seeds' rows stay
+        earlier = pd.read_csv(OUT / "learn.csv")
+        frame = pd.concat([earlier[~earlier["seed"].isin(seeds)], frame], ignore_index=True)
+    _write(
+        "learn",
+        frame.sort_values("seed"),
+        {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+    )
 
 
 def _learned(model, seed: int = 0):
@@ -322,48 +330,65 @@ FINETUNE = RecoveryConfig(lr=1e-3, train_clips=2048, validation_clips=500, valid
 def finetune(model, extractor, labels, data, test, seeds) -> None:
     """The same fine-tuning budget for each method at about the same attention-MAC cut: LoRA
     (rank 16, lr 1e-3, the sweep's) for one epoch on 2,048 training clips, checkpoint chosen on
-    500 validation clips, LoRA seeds ``seeds``. Key pruning per layer (global budget) of 50 % of
-    the keys (26.5 % of the attention MACs) by learned prior (seed 0), by mean received attention
-    and by random scores (seed 0), against Top-K tokens (cls rule) at keep 0.7 (28.6 %). Test
-    accuracy paired with dense; one row per method and seed."""
-    priors = _learned(model)
+    500 validation clips. Key pruning per layer (global budget) of 50 % of the keys (26.5 % of
+    the attention MACs) by learned prior, by mean received attention and by random scores,
+    against Top-K tokens (cls rule) at keep 0.7 (28.6 %). Seed s seeds the LoRA run, the priors
+    (those learned with seed s, when ``learn`` made them) and the random scores. Test accuracy
+    paired with dense; one row per method and seed, appended to finetune.csv as it finishes
+    (rows already there are skipped, so a stopped run resumes)."""
     validation = split_data(data, extractor, labels, "validation", None)
     received = received_attention_scores(model, validation.features)
-    variants = {
-        "learned prior": prune_keys(priors, 0.5, "layer", "global"),
-        "received attention": prune_keys(model, 0.5, "layer", "global", scores=received),
-        "random 0": prune_keys(model, 0.5, "layer", "global", scores=random_scores(model, 0)),
-        "Top-K tokens (cls, keep 0.7)": prune_tokens(model, 0.7),
-    }
     dense_test = _correct(model, test).numpy()
-    rows = []
-    for name, pruned in variants.items():
-        one_shot = compare_correct(dense_test, _correct(pruned, test).numpy())
-        for seed in seeds:
+    path = OUT / "finetune.csv"
+    done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["method", "seed"])
+    finished = {(m, int(s)) for m, s in done[["method", "seed"]].itertuples(index=False)}
+    for seed in seeds:
+        variants = {
+            "learned prior": lambda s=seed: prune_keys(_learned(model, s), 0.5, "layer", "global"),
+            "received attention": lambda: prune_keys(model, 0.5, "layer", "global", scores=received),
+            "random": lambda s=seed: prune_keys(
+                model, 0.5, "layer", "global", scores=random_scores(model, s)
+            ),
+            "Top-K tokens (cls, keep 0.7)": lambda: prune_tokens(model, 0.7),
+        }
+        for name, make in variants.items():
+            if (name, seed) in finished:
+                continue
+            pruned = make()
+            one_shot = compare_correct(dense_test, _correct(pruned, test).numpy())
+            load_before = _load_avg()
             start = time.perf_counter()
             config = dataclasses.replace(FINETUNE, seed=seed)
             tuned, _ = recover(pruned, extractor, labels, data, config=config)
+            seconds = time.perf_counter() - start
             paired = compare_correct(dense_test, _correct(tuned, test).numpy())
-            rows.append(
-                {
-                    "method": name,
-                    "seed": seed,
-                    "attention_share": attention_macs(pruned) / attention_macs(model),
-                    "one_shot_test": one_shot.accuracy[1],
-                    "finetuned_test": paired.accuracy[1],
-                    "difference": paired.difference,
-                    "ci_low": paired.ci[0],
-                    "ci_high": paired.ci[1],
-                    "mcnemar_p": paired.p_value,
-                    "seconds": time.perf_counter() - start,
-                    "load": _load_avg(),
-                }
+            row = {
+                "method": name,
+                "seed": seed,
+                "attention_share": attention_macs(pruned) / attention_macs(model),
+                "one_shot_test": one_shot.accuracy[1],
+                "finetuned_test": paired.accuracy[1],
+                "difference": paired.difference,
+                "ci_low": paired.ci[0],
+                "ci_high": paired.ci[1],
+                "mcnemar_p": paired.p_value,
+                "seconds": seconds,
+                "threads": torch.get_num_threads(),
+                "load": load_before,
+            }
+            print(row, flush=True)
+            done = (
+                pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+                if len(done)
+                else pd.DataFrame([row])
             )
-            print(rows[-1], flush=True)
-    _write(
-        "finetune",
-        pd.DataFrame(rows),
-        {"recovery": dataclasses.asdict(FINETUNE), "dense_test": float(dense_test.mean())},
+            OUT.mkdir(parents=True, exist_ok=True)
+            done.to_csv(path, index=False)
+    (OUT / "finetune.json").write_text(
+        json.dumps(
+            {"recovery": dataclasses.asdict(FINETUNE), "dense_test": float(dense_test.mean())}, indent=2
+        )
+        + "\n"
     )
 
 
@@ -378,7 +403,7 @@ def main() -> None:
         "--priors", type=Path, help="learn: read learned priors from this saved model instead"
     )
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     model, extractor, labels = load_model("demo")
     data = demo_dataset()
     test = split_data(data, extractor, labels, "test", None)

@@ -3,15 +3,18 @@ overhead, patch importance, the stack with head pruning, and a small fine-tuned 
 
     nice -n 10 .venv/bin/python bench/tokens.py [oneshot] [latency] [patches] [stack] [finetune]
 
+(BENCH_THREADS=1 to run it beside another job.)
+
 Writes bench/results/tokens/<part>.csv (and .json) and prints what it measured. Every accuracy
 is read on the 1,330 test clips of held-out voices once per reported number; choices (which
 fine-tuning checkpoint) are made on the validation split. Seeds: ``random`` rule seeds 0, 1, 2;
-fine-tuning seed 0, train subset seed 0.
+the fine-tuning grid's seed s seeds the run, its train subset and (for ``random``) the rule.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ import torch
 from prunekit.data.datasets import demo_dataset
 from prunekit.evaluation.cost import count_macs, latencies_ms
 from prunekit.evaluation.metrics import classification_metrics, predict_logits
+from prunekit.evaluation.paired import compare_correct
 from prunekit.heads.scoring import scoring_data
 from prunekit.models import load_model
 from prunekit.models.token_rules import RULES
@@ -173,41 +177,87 @@ def stack(model, extractor, labels, dataset, val, test) -> None:
     _write("stack", frame)
 
 
-def finetune(model, extractor, labels, dataset, val, test, keeps=(0.5,), train_clips=2000, epochs=2) -> None:
-    """Fine-tune (cls, shrinking keep rate over the first half of the steps) on a seeded subset of
-    the train split; the checkpoint of the lowest validation loss is evaluated on test."""
-    train = split_data(dataset, extractor, labels, "train", train_clips, seed=0)
-    rows = []
-    for keep in keeps:
-        config = TokenFinetuneConfig(epochs=epochs, train_clips=train_clips, validations_per_epoch=2, seed=0)
-        start = time.perf_counter()
-        tuned, history = finetune_tokens_on(prune_tokens(model, keep), train, val, config=config)
-        seconds = time.perf_counter() - start
-        history.to_csv(OUT / f"finetune_history_keep{keep}.csv", index=False)
-        rows.append(
-            {
-                "keep": keep,
-                "epochs": epochs,
-                "train_clips": train_clips,
-                "seconds": seconds,
-                "macs": count_macs(tuned),
-                "val_accuracy": _accuracy(tuned, val),
-                "test_accuracy": _accuracy(tuned, test),
-            }
+def _correct(model, data) -> torch.Tensor:
+    return predict_logits(model, data.features).argmax(-1) == data.targets
+
+
+GRID = OUT / "finetune_grid.csv"
+# The order the grid runs in, most wanted first, so a stopped run has the rows that matter:
+# the cls rule at the keep rates near the targets with 3 seeds, the other rules at 0.5, then the
+# mild keep rates.
+GRID_ORDER = (
+    [("cls", keep, seed) for keep in (0.5, 0.6, 0.7) for seed in (0, 1, 2)]
+    + [(rule, 0.5, 0) for rule in ("received", "intensity", "variation", "random")]
+    + [("cls", keep, 0) for keep in (0.8, 0.9)]
+)
+
+
+def finetune(
+    model, extractor, labels, dataset, val, test, cells=GRID_ORDER, train_clips=2000, epochs=2
+) -> None:
+    """Fine-tune a token-pruned copy (every weight; the keep rate shrinking from 1 over the first
+    half of the steps, then held) on a seeded subset of the train split, for each (rule, keep,
+    seed) cell; the checkpoint of the lowest validation loss is evaluated on test once, paired
+    with dense and with the same cell one-shot. Rows are appended to finetune_grid.csv as they
+    finish, and cells already there are skipped, so a stopped run resumes."""
+    done = pd.read_csv(GRID) if GRID.is_file() else pd.DataFrame(columns=["rule", "keep", "seed"])
+    finished = {
+        (r, round(float(k), 2), int(s)) for r, k, s in done[["rule", "keep", "seed"]].itertuples(index=False)
+    }
+    dense_test = _correct(model, test).numpy()
+    dense_val = float(_correct(model, val).float().mean())
+    for rule, keep, seed in cells:
+        if (rule, keep, seed) in finished:
+            continue
+        config = TokenFinetuneConfig(
+            epochs=epochs, train_clips=train_clips, validations_per_epoch=2, seed=seed
         )
-    _write(
-        "finetune",
-        pd.DataFrame(rows),
-        {
-            "config": TokenFinetuneConfig(
-                epochs=epochs, train_clips=train_clips, validations_per_epoch=2
-            ).__dict__
-        },
-    )
+        train = split_data(dataset, extractor, labels, "train", train_clips, seed=seed)
+        pruned = prune_tokens(model, keep, rule=rule, seed=seed)
+        one_shot = _correct(pruned, test).numpy()
+        load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+        start = time.perf_counter()
+        tuned, history = finetune_tokens_on(pruned, train, val, config=config)
+        seconds = time.perf_counter() - start
+        history.to_csv(OUT / f"finetune_history_{rule}_keep{keep}_seed{seed}.csv", index=False)
+        tuned_test = _correct(tuned, test).numpy()
+        against_dense = compare_correct(dense_test, tuned_test, names=("dense", "fine-tuned"))
+        against_oneshot = compare_correct(one_shot, tuned_test, names=("one-shot", "fine-tuned"))
+        row = {
+            "rule": rule,
+            "keep": keep,
+            "seed": seed,
+            "epochs": epochs,
+            "train_clips": train_clips,
+            "seconds": seconds,
+            "load_before": load_before,
+            "threads": torch.get_num_threads(),
+            "macs": count_macs(tuned),
+            "dense_val": dense_val,
+            "val_accuracy": float(_correct(tuned, val).float().mean()),
+            "dense_test": float(dense_test.mean()),
+            "oneshot_test": float(one_shot.mean()),
+            "test_accuracy": against_dense.accuracy[1],
+            "vs_dense": against_dense.difference,
+            "vs_dense_ci_low": against_dense.ci[0],
+            "vs_dense_ci_high": against_dense.ci[1],
+            "vs_dense_p": against_dense.p_value,
+            "vs_oneshot": against_oneshot.difference,
+            "vs_oneshot_ci_low": against_oneshot.ci[0],
+            "vs_oneshot_ci_high": against_oneshot.ci[1],
+            "vs_oneshot_p": against_oneshot.p_value,
+        }
+        print(row, flush=True)
+        frame = (
+            pd.concat([done, pd.DataFrame([row])], ignore_index=True) if len(done) else pd.DataFrame([row])
+        )
+        OUT.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(GRID, index=False)
+        done = frame
 
 
 def main(parts: list[str]) -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     started = time.perf_counter()
     model, extractor, labels = load_model("demo")
     dataset = demo_dataset()

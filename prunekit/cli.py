@@ -36,12 +36,8 @@ _BARS: list = []  # bars of the running command: main closes them so an error st
 
 
 def _bar(desc: str, unit: str = "clip"):
-    """A console bar (``progress.console_bar``) that ``main`` closes if the command fails; rank 0's
-    only in a multi-process launch."""
-    if not processes().main:
-        from tqdm.auto import tqdm
-
-        return tqdm(disable=True), lambda done, total: None
+    """A console bar (``progress.console_bar``: rank 0's only) that ``main`` closes if the command
+    fails."""
     bar, progress = console_bar(desc, unit)
     _BARS.append(bar)
     return bar, progress

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from prunekit.devices import processes
+
 __all__ = ["Progress", "console_bar", "halves"]
 
 Progress = Callable[[int, int], None]
@@ -20,9 +22,12 @@ def halves(progress: Progress | None) -> tuple[Progress | None, Progress | None]
 
 def console_bar(desc: str, unit: str = "clip"):
     """A tqdm bar for the command line and a ``progress(done, total)`` callback that drives it;
-    close the bar when the work is done."""
+    close the bar when the work is done. In a multi-process launch only rank 0 draws (the others
+    get a silent bar), so the terminal shows one bar, not one per process."""
     from tqdm.auto import tqdm
 
+    if not processes().main:
+        return tqdm(disable=True), lambda done, total: None
     bar = tqdm(desc=desc, unit=unit, total=0)
 
     def progress(done: int, total: int) -> None:

@@ -148,6 +148,17 @@ def test_a_single_process_has_nothing_to_combine():
     assert list(devices.Processes(1, 2).mine(5)) == [1, 3]
 
 
+def test_only_rank_0_draws_a_progress_bar(monkeypatch, capsys):
+    from prunekit import progress as progress_module
+
+    for rank, drawn in ((0, True), (1, False)):
+        monkeypatch.setattr(progress_module, "processes", lambda rank=rank: devices.Processes(rank, 2))
+        bar, progress = progress_module.console_bar(f"rank {rank} working")
+        progress(3, 4)
+        bar.close()
+        assert (f"rank {rank} working" in capsys.readouterr().err) is drawn
+
+
 # --- several processes (torchrun, gloo on the CPU) ---------------------------------------------------
 def _launch(nproc: int, *args, cache: Path, wait: bool = True):
     """``torchrun --nproc_per_node nproc ARGS`` (nproc 1: plain python), one thread per process."""
@@ -198,6 +209,8 @@ def test_two_processes_score_evaluate_and_recover_like_one(tiny_model_dir, tiny_
     np.testing.assert_allclose(two["history"], one["history"], rtol=1e-5, equal_nan=True)
     for name, weight in one["recovered"].items():
         torch.testing.assert_close(two["recovered"][name], weight, rtol=0, atol=1e-5, msg=name)
+    # Stopped after its 2nd step by the last rank alone: rank 0 (which saved) stopped there too.
+    assert (one["stopped"], one["stopped_steps"]) == (True, 2) == (two["stopped"], two["stopped_steps"])
 
 
 SWEEP = ["--scorers", "fisher", "magnitude", "--patterns", "per-head", "--thresholds", "global"]

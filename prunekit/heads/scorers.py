@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from prunekit.devices import accumulate_dtype, processes, sum_across
+from prunekit.evaluation.metrics import task_loss
 from prunekit.heads.scores import ScoringData, channel_rows, concat_rows, head_rows, tidy_scores
 from prunekit.models import anatomy
 from prunekit.progress import Progress
@@ -195,16 +196,6 @@ def _work_copy(
     return work, weights
 
 
-def _loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
-    if targets.ndim == 2:  # multi-label: per-clip loss is the mean over classes
-        per_clip = nn.functional.binary_cross_entropy_with_logits(
-            logits, targets.float(), reduction="none"
-        ).mean(1)
-    else:
-        per_clip = nn.functional.cross_entropy(logits, targets, reduction="none")
-    return per_clip.mean() if reduction == "mean" else per_clip.sum()
-
-
 def _batches(data: ScoringData, batch_size: int, progress: Progress | None, device: torch.device):
     """This process's batches on ``device``: all of them, or in a data-parallel launch every
     world-th one (rank r takes batches r, r + world, ...), so the ranks' sums add up to the
@@ -252,7 +243,7 @@ def _batch_gradient_sums(
     acc = [torch.zeros_like(p, dtype=accumulate_dtype(where)) for p in params]
     batches = torch.zeros(1, dtype=torch.float64 if where.type != "mps" else torch.float32, device=where)
     for x, y in _batches(data, batch_size, progress, where):
-        grads = torch.autograd.grad(_loss(work(x).logits, y, "mean"), params)
+        grads = torch.autograd.grad(task_loss(work(x).logits, y, "mean"), params)
         for a, g in zip(acc, grads):
             g = g.to(a.dtype)
             a.addcmul_(g, g) if square else a.add_(g)
@@ -295,7 +286,7 @@ def _sample_fisher(model, data, batch_size, progress, device=None) -> list[dict[
     acc = [torch.zeros_like(lin.weight, dtype=accumulate_dtype(where)) for lin in linears]
     try:
         for x, y in _batches(data, batch_size, progress, where):
-            loss = _loss(work(x).logits, y, "sum")  # sum: each clip's own gradient, unscaled
+            loss = task_loss(work(x).logits, y, "sum")  # sum: each clip's own gradient, unscaled
             grads = torch.autograd.grad(loss, outputs)
             for a, g, inp in zip(acc, grads, inputs):
                 per_clip = torch.einsum("bto,bti->boi", g, inp)  # (B, out, in)
@@ -337,7 +328,7 @@ def _gate_fisher(model, data, batch_size, progress, device=None) -> pd.DataFrame
             handles.append(proj.o.register_forward_pre_hook(lambda m, a, g=vo: (a[0] * g[:, None, :],)))
             gates += [qk, vo]
         try:
-            grads = torch.autograd.grad(_loss(work(x).logits, y, "sum"), gates)
+            grads = torch.autograd.grad(task_loss(work(x).logits, y, "sum"), gates)
         finally:
             for handle in handles:
                 handle.remove()

@@ -108,11 +108,6 @@ Selector = Callable[[DropBlock], torch.Tensor]
 per clip, the same count k for every clip of the batch."""
 
 
-Selector = Callable[[DropBlock], torch.Tensor]
-"""``selector(block) -> keep``: (B, k) indices into the current patch tokens (0..n-1), ascending
-per clip, the same count k for every clip of the batch."""
-
-
 def default_blocks(depth: int) -> tuple[int, ...]:
     """The blocks at 1/4, 1/2 and 3/4 of ``depth`` (0-based, rounded down, duplicates merged):
     3, 6, 9 of 12 as in the paper; 1, 3, 4 of the demo's 6."""

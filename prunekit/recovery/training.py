@@ -72,7 +72,8 @@ def fit_with_checkpoints(
 
     ``param_groups``: AdamW parameter groups, each may carry its own ``lr`` (the schedule scales
     them alike); default: every parameter that requires grad, at ``settings.lr``. ``stop()`` is
-    asked after every step; when it says True the loop validates (unless it just did) and ends,
+    asked after every step (on every rank; one rank saying True stops them all at the same step);
+    when it says True the loop validates (unless it just did) and ends,
     keeping the best checkpoint so far; the history's ``attrs["stopped"]`` says so."""
     check_precision(precision)
     where = place(model, device)
@@ -117,7 +118,7 @@ def fit_with_checkpoints(
             lr = schedule.get_last_lr()[0]
             schedule.step()
             step += 1
-            stopped = stop is not None and step < total and stop()
+            stopped = stop is not None and step < total and _any_rank(stop())
             if step in checks or stopped:
                 row = {
                     "step": step,
@@ -139,6 +140,17 @@ def fit_with_checkpoints(
     frame["kept"] = frame.index == best[2]
     frame.attrs["stopped"] = stopped
     return frame
+
+
+def _any_rank(flag: bool) -> bool:
+    """True when ``flag`` is True on any rank: every rank asks its own ``stop()`` (a signal may
+    reach one process only), and they must all leave the loop at the same step or the next
+    gradient sum waits forever."""
+    if processes().world == 1:
+        return flag
+    votes = torch.tensor([float(flag)])
+    sum_across([votes])
+    return bool(votes.item() > 0)
 
 
 def _checkpoints(per_epoch: int, epochs: int, per_epoch_checks: int) -> set[int]:

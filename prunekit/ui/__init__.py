@@ -75,6 +75,7 @@ __all__ = [
     "eval_split",
     "forget",
     "history",
+    "keep_bounded",
     "load_or_report",
     "max_variants",
     "model_facts",
@@ -411,10 +412,16 @@ def scores_or_report(source: str, scorer: str) -> ScoreTable | None:
         return None
     finally:
         widget.empty()
-    seen[key] = table
-    while len(seen) > SCORE_TABLES:  # oldest first; the disk cache has them
-        seen.pop(next(iter(seen)))
-    return table
+    return keep_bounded(seen, key, table, SCORE_TABLES)  # oldest out first; the disk cache has them
+
+
+def keep_bounded(store: dict, key, value, limit: int):
+    """Put ``value`` in a session's ``store`` under ``key`` and drop the oldest entries past
+    ``limit`` (what a session keeps of its computations stays bounded). Returns ``value``."""
+    store[key] = value
+    while len(store) > limit:
+        store.pop(next(iter(store)))
+    return value
 
 
 # --- attention of one clip ------------------------------------------------------------------

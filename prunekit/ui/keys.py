@@ -27,9 +27,11 @@ from prunekit.keys.prune import choose_keys, prune_keys
 from prunekit.models import anatomy
 from prunekit.models.loading import LoadedModel, load_model
 from prunekit.store import cache_dir
-from prunekit.ui import bar, cached_model
+from prunekit.ui import bar, cached_model, keep_bounded
 
 __all__ = [
+    "KEY_CHOICES",
+    "KEY_RESULTS",
     "KeyResult",
     "all_runs",
     "finished_runs",
@@ -45,6 +47,9 @@ __all__ = [
     "stop",
     "stored_result",
 ]
+
+KEY_CHOICES = 16  # key choices (sparsity x granularity x budget) a session keeps
+KEY_RESULTS = 8  # evaluated key-pruned models a session keeps (tables and per-clip answers)
 
 
 def runs_root() -> Path:
@@ -98,10 +103,11 @@ def prior_image(loaded: LoadedModel, table: pd.DataFrame, layer: int, head: int 
 def key_choice(
     run: Path, loaded: LoadedModel, sparsity: float, granularity: str, threshold: str
 ) -> pd.DataFrame:
-    key = ("keys_choice", str(run), sparsity, granularity, threshold)
-    if key not in st.session_state:
-        st.session_state[key] = choose_keys(loaded.model, sparsity, granularity, threshold)
-    return st.session_state[key]
+    seen = st.session_state.setdefault("_prunekit_key_choices", {})
+    key = (str(run), sparsity, granularity, threshold)
+    if key in seen:
+        return seen[key]
+    return keep_bounded(seen, key, choose_keys(loaded.model, sparsity, granularity, threshold), KEY_CHOICES)
 
 
 def kept_image(loaded: LoadedModel, choice: pd.DataFrame, layer: int, head: int | None) -> np.ndarray:
@@ -131,9 +137,10 @@ def key_result(
     threshold: str,
 ) -> KeyResult:
     """Evaluate the run's priors model and its key-pruned copy (kept in the session)."""
-    key = ("keys_result", source, str(run), split, sparsity, granularity, threshold)
-    if key in st.session_state:
-        return st.session_state[key]
+    seen = st.session_state.setdefault("_prunekit_key_results", {})
+    key = (source, str(run), split, sparsity, granularity, threshold)
+    if key in seen:
+        return seen[key]
     base = cached_model(source)
     loaded = run_model(run)
     pruned = prune_keys(loaded.model, sparsity, granularity, threshold)
@@ -161,8 +168,7 @@ def key_result(
         compare_evaluations(dense, evaluations["key-pruned"], names=("original", "key-pruned")),
         compare_evaluations(dense, evaluations["learned priors"], names=("original", "learned priors")),
     )
-    st.session_state[key] = result
-    return result
+    return keep_bounded(seen, key, result, KEY_RESULTS)
 
 
 def status_of(run: Path) -> dict:
@@ -186,4 +192,5 @@ def stored_result(
     source: str, run: Path, split: str, sparsity: float, granularity: str, threshold: str
 ) -> KeyResult | None:
     """The evaluation ``key_result`` made with these settings in this session, if any."""
-    return st.session_state.get(("keys_result", source, str(run), split, sparsity, granularity, threshold))
+    seen = st.session_state.get("_prunekit_key_results", {})
+    return seen.get((source, str(run), split, sparsity, granularity, threshold))
