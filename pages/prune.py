@@ -1,5 +1,7 @@
 """Prune: choose how, preview the plan, apply it to a copy and compare with the original."""
 
+import html
+
 import pandas as pd
 import streamlit as st
 
@@ -8,7 +10,7 @@ from prunekit.evaluation import changes
 from prunekit.evaluation.cost import ratio_from
 from prunekit.heads import pipeline, planner, scoring
 from prunekit.heads.cost import plan_cost
-from prunekit.report import figures
+from prunekit.report import figures, handover
 from prunekit.ui import (
     REPORTED,
     bar,
@@ -25,6 +27,7 @@ from prunekit.ui import (
     model_source,
     remember,
     scores_or_report,
+    served,
     sparsity_slider,
     with_model,
 )
@@ -149,28 +152,9 @@ def _preview(plan, source, loaded) -> None:
         st.dataframe(summary, hide_index=True)
 
 
-def _in_plain_words(variant, dense) -> str:
-    cost = variant.cost
-    smaller = 1 - cost.loc["pruned", "parameters"] / cost.loc["dense", "parameters"]
-    speed = ratio_from(cost.loc["pruned"], 32).describe()  # a 95 % interval, not one noisy reading
-    if dense.multilabel:
-        agree = 1 - changes.tag_changes(dense, variant.evaluation)["differ"].mean()
-        return (
-            f"In plain words: the pruned model is {smaller:.0%} smaller and, on a batch of 32 clips, "
-            f"{speed}. Its mAP is {variant.headline:.3f}, where the original's is {dense.headline:.3f} "
-            f"(1 = every tag ranked perfectly); the two put the same tag first on {agree:.0%} of the clips."
-        )
-    agree = 1 - changes.prediction_changes(dense, variant.evaluation)["differ"].mean()
-    return (
-        f"In plain words: the pruned model is {smaller:.0%} smaller and, on a batch of 32 clips, {speed}. "
-        f"Out of 100 clips it gets {100 * variant.accuracy:.0f} right, where the original gets "
-        f"{100 * dense.accuracy:.0f}; the two give the same answer on {agree:.0%} of the clips."
-    )
-
-
 def _results(variant, dense) -> None:
     st.subheader(f"Result: {variant.name}")
-    st.success(_in_plain_words(variant, dense))
+    st.success(handover.plain_words(dense, variant.evaluation, variant.cost))
     if variant.comparison is not None:
         st.write(f"Clip by clip against the original: {variant.comparison.describe()}.")
     cost = variant.cost
@@ -315,13 +299,53 @@ def _history(source, dataset, loaded) -> None:
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
     pick = st.selectbox("Download a variant", names, key="prune_download_pick")
     chosen = done[names.index(pick)]
-    st.download_button(
+    stem = chosen.name.replace(" ", "-").replace("%", "")
+    c1, c2 = st.columns(2)
+    c1.download_button(
         "Download as a zip (save_pretrained folder + plan.json)",
-        lambda: pipeline.variant_zip(with_model(chosen), loaded.feature_extractor, loaded.labels),
-        file_name=f"{chosen.name.replace(' ', '-').replace('%', '')}.zip",
+        lambda: pipeline.variant_zip(
+            with_model(chosen),
+            loaded.feature_extractor,
+            loaded.labels,
+            origin=None if served.serving() else source,  # a server's paths stay on the server
+        ),
+        file_name=f"{stem}.zip",
         mime="application/zip",
         key="prune_download",
     )
+    c2.download_button(
+        "Download a report to hand over (HTML)",
+        lambda: _report(source, dataset, loaded, chosen),
+        file_name=f"{stem}-report.html",
+        mime="text/html",
+        key="prune_report",
+        help="One page for people who are not ML engineers: the result in words, accuracy with its "
+        "interval, size, speed, what was removed, per-class changes and six clips to play. It "
+        "opens offline in any browser.",
+    )
+
+
+def _report(source, dataset, loaded, chosen) -> bytes:
+    """The hand-over report of ``chosen`` (built when the button is pressed). A failure becomes
+    a page that says so: a download callback has no page to show a message on."""
+    show = served.redact if served.serving() else str
+    try:
+        text = handover.build_report(
+            loaded,
+            with_model(chosen).model,
+            dataset,
+            chosen.split,
+            original_name=show(source),
+            pruned_name=chosen.name,
+            data_name=show(dataset.name),
+            dense=dense_evaluation(source, dataset, chosen.split),
+            evaluation=chosen.evaluation,
+            cost=chosen.cost,
+        )
+    except REPORTED as exc:
+        message = html.escape(show(str(exc)))
+        text = f"<!doctype html><meta charset='utf-8'><p>Could not make the report: {message}</p>"
+    return text.encode()
 
 
 def render() -> None:

@@ -411,6 +411,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         plan=plan,
         feature_extractor=loaded.feature_extractor,
         labels=loaded.labels,
+        origin=args.model,
         overwrite=args.overwrite,
     )
     print(f"pruned model written to {out}")
@@ -591,8 +592,86 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     )
 
 
+# --- report ---------------------------------------------------------------------------------------
+def add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML page on a pruned model for people who are not ML engineers",
+    )
+    p.add_argument("--model", required=True, help="the pruned model: a folder prunekit saved")
+    p.add_argument(
+        "--data", default="demo", help="the dataset whose split the two models answer (as for evaluate)"
+    )
+    p.add_argument("--preset", metavar="NAME", help="read --data as this manifest layout (as for evaluate)")
+    device_options(p)
+    p.add_argument(
+        "--original",
+        help="the model it was pruned from (default: the one its folder records, config.prunekit_origin)",
+    )
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--clips", type=_positive, default=6, help="clips to play in the report")
+    p.add_argument("--repeats", type=_positive, default=20, help="timed rounds for the latency ratio")
+    p.add_argument("--out", default="report.html", help="the HTML file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_report)
+
+
+def _pruned_name(folder: str) -> str:
+    """The folder's name, and the plan it was pruned with when it holds one."""
+    from prunekit.heads.pipeline import describe_plan
+    from prunekit.heads.surgery import load_plan
+
+    name = Path(folder).name or str(folder)
+    try:
+        plan = load_plan(folder)
+    except (OSError, PrunekitError):
+        plan = None
+    return f"{name} ({describe_plan(plan)})" if plan is not None else name
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from prunekit.devices import place
+    from prunekit.errors import ConfigurationError, OutputExistsError
+    from prunekit.heads.surgery import recorded_origin
+    from prunekit.models import load_model
+    from prunekit.report.handover import build_report, write_report
+
+    out = Path(args.out).expanduser()
+    if out.exists() and not args.overwrite:  # before minutes of work, not after
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    original_source = args.original or recorded_origin(args.model)
+    if original_source is None:
+        raise ConfigurationError(
+            f"{args.model} does not record the model it was pruned from (folders saved before "
+            "prunekit recorded it, or not by prunekit); pass --original SOURCE"
+        )
+    pruned = _load(args).model
+    original = load_model(original_source)
+    place(original.model, args.device)
+    data = _open_data(args.data)
+    bar, progress = _bar("report: evaluating both, timing, clips", unit="stage")
+    text = build_report(
+        original,
+        pruned,
+        data,
+        args.split,
+        original_name=original_source,
+        pruned_name=_pruned_name(args.model),
+        data_name=data.name,
+        clips=args.clips,
+        repeats=args.repeats,
+        progress=progress,
+        device=args.device,
+    )
+    bar.close()
+    if not processes().main:
+        return
+    path = write_report(out, text, overwrite=args.overwrite)
+    print(f"report written to {path} ({path.stat().st_size / 1024:.0f} KB); open it in any browser")
+
+
 # --- entry ----------------------------------------------------------------------------------------
-COMMANDS = (add_demo_data, add_demo_train, add_evaluate, add_score, add_prune, add_sweep)
+COMMANDS = (add_demo_data, add_demo_train, add_evaluate, add_score, add_prune, add_sweep, add_report)
 
 
 def build_parser() -> argparse.ArgumentParser:

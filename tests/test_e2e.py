@@ -1,6 +1,6 @@
 """End to end in a real browser: `streamlit run` on a free port, Debian's chromium through
 playwright, every page visited, the sparsity slider moved with the keyboard, pruning applied,
-metrics and an <audio> element checked. Screenshots go to PRUNEKIT_SCREENSHOTS (docs/screenshots.py
+the hand-over report downloaded, metrics and an <audio> element checked. Screenshots go to PRUNEKIT_SCREENSHOTS (docs/screenshots.py
 sets it to docs/) or to the test's temporary folder."""
 
 import os
@@ -70,6 +70,13 @@ def test_the_golden_path_in_chromium(tmp_path):
         page.get_by_text("pruned variants").wait_for()  # the accuracy-against-MACs chart's legend
         wait_idle(page)
         page.screenshot(path=str(shots / "prune.png"), full_page=True)
+        with page.expect_download(timeout=300_000) as download:  # the hand-over report, made on click
+            page.get_by_role("button", name="Download a report to hand over (HTML)").click()
+        report = tmp_path / "report.html"
+        download.value.save_as(report)
+        text = report.read_text()
+        assert "What pruning did to demo" in text and text.count("<audio") == 6, text[:500]
+        assert "Could not make the report" not in text
 
         go_to(page, "Listen")  # through the sidebar: the session (and its variant) carries over
         page.locator("audio").first.wait_for(state="attached", timeout=120_000)

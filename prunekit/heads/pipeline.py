@@ -99,9 +99,10 @@ def describe_plan(plan: PruningPlan) -> str:
     return " ".join(p for p in parts if p)
 
 
-def variant_zip(variant: Variant, extractor, labels: Sequence[str]) -> bytes:
+def variant_zip(variant: Variant, extractor, labels: Sequence[str], origin: str | None = None) -> bytes:
     """The variant's ``save_pruned`` folder (config, safetensors, plan.json, extractor settings,
-    labels) as zip bytes, under a top-level folder named after it."""
+    labels, the ``origin`` it was pruned from) as zip bytes, under a top-level folder named after
+    it."""
     folder = "".join(c if c.isalnum() or c in "-_.+" else "-" for c in variant.name).strip("-") or "pruned"
     with tempfile.TemporaryDirectory() as tmp:
         saved = save_pruned(
@@ -110,6 +111,7 @@ def variant_zip(variant: Variant, extractor, labels: Sequence[str]) -> bytes:
             plan=variant.plan,
             feature_extractor=extractor,
             labels=list(labels),
+            origin=origin,
         )
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -29,15 +29,21 @@ from prunekit.store import atomic_write_text
 
 __all__ = [
     "MARKER_FILE",
+    "ORIGIN_FIELD",
     "PLAN_FILE",
     "apply_plan",
     "check_output",
     "kept_structure",
     "load_plan",
+    "origin_of",
+    "recorded_origin",
     "save_pruned",
 ]
 
 PLAN_FILE = "plan.json"
+# config.json field naming the model a pruned folder was made from (what `prunekit report` compares
+# it with when not told otherwise): "demo", a hub id or an absolute local path.
+ORIGIN_FIELD = "prunekit_origin"
 # Written into every folder save_pruned makes. ``overwrite`` replaces a folder only when it holds
 # this file: a folder prunekit did not write (a user's model, their home) is never deleted. A
 # marker, not "has plan.json and a pruned config", because a user may copy those into a folder
@@ -100,12 +106,14 @@ def save_pruned(
     plan: PruningPlan | None = None,
     feature_extractor=None,
     labels: list[str] | None = None,
+    origin: str | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write ``model`` as a ``save_pretrained`` folder: config.json (with the pruned structure and
     ``architectures`` naming the prunekit class), model.safetensors, ``plan.json`` when ``plan``
     is given, preprocessor_config.json when ``feature_extractor`` is given, and ``labels`` as
-    id2label/label2id, and the ``MARKER_FILE``. The folder appears complete or not at all
+    id2label/label2id, ``origin`` (the source the model was pruned from) as
+    ``config.prunekit_origin``, and the ``MARKER_FILE``. The folder appears complete or not at all
     (written aside, then renamed). An existing non-empty folder is replaced only with
     ``overwrite=True`` and only when save_pruned wrote it (``check_output``).
     """
@@ -132,11 +140,14 @@ def save_pruned(
             model.save_pretrained(tmp)
         finally:
             del model.should_save_on_this_rank
-        if labels is not None:
+        if labels is not None or origin is not None:
             config_file = tmp / "config.json"
             config = json.loads(config_file.read_text())
-            config["id2label"] = {str(i): str(name) for i, name in enumerate(labels)}
-            config["label2id"] = {str(name): i for i, name in enumerate(labels)}
+            if labels is not None:
+                config["id2label"] = {str(i): str(name) for i, name in enumerate(labels)}
+                config["label2id"] = {str(name): i for i, name in enumerate(labels)}
+            if origin is not None:
+                config[ORIGIN_FIELD] = origin_of(origin)
             atomic_write_text(config_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
         if feature_extractor is not None:
             feature_extractor.save_pretrained(tmp)
@@ -151,6 +162,24 @@ def save_pruned(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def origin_of(source: str | os.PathLike) -> str:
+    """How a pruned folder records its source: a local folder as an absolute path (so it still
+    names the folder from elsewhere), anything else ("demo", a hub id) as given."""
+    text = str(source).strip()
+    path = Path(text).expanduser()
+    return str(path.resolve()) if text != "demo" and path.is_dir() else text
+
+
+def recorded_origin(directory: str | os.PathLike) -> str | None:
+    """The source a ``save_pruned`` folder says it was pruned from (None when it does not say)."""
+    config = Path(directory) / "config.json"
+    try:
+        value = json.loads(config.read_text()).get(ORIGIN_FIELD)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def check_output(directory: str | os.PathLike, *, overwrite: bool) -> None:

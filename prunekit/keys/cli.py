@@ -126,7 +126,14 @@ def cmd_keys(args: argparse.Namespace) -> None:
             f"   attention {attention / 1e6:.1f} M ({attention / dense_attention - 1:+.1%}){extra}"
         )
     if out is not None:
-        save_pruned(pruned, out, feature_extractor=extractor, labels=labels, overwrite=args.overwrite)
+        save_pruned(
+            pruned,
+            out,
+            feature_extractor=extractor,
+            labels=labels,
+            origin=args.model,
+            overwrite=args.overwrite,
+        )
         if config is not None:
             (out / "key_learning.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         print(f"key-pruned model written to {out} (loads with prunekit.models.load_model)")

@@ -103,7 +103,14 @@ def cmd_tokens(args: argparse.Namespace) -> None:
         )
         print(f"{name:<13} accuracy {accuracy:.4f}   MACs/clip {macs / 1e6:.1f} M{extra}")
     if out is not None and processes().main:
-        save_pruned(pruned, out, feature_extractor=extractor, labels=labels, overwrite=args.overwrite)
+        save_pruned(
+            pruned,
+            out,
+            feature_extractor=extractor,
+            labels=labels,
+            origin=args.model,
+            overwrite=args.overwrite,
+        )
         print(f"token-pruned model written to {out} (loads with prunekit.models.load_model)")
 
 
