@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from prunekit.data.datasets import demo_dataset
-from prunekit.evaluation.cost import count_macs, latencies_ms
+from prunekit.evaluation.cost import compare_cost, count_macs
 from prunekit.evaluation.metrics import classification_metrics, predict_logits
 from prunekit.evaluation.paired import compare_correct
 from prunekit.heads.scoring import scoring_data
@@ -85,31 +85,33 @@ def oneshot(model, val, test) -> None:
     _write("oneshot", frame)
 
 
-def latency(model) -> None:
-    """Latency at batch 1 and 32 of dense and every keep rate (cls), all interleaved; and cls
-    against random at keep 0.5 (the scoring overhead), interleaved too."""
+def latency(model, repeats: int = 200) -> None:
+    """Latency at batch 1 and 32 of dense and every keep rate (cls), all timed interleaved round
+    by round, as ratios to dense with their 95 % bootstrap intervals over rounds; and cls against
+    random at keep 0.5 (the scoring overhead), interleaved too. ``repeats`` rounds at batch 1,
+    a quarter of them at batch 32."""
     variants = {"dense": model} | {f"keep {k}": prune_tokens(model, k) for k in KEEPS}
-    rows = {name: {"variant": name, "macs": count_macs(m)} for name, m in variants.items()}
-    for batch, repeats in ((1, 200), (32, 30)):
-        for name, ms in zip(variants, latencies_ms(list(variants.values()), batch, repeats=repeats)):
-            rows[name][f"latency_b{batch}_ms"] = ms
-    frame = pd.DataFrame(rows.values())
-    for col in ("macs", "latency_b1_ms", "latency_b32_ms"):
-        frame[f"{col}_saving"] = 1 - frame[col] / frame[col].iloc[0]
-    overhead = {}
-    for batch, repeats in ((1, 200), (32, 30)):
-        cls_ms, random_ms = latencies_ms(
-            [prune_tokens(model, 0.5, rule="cls"), prune_tokens(model, 0.5, rule="random")],
-            batch,
-            repeats=repeats,
+    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    frame = compare_cost(variants, batches=(1, 32), repeats=repeats).reset_index()
+    frame["mac_saving"] = 1 - frame["macs_per_clip"] / frame["macs_per_clip"].iloc[0]
+    for b in (1, 32):
+        frame[f"latency_b{b}_saving"] = 1 - frame[f"latency_b{b}_ratio"]
+        frame[f"realised_b{b}"] = frame[f"latency_b{b}_saving"] / frame["mac_saving"].where(
+            frame["mac_saving"] > 0
         )
-        overhead[f"b{batch}"] = {
-            "cls_ms": cls_ms,
-            "random_ms": random_ms,
-            "cls_over_random": cls_ms / random_ms - 1,
-        }
-    print(json.dumps(overhead, indent=2))
-    _write("latency", frame, {"scoring_overhead_keep_0.5": overhead, "threads": torch.get_num_threads()})
+    rules = {"cls": prune_tokens(model, 0.5, rule="cls"), "random": prune_tokens(model, 0.5, rule="random")}
+    overhead = compare_cost(rules, batches=(1, 32), repeats=repeats).reset_index()
+    _write(
+        "latency",
+        frame,
+        {
+            "scoring_overhead_keep_0.5": overhead.to_dict(orient="records"),
+            "threads": torch.get_num_threads(),
+            "load_before": load_before,
+            "load_after": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        },
+    )
+    print(overhead.to_string(index=False), flush=True)
 
 
 def patch_analysis(model, val, test) -> None:
