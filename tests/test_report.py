@@ -25,14 +25,17 @@ def pruned_dir(run_main, tiny_model_dir, tiny_speech_commands, tmp_path):
     return out
 
 
+def _report(run_main, pruned_dir, data, tmp_path):
+    out = tmp_path / "report.html"
+    result = run_main("report", "--model", pruned_dir, "--data", data, "--out", out, "--repeats", "2")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 def test_the_cli_writes_a_self_contained_page_from_the_folder_alone(
     run_main, pruned_dir, tiny_speech_commands, tmp_path
 ):
-    out = tmp_path / "report.html"
-    result = run_main(
-        "report", "--model", pruned_dir, "--data", tiny_speech_commands, "--out", out, "--repeats", "2"
-    )
-    assert result.returncode == 0, result.stderr
+    out = _report(run_main, pruned_dir, tiny_speech_commands, tmp_path)
     text = out.read_text()
     # The 3 test clips, each playable from inside the file: a WAV the reader decodes.
     sources = re.findall(r'<audio controls preload="none" src="data:audio/wav;base64,([^"]+)"', text)
@@ -115,11 +118,7 @@ def test_the_report_opens_offline_in_chromium_with_playable_audio(
 ):
     from prunekit.ui.driver import browser_page
 
-    out = tmp_path / "report.html"
-    result = run_main(
-        "report", "--model", pruned_dir, "--data", tiny_speech_commands, "--out", out, "--repeats", "2"
-    )
-    assert result.returncode == 0, result.stderr
+    out = _report(run_main, pruned_dir, tiny_speech_commands, tmp_path)
     with browser_page() as page:
         requests = []
         page.on("request", lambda r: requests.append(r.url))

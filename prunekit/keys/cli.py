@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from prunekit.devices import add_device_arguments
+from prunekit.devices import add_device_arguments, processes
 from prunekit.errors import ConfigurationError, OutputExistsError
 from prunekit.progress import console_bar
 
@@ -125,7 +125,7 @@ def cmd_keys(args: argparse.Namespace) -> None:
             f"{name:<11} accuracy {accuracy:.4f}   MACs/clip {macs / 1e6:.1f} M ({macs / dense_macs - 1:+.1%})"
             f"   attention {attention / 1e6:.1f} M ({attention / dense_attention - 1:+.1%}){extra}"
         )
-    if out is not None:
+    if out is not None and processes().main:  # one writer under torchrun
         save_pruned(
             pruned,
             out,
