@@ -198,10 +198,17 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
 
 
 def add_demo_train(sub) -> None:
-    from prunekit.models import DEMO_DIR
+    from prunekit.demo.train import TASKS
 
-    p = sub.add_parser("demo-train", help="train the embedded demo model from scratch")
-    p.add_argument("--out", default=str(DEMO_DIR))
+    p = sub.add_parser("demo-train", help="train an embedded demo model from scratch")
+    p.add_argument(
+        "--task",
+        default="speech",
+        choices=TASKS,
+        help="speech: keyword spotting (prunekit/demo_model/); tagging: the multi-label demo on the "
+        "synthetic tagging set (prunekit/demo_tagging_model/)",
+    )
+    p.add_argument("--out", help="default: the task's folder in the package")
     p.add_argument("--epochs", type=_positive, help="default: DemoTrainConfig.epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
@@ -209,16 +216,18 @@ def add_demo_train(sub) -> None:
 
 
 def cmd_demo_train(args: argparse.Namespace) -> None:
-    from prunekit.demo.train import DemoTrainConfig, train_demo
+    from prunekit.demo.train import DemoTrainConfig, demo_dir, train_demo
 
-    cfg = DemoTrainConfig(data_seed=args.data_seed, seed=args.seed)
+    cfg = DemoTrainConfig(task=args.task, data_seed=args.data_seed, seed=args.seed)
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
-    record = train_demo(cfg, Path(args.out))
-    print(f"Demo model written to {args.out}")
+    out = Path(args.out) if args.out else demo_dir(args.task)
+    record = train_demo(cfg, out)
+    print(f"{args.task.capitalize()} demo model written to {out}")
+    metric = "mAP" if args.task == "tagging" else "accuracy"
     print(
-        f"validation accuracy {record['validation_accuracy']:.4f} (epoch {record['best_epoch']}), "
-        f"test accuracy {record['test_accuracy']:.4f} on {record['test_clips']} held-out-voice clips, "
+        f"validation {metric} {record[f'validation_{metric}']:.4f} (epoch {record['best_epoch']}), "
+        f"test {metric} {record[f'test_{metric}']:.4f} on {record['test_clips']} held-out-voice clips, "
         f"{record['train_seconds']:.0f} s"
     )
 

@@ -1,7 +1,11 @@
-"""The embedded demo model: a small AST trained from scratch on the synthetic speech commands.
+"""The embedded demo models: small ASTs trained from scratch on the synthetic sets.
 
-``python -m prunekit demo-train`` reproduces ``prunekit/demo_model/`` (weights, config,
-feature-extractor settings and ``training.json`` with the data seed and measured accuracy).
+``python -m prunekit demo-train`` reproduces ``prunekit/demo_model/`` (keyword spotting on the
+synthetic speech commands: one label per clip, cross-entropy, chosen on validation accuracy);
+``--task tagging`` writes ``prunekit/demo_tagging_model/`` (the synthetic tagging set: several
+tags per clip, binary cross-entropy, chosen on validation mAP). Each folder holds the weights,
+config, feature-extractor settings and ``training.json`` with the settings, the data seed and
+the measured accuracy or mAP.
 """
 
 from __future__ import annotations
@@ -23,18 +27,30 @@ from transformers import (
 )
 
 from prunekit.data.augment import spec_augment
-from prunekit.data.datasets import SPLITS, demo_dataset, label_indices
+from prunekit.data.datasets import SPLITS, demo_dataset, label_indices, label_targets, tagging_dataset
 from prunekit.data.features import clip_features
-from prunekit.evaluation.metrics import classification_metrics, predict_logits
-from prunekit.models.loading import DEMO_DIR
+from prunekit.errors import check_settings
+from prunekit.evaluation.metrics import classification_metrics, multilabel_metrics, predict_logits, task_loss
+from prunekit.models.loading import embedded_dir
 
-__all__ = ["DemoTrainConfig", "train_demo"]
+__all__ = ["TASKS", "DemoTrainConfig", "demo_dir", "train_demo"]
+
+TASKS = ("speech", "tagging")  # keyword spotting (one label per clip); tagging (several per clip)
+# What a task's settings default to when left None: its clips' length in frames of 10 ms (1 s
+# and 2 s) and its label smoothing (none for tagging: the targets are independent 0/1 tags).
+_TASK_DEFAULTS = {
+    "speech": {"max_length": 100, "label_smoothing": 0.1},
+    "tagging": {"max_length": 200, "label_smoothing": 0.0},
+}
 
 
 @dataclass(frozen=True)
 class DemoTrainConfig:
-    """Everything that decides the demo model; saved in training.json beside the weights."""
+    """Everything that decides a demo model; saved in training.json beside the weights.
+    ``max_length`` and ``label_smoothing`` left None take the task's values (``_TASK_DEFAULTS``),
+    so the speech defaults are the ones the committed demo was trained with."""
 
+    task: str = "speech"  # one of TASKS
     data_seed: int = 0
     seed: int = 0
     hidden_size: int = 192
@@ -42,44 +58,79 @@ class DemoTrainConfig:
     heads: int = 6
     intermediate_size: int = 768
     num_mel_bins: int = 64
-    max_length: int = 100  # frames of 10 ms: one second of audio
-    epochs: int = 30  # of 10,780 training clips (two takes): about 40 minutes on 2 cores
+    max_length: int | None = None  # frames of 10 ms: 100 (1 s) for speech, 200 (2 s) for tagging
+    epochs: int = 30  # of 10,780 training clips (two takes): about 40 minutes on 2 cores (speech)
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None  # 0.1 for speech; tagging trains without
     freq_mask: int = 8  # SpecAugment: widest masked band of mel bins
     time_mask: int = 12  # and of frames
     threads: int = 2
 
+    def __post_init__(self) -> None:
+        check_settings(
+            (("task", self.task, self.task in TASKS),),
+            "demo-training settings",
+            f"task is one of {', '.join(TASKS)}",
+        )
+        for name, value in _TASK_DEFAULTS[self.task].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        check_settings(
+            (
+                ("max_length", self.max_length, self.max_length >= 1),
+                (
+                    "label_smoothing",
+                    self.label_smoothing,
+                    0 <= self.label_smoothing < 1 and (self.task == "speech" or self.label_smoothing == 0),
+                ),
+            ),
+            f"{self.task} demo-training settings",
+            "max_length must be >= 1, label_smoothing in [0, 1) and 0 for tagging "
+            "(binary cross-entropy on 0/1 tags)",
+        )
+
+
+def demo_dir(task: str) -> Path:
+    """The package folder a task's demo model is written to, and ``load_model`` reads it from
+    ("demo" or "demo-tagging")."""
+    return embedded_dir("demo-tagging" if task == "tagging" else "demo")
+
 
 def train_demo(
-    cfg: DemoTrainConfig = DemoTrainConfig(), out_dir: Path = DEMO_DIR, *, quiet: bool = False
+    cfg: DemoTrainConfig = DemoTrainConfig(), out_dir: Path | None = None, *, quiet: bool = False
 ) -> dict:
-    """Train the demo model from scratch and save it to ``out_dir``; returns the training record.
-    The checkpoint is chosen on the validation voices; the test voices are read once, at the end."""
+    """Train a demo model from scratch and save it to ``out_dir`` (None: the task's package
+    folder, ``demo_dir``); returns the training record. The checkpoint is chosen on the
+    validation voices (accuracy, or mAP for tagging); the test voices are read once, at the end."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
-    data = demo_dataset(cfg.data_seed, progress=None)
+    tagging = cfg.task == "tagging"
+    data = (tagging_dataset if tagging else demo_dataset)(cfg.data_seed, progress=None)
     labels = list(data.labels)
     feats, targets, extractor = _split_features(cfg, data, labels, quiet)
     model = _new_model(cfg, labels)
-    best_accuracy, best_epoch, history = _train(model, feats, targets, labels, cfg, quiet)
-    test = classification_metrics(predict_logits(model, feats["test"]), targets["test"].numpy(), labels)
+    best, best_epoch, history = _train(model, feats, targets, labels, cfg, quiet)
+    test = _measure(model, feats["test"], targets["test"], labels)
+    if tagging:
+        mauc = float(test.summary["mAUC"].iloc[0])
+        scores = {"validation_mAP": best, "test_mAP": test.mean_average_precision, "test_mAUC": mauc}
+    else:
+        scores = {"validation_accuracy": best, "test_accuracy": test.accuracy}
     record = {
         "config": dataclasses.asdict(cfg),
         "best_epoch": best_epoch,
-        "validation_accuracy": best_accuracy,
-        "test_accuracy": test.accuracy,
+        **scores,
         "test_clips": len(feats["test"]),
         "train_clips": len(feats["train"]),
         "train_seconds": round(time.perf_counter() - started, 1),
         "torch": torch.__version__,
         "history": history,
     }
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else demo_dir(cfg.task)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     extractor.save_pretrained(out_dir)
@@ -88,8 +139,9 @@ def train_demo(
 
 
 def _split_features(cfg: DemoTrainConfig, data, labels: list[str], quiet: bool):
-    """Normalised features (N, frames, mels) and class indices (N,) per split, and the extractor
-    that reproduces the normalisation (AST's: mean 0, std 0.5, from the training split)."""
+    """Normalised features (N, frames, mels) and targets per split (class indices (N,) for speech,
+    multi-hot tags (N, C) float for tagging), and the extractor that reproduces the
+    normalisation (AST's: mean 0, std 0.5, from the training split)."""
     raw = ASTFeatureExtractor(num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length, do_normalize=False)
     feats = {}
     for split in SPLITS:
@@ -103,7 +155,8 @@ def _split_features(cfg: DemoTrainConfig, data, labels: list[str], quiet: bool):
         num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length, mean=mean, std=std
     )
     feats = {k: (v - mean) / (2 * std) for k, v in feats.items()}
-    targets = {k: torch.as_tensor(label_indices(data.split(k), labels)) for k in feats}
+    to_targets = label_targets if cfg.task == "tagging" else label_indices
+    targets = {k: torch.as_tensor(to_targets(data.split(k), labels)) for k in feats}
     return feats, targets, extractor
 
 
@@ -118,13 +171,22 @@ def _new_model(cfg: DemoTrainConfig, labels: list[str]) -> ASTForAudioClassifica
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
+        # a sigmoid per tag: what anatomy.is_multilabel reads (windowed evaluation, the app)
+        problem_type="multi_label_classification" if cfg.task == "tagging" else None,
     )
     return ASTForAudioClassification(config)
 
 
+def _measure(model, feats: torch.Tensor, targets: torch.Tensor, labels: list[str]):
+    """Accuracy (targets (N,)) or mAP (targets (N, C)) of ``model`` on features (N, frames, mels)."""
+    measure = multilabel_metrics if targets.ndim == 2 else classification_metrics
+    return measure(predict_logits(model, feats), targets.numpy(), labels)
+
+
 def _train(model, feats, targets, labels, cfg: DemoTrainConfig, quiet: bool) -> tuple[float, int, list[dict]]:
     """AdamW with warm-up + cosine and SpecAugment; ``model`` ends holding the weights of the best
-    validation accuracy (returned with its epoch and the per-epoch history), in eval mode."""
+    validation accuracy, or mAP for tagging (returned with its epoch and the per-epoch history),
+    in eval mode. Speech trains on label-smoothed cross-entropy, tagging on binary cross-entropy."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = math.ceil(len(feats["train"]) / cfg.batch_size) * cfg.epochs
     sched = get_cosine_schedule_with_warmup(opt, max(1, int(cfg.warmup_fraction * total)), total)
@@ -132,16 +194,19 @@ def _train(model, feats, targets, labels, cfg: DemoTrainConfig, quiet: bool) -> 
     gen = torch.Generator().manual_seed(cfg.seed)
     best = (-1.0, None, -1)
     history = []
-    bar = tqdm(total=total, desc="training demo model", disable=quiet, unit="step")
+    bar = tqdm(total=total, desc=f"training {cfg.task} demo model", disable=quiet, unit="step")
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(feats["train"]), generator=gen)
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            logits = model(augment(feats["train"][idx])).logits
-            loss = torch.nn.functional.cross_entropy(
-                logits, targets["train"][idx], label_smoothing=cfg.label_smoothing
-            )
+            logits = model(augment(feats["train"][idx])).logits  # (B, C)
+            if cfg.task == "tagging":
+                loss = task_loss(logits, targets["train"][idx])  # targets (B, C): BCE
+            else:
+                loss = torch.nn.functional.cross_entropy(
+                    logits, targets["train"][idx], label_smoothing=cfg.label_smoothing
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -149,15 +214,17 @@ def _train(model, feats, targets, labels, cfg: DemoTrainConfig, quiet: bool) -> 
             sched.step()
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-        val = classification_metrics(
-            predict_logits(model, feats["validation"]), targets["validation"].numpy(), labels
-        )
+        val = _measure(model, feats["validation"], targets["validation"], labels)
         history.append(
-            {"epoch": epoch + 1, "val_accuracy": val.accuracy, "val_loss": float(val.summary["loss"][0])}
+            {
+                "epoch": epoch + 1,
+                f"val_{val.metric}": val.headline,  # val_accuracy, or val_mAP for tagging
+                "val_loss": float(val.summary["loss"][0]),
+            }
         )
-        bar.set_postfix(epoch=epoch + 1, val_acc=f"{val.accuracy:.3f}")
-        if val.accuracy > best[0]:
-            best = (val.accuracy, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
+        bar.set_postfix(epoch=epoch + 1, **{f"val_{val.metric}": f"{val.headline:.3f}"})
+        if val.headline > best[0]:
+            best = (val.headline, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
     bar.close()
     model.load_state_dict(best[1])
     model.eval()

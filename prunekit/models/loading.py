@@ -1,4 +1,5 @@
-"""Load an Audio Spectrogram Transformer from "demo", a Hugging Face hub id, or a local folder.
+"""Load an Audio Spectrogram Transformer from "demo" (or "demo-tagging"), a Hugging Face hub id,
+or a local folder.
 
 ``load_model(source)`` returns ``(model, feature_extractor, labels)``. The model is in eval
 mode. Hub loading fails fast, with a message that says what to do, when the hub cannot be reached.
@@ -38,9 +39,23 @@ from prunekit.errors import ModelLoadError
 from prunekit.models import key_priors
 from prunekit.store import cache_dir, content_key
 
-__all__ = ["AST_MODEL_TYPE", "DEMO_DIR", "LoadedModel", "load_model"]
+__all__ = [
+    "AST_MODEL_TYPE",
+    "DEMO_DIR",
+    "DEMO_TAGGING_DIR",
+    "EMBEDDED_MODELS",
+    "LoadedModel",
+    "embedded_dir",
+    "load_model",
+]
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_model"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_model"  # keyword spotting, committed
+DEMO_TAGGING_DIR = DEMO_DIR.parent / "demo_tagging_model"  # tagging, once demo-train --task tagging ran
+# The names load_model reads from the package's folders: what each is and the command that writes it.
+EMBEDDED_MODELS = {
+    "demo": ("demo model", "python -m prunekit demo-train"),
+    "demo-tagging": ("tagging demo model", "python -m prunekit demo-train --task tagging"),
+}
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SAFE = {"trust_remote_code": False}  # passed to every from_pretrained: never run a model's code
@@ -53,19 +68,24 @@ class LoadedModel(NamedTuple):
     labels: list[str]
 
 
+def embedded_dir(name: str) -> Path:
+    """The package folder of an embedded model (a key of EMBEDDED_MODELS)."""
+    return DEMO_TAGGING_DIR if name == "demo-tagging" else DEMO_DIR
+
+
 def load_model(source: str | os.PathLike) -> LoadedModel:
-    """Load ``source``: ``"demo"``, an existing local folder, or a hub id such as
-    ``MIT/ast-finetuned-speech-commands-v2``. Raises ModelLoadError naming the source."""
+    """Load ``source``: ``"demo"`` or ``"demo-tagging"`` (the embedded models), an existing local
+    folder, or a hub id such as ``MIT/ast-finetuned-speech-commands-v2``. Raises ModelLoadError
+    naming the source."""
     text = str(source).strip()
     if not text:
         raise ModelLoadError("No model given: use 'demo', a local folder or a Hugging Face hub id.")
-    if text == "demo":
-        if not (DEMO_DIR / "config.json").is_file():
-            raise ModelLoadError(
-                f"The embedded demo model is missing from {DEMO_DIR}; "
-                "recreate it with `python -m prunekit demo-train`."
-            )
-        return _load_local(DEMO_DIR)
+    if text in EMBEDDED_MODELS:
+        folder = embedded_dir(text)
+        if not (folder / "config.json").is_file():
+            what, command = EMBEDDED_MODELS[text]
+            raise ModelLoadError(f"The embedded {what} is missing from {folder}; make it with `{command}`.")
+        return _load_local(folder)
     path = Path(text).expanduser()
     if path.is_dir():
         return _load_local(path)

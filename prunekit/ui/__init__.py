@@ -47,7 +47,7 @@ from prunekit.heads.planner import max_sparsity
 from prunekit.heads.scoring import ScoreTable, needs_data, score_split
 from prunekit.heads.surgery import save_pruned
 from prunekit.models import anatomy
-from prunekit.models.loading import LoadedModel, load_model
+from prunekit.models.loading import LoadedModel, embedded_dir, load_model
 from prunekit.store import cache_dir, process_alive
 from prunekit.ui import served
 
@@ -93,6 +93,7 @@ __all__ = [
 DEFAULT_CLIPS = 1000
 MODEL_KINDS = {
     "Embedded demo": "",
+    "Embedded tagging demo": "",  # offered once `demo-train --task tagging` wrote its folder
     "Hugging Face hub id": "e.g. MIT/ast-finetuned-speech-commands-v2",
     "Local folder": "a folder saved by save_pretrained or by prunekit (dense or pruned)",
 }
@@ -104,6 +105,7 @@ DATA_KINDS = {
     "CSV manifest": "a CSV naming audio files (relative to it) and their labels, e.g. meta/esc50.csv",
 }
 _GENERATED = {"Synthetic demo set": "demo", "Synthetic tagging set": "demo-tagging"}  # no folder to type
+_EMBEDDED = {"Embedded demo": "demo", "Embedded tagging demo": "demo-tagging"}  # likewise, models
 MANIFEST_PRESETS = ("detect from header", *PRESETS)
 REPORTED = PrunekitError  # what a page shows as a message; anything else is a bug and keeps its traceback
 
@@ -112,8 +114,11 @@ REPORTED = PrunekitError  # what a page shows as a message; anything else is a b
 def sidebar() -> None:
     """Model, dataset, scoring clips and evaluation split. Errors are shown by pages, never raised."""
     with st.sidebar:
-        st.radio("Model", list(MODEL_KINDS), key="model_kind")
-        if st.session_state.get("model_kind", "Embedded demo") != "Embedded demo":
+        kinds = _model_kinds()
+        if st.session_state.get("model_kind") not in (None, *kinds):
+            del st.session_state["model_kind"]  # its folder is gone: back to the first choice
+        st.radio("Model", kinds, key="model_kind")
+        if st.session_state.get("model_kind", "Embedded demo") not in _EMBEDDED:
             st.text_input(
                 "Model id or folder", key="model_ref", placeholder=MODEL_KINDS[st.session_state["model_kind"]]
             )
@@ -153,10 +158,21 @@ def sidebar() -> None:
         st.caption(f"Computing on **{describe_device(resolve_device(device_choice()))}**")
 
 
+def _model_kinds() -> list[str]:
+    """MODEL_KINDS the sidebar offers: an embedded model only when its folder holds one (the
+    tagging demo is not committed; ``demo-train --task tagging`` writes it)."""
+    return [
+        kind
+        for kind in MODEL_KINDS
+        if kind not in _EMBEDDED or (embedded_dir(_EMBEDDED[kind]) / "config.json").is_file()
+    ]
+
+
 def model_source() -> str | None:
-    """'demo', a hub id or a folder; None while the user has not typed one."""
-    if st.session_state.get("model_kind", "Embedded demo") == "Embedded demo":
-        return "demo"
+    """'demo', 'demo-tagging', a hub id or a folder; None while the user has not typed one."""
+    kind = st.session_state.get("model_kind", "Embedded demo")
+    if kind in _EMBEDDED:
+        return _EMBEDDED[kind]
     return st.session_state.get("model_ref", "").strip() or None
 
 

@@ -30,6 +30,7 @@ from prunekit import errors
 from prunekit.data.datasets import DATA_KINDS
 from prunekit.data.manifest import PRESETS
 from prunekit.errors import ConfigurationError
+from prunekit.models.loading import EMBEDDED_MODELS
 from prunekit.store import cache_dir
 
 __all__ = [
@@ -123,9 +124,9 @@ def confine(text: str, kind: str) -> Path:
 
 def model_location(source: str) -> str:
     """What ``load_model`` should read for the sidebar's ``source``: itself when not served;
-    served, the demo, a confined folder or (when allowed) a hub id."""
+    served, an embedded demo, a confined folder or (when allowed) a hub id."""
     text = source.strip()
-    if not serving() or text == "demo":
+    if not serving() or text in EMBEDDED_MODELS:
         return source
     local = text.startswith(("/", ".", "~")) or ".." in PurePosixPath(text).parts
     if not local and _HUB_ID.match(text) and not any(os.path.lexists(r / text) for r in roots("model")):
