@@ -222,3 +222,10 @@ def test_the_app_binds_to_this_machine_unless_served():
     serve = (REPO / "Makefile").read_text().split("\nserve:")[1].split("\n\n")[0]
     assert "PRUNEKIT_SERVE=1" in serve and f"--server.maxUploadSize {served.UPLOAD_MB}" in serve
     assert "--client.showErrorDetails none" in serve
+
+
+def test_served_the_embedded_models_and_generated_sets_pass_as_they_are(server):
+    for model in ("demo", "demo-tagging"):
+        assert served.model_location(model) == model
+    for data in ("demo", "demo-tagging"):
+        assert served.dataset_location(data) == data

@@ -142,9 +142,10 @@ def model_location(source: str) -> str:
 
 def dataset_location(spec: str) -> str:
     """What ``open_dataset`` should read for the sidebar's ``spec`` (``data_source``): itself when
-    not served; served, the demo or the spec with its folder or manifest confined."""
+    not served; served, a generated set ("demo", "demo-tagging") or the spec with its folder or
+    manifest confined."""
     text = spec.strip()
-    if not serving() or text == "demo":
+    if not serving() or text in ("demo", "demo-tagging"):
         return spec
     kind, sep, rest = text.partition(":")
     if sep and (kind in DATA_KINDS[1:] or kind in PRESETS):
