@@ -114,6 +114,20 @@ def test_choices_follow_the_scores(grid_model):
     assert (head[~head.kept].groupby(["layer", "head"]).size() == 1).all()  # round(0.2 x 5) per head
 
 
+def test_tied_scores_spread_the_cut_instead_of_emptying_the_first_layers(grid_model):
+    """Uniform priors (learning that kept its starting point) tie everywhere: a global budget of
+    50 % must not take every patch key of the first layers."""
+    for threshold in ("global", "local"):
+        choice = choose_keys(add_key_priors(grid_model), 0.5, "layer", threshold)
+        per_layer = choice.groupby("layer")["kept"].mean()
+        assert per_layer.between(0.2, 0.8).all(), (threshold, per_layer.to_dict())
+        assert choice["kept"].mean() == pytest.approx(
+            0.5 if threshold == "global" else 0.6
+        )  # 5 or 2 of 5 keys
+        again = choose_keys(add_key_priors(grid_model), 0.5, "layer", threshold)
+        assert again["kept"].equals(choice["kept"])  # the tie-break is fixed, not drawn anew
+
+
 def test_cls_and_distillation_keys_are_never_dropped(grid_model):
     priors = add_key_priors(grid_model)
     _randomise_priors(priors)

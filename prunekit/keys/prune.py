@@ -70,20 +70,29 @@ def _units(scores: Sequence[torch.Tensor], granularity: str) -> list[torch.Tenso
     return [s.float().mean(0, keepdim=True) if granularity == "layer" else s.float() for s in scores]
 
 
+def _lowest_first(values: torch.Tensor) -> torch.Tensor:
+    """Indices of ``values`` (1-D), lowest first; equal values in a fixed pseudo-random order
+    (seed 0), not by position. Uniform or near-uniform scores (priors that learned nothing) tie
+    everywhere, and a positional tie-break would then drop the first layers' keys wholesale
+    (under a global budget, every patch key of the first half of the layers at 50 %)."""
+    shuffle = torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))
+    return shuffle[torch.sort(values[shuffle], stable=True).indices]
+
+
 def _drop(units: list[torch.Tensor], sparsity: float, threshold: str) -> list[torch.Tensor]:
-    """Per layer, booleans shaped like its units: True where the unit is dropped."""
+    """Per layer, booleans shaped like its units: True where the unit is dropped (the lowest
+    scores; ties broken by ``_lowest_first``)."""
     dropped = [torch.zeros(u.shape, dtype=torch.bool) for u in units]
     if threshold == "local":
         for u, d in zip(units, dropped):
             n = round(sparsity * u.shape[-1])
-            if u.numel() and n:
-                order = torch.sort(u, dim=-1, stable=True).indices[:, :n]  # (rows, n) lowest first
-                d.scatter_(1, order, True)
+            for row in range(u.shape[0] if n else 0):
+                d[row, _lowest_first(u[row])[:n]] = True
         return dropped
     flat = torch.cat([u.reshape(-1) for u in units])
     n = round(sparsity * flat.numel())
     flags = torch.zeros(flat.numel(), dtype=torch.bool)
-    flags[torch.sort(flat, stable=True).indices[:n]] = True
+    flags[_lowest_first(flat)[:n]] = True
     start = 0
     for u, d in zip(units, dropped):
         d.copy_(flags[start : start + u.numel()].view(u.shape))
