@@ -20,8 +20,12 @@ def test_the_tagging_demo_in_chromium(tmp_path):
         page.goto(url)
         page.get_by_role("heading", name="prunekit", exact=True).wait_for(timeout=180_000)
         sidebar = page.locator('[data-testid="stSidebar"]')
-        sidebar.get_by_text("Embedded tagging demo", exact=True).click()
-        sidebar.get_by_text("Synthetic tagging set", exact=True).click()
+        # The keyboard, not a click: in headless chromium a click on this radio's options is sent
+        # but not applied (the Dataset radio's clicks are); arrow keys choose reliably.
+        page.get_by_role("radio", name="Embedded demo", exact=True).focus()
+        page.keyboard.press("ArrowDown")  # Embedded demo -> Embedded tagging demo
+        page.get_by_role("heading", name="Model: demo-tagging").wait_for(timeout=120_000)
+        sidebar.get_by_role("radiogroup", name="Dataset").get_by_text("Synthetic tagging set").click()
         page.get_by_text("mAP on the test split").first.wait_for(timeout=600_000)  # generates the set once
         wait_idle(page)
         assert page.locator('[data-testid="stException"]').count() == 0
