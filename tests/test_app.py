@@ -192,7 +192,8 @@ def test_golden_path_pick_scorer_move_sparsity_apply_read_metrics(real_cache, de
     assert metrics["Pruned accuracy"] == f"{accuracy:.1%}"
     original = evaluate(model, extractor, labels, data, "test").accuracy
     assert metrics["Original accuracy"] == f"{original:.1%}"
-    assert len(at.get("download_button")) == 2  # the history table (CSV) and the variant (zip)
+    buttons = {b.key for b in at.get("download_button")}
+    assert buttons == {"prune_history_csv", "prune_download", "prune_report"}  # table, zip, report
     table = next(d.value for d in at.dataframe if "Variant" in d.value.columns)
     assert list(table["Variant"]) == ["original", variant.name]
     assert table["Accuracy (%)"].tolist() == pytest.approx([100 * original, 100 * accuracy])
