@@ -313,16 +313,26 @@ def _history(source, dataset, loaded) -> None:
         mime="application/zip",
         key="prune_download",
     )
-    c2.download_button(
-        "Download a report to hand over (HTML)",
-        lambda: _report(source, dataset, loaded, chosen),
-        file_name=f"{stem}-report.html",
-        mime="text/html",
-        key="prune_report",
+    # Built in the script run (a download callback runs outside it, without the session), then
+    # offered for download; the session keeps the last one only.
+    if c2.button(
+        "Make a report to hand over (HTML)",
+        key="prune_report_make",
         help="One page for people who are not ML engineers: the result in words, accuracy with its "
         "interval, size, speed, what was removed, per-class changes and six clips to play. It "
         "opens offline in any browser.",
-    )
+    ):
+        with st.spinner("Making the report (six clips through both models)…"):
+            st.session_state["_prunekit_report"] = (chosen.name, _report(source, dataset, loaded, chosen))
+    made = st.session_state.get("_prunekit_report")
+    if made is not None and made[0] == chosen.name:
+        c2.download_button(
+            "Download the report (HTML)",
+            made[1],
+            file_name=f"{stem}-report.html",
+            mime="text/html",
+            key="prune_report",
+        )
 
 
 def _report(source, dataset, loaded, chosen) -> bytes:

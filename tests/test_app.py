@@ -193,7 +193,12 @@ def test_golden_path_pick_scorer_move_sparsity_apply_read_metrics(real_cache, de
     original = evaluate(model, extractor, labels, data, "test").accuracy
     assert metrics["Original accuracy"] == f"{original:.1%}"
     buttons = {b.key for b in at.get("download_button")}
-    assert buttons == {"prune_history_csv", "prune_download", "prune_report"}  # table, zip, report
+    assert buttons == {"prune_history_csv", "prune_download"}  # the table and the variant (zip)
+    at.button(key="prune_report_make").click().run()  # the hand-over report, made on request
+    assert not at.exception, at.exception
+    assert "prune_report" in {b.key for b in at.get("download_button")}
+    report = at.session_state["_prunekit_report"][1].decode()
+    assert "What pruning did to" in report and report.count("<audio") == 6
     table = next(d.value for d in at.dataframe if "Variant" in d.value.columns)
     assert list(table["Variant"]) == ["original", variant.name]
     assert table["Accuracy (%)"].tolist() == pytest.approx([100 * original, 100 * accuracy])

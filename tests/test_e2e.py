@@ -70,8 +70,9 @@ def test_the_golden_path_in_chromium(tmp_path):
         page.get_by_text("pruned variants").wait_for()  # the accuracy-against-MACs chart's legend
         wait_idle(page)
         page.screenshot(path=str(shots / "prune.png"), full_page=True)
-        with page.expect_download(timeout=300_000) as download:  # the hand-over report, made on click
-            page.get_by_role("button", name="Download a report to hand over (HTML)").click()
+        page.get_by_role("button", name="Make a report to hand over (HTML)").click()
+        with page.expect_download(timeout=300_000) as download:  # the hand-over report
+            page.get_by_role("button", name="Download the report (HTML)").click(timeout=300_000)
         report = tmp_path / "report.html"
         download.value.save_as(report)
         text = report.read_text()
