@@ -216,7 +216,8 @@ def build_report(
 
     if original.model is pruned:
         raise ConfigurationError("The report compares two models; the pruned model is the original itself")
-    if not dataset.split(split):
+    split_clips = dataset.split(split)
+    if not split_clips:
         raise DatasetError(f"The {split} split of {data_name} is empty: nothing to report on")
     step(0)
     if dense is None:
@@ -232,7 +233,6 @@ def build_report(
     step(3)
     per_clip = (changes.tag_changes if dense.multilabel else changes.prediction_changes)(dense, evaluation)
     picked = choose_clips(per_clip, clips, seed=seed)
-    split_clips = dataset.split(split)
     played = report_clips(
         original, pruned, [split_clips[i] for i in picked], multilabel=dense.multilabel, device=device
     )
