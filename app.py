@@ -7,7 +7,6 @@ from prunekit.ui import served, sidebar
 st.set_page_config(page_title="prunekit", layout="wide")
 if not served.gate():  # served to others (PRUNEKIT_SERVE=1): safe settings, then sign-in
     st.stop()
-sidebar()
 page = st.navigation(
     [
         st.Page("pages/overview.py", title="Overview", default=True),
@@ -20,4 +19,9 @@ page = st.navigation(
         st.Page("pages/experiments.py", title="Experiments"),
     ]
 )
+# The sidebar's widgets come after st.navigation: before it, the first run of a session gives them
+# other ids than every later run (Streamlit mixes the active page into a widget's id), so the
+# first click on any of them after the page loaded was dropped.
+served.account()
+sidebar()
 page.run()

@@ -36,6 +36,7 @@ from prunekit.store import cache_dir
 __all__ = [
     "ROOTS_ENV",
     "UPLOAD_MB",
+    "account",
     "confine",
     "dataset_location",
     "gate",
@@ -213,6 +214,17 @@ def _provider(auth: dict) -> str | None:
     return None if "client_id" in auth or not named else named[0]
 
 
+def account() -> None:
+    """Served with sign-in: who is signed in, and a button to sign out (in the sidebar). app.py
+    calls it after ``st.navigation``, where sidebar widgets keep one id across runs."""
+    if not serving() or _auth() is None or not st.user.get("is_logged_in", False):
+        return
+    with st.sidebar:
+        who = st.user.get("name") or st.user.get("email") or "signed in"
+        st.caption(f"Signed in: {who}")
+        st.button("Sign out", key="served_logout", on_click=st.logout)
+
+
 def gate() -> bool:
     """Served mode's checks, run by app.py before anything else: True when the page may render.
     Not served: True at once. Served: hides tracebacks and server paths, refuses unsafe server
@@ -234,10 +246,6 @@ def gate() -> bool:
     if auth is None:  # no sign-in configured: README says keep it on localhost or behind a proxy
         return True
     if st.user.get("is_logged_in", False):
-        with st.sidebar:
-            who = st.user.get("name") or st.user.get("email") or "signed in"
-            st.caption(f"Signed in: {who}")
-            st.button("Sign out", key="served_logout", on_click=st.logout)
         return True
     st.title("prunekit")
     st.write("Sign in to use this app.")
