@@ -207,7 +207,7 @@ def removal_grids(grids: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> go.Fig
         cols=2,
         subplot_titles=titles,
         horizontal_spacing=0.08,
-        vertical_spacing=min(0.12, 0.5 / len(names)) if len(names) > 1 else 0.0,
+        vertical_spacing=min(0.16, 0.6 / len(names)) if len(names) > 1 else 0.0,
     )
     for row, name in enumerate(names, start=1):
         for col, grid in enumerate(grids[name], start=1):
@@ -222,8 +222,11 @@ def removal_grids(grids: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> go.Fig
                 row=row,
                 col=col,
             )
-    fig.update_yaxes(autorange="reversed", dtick=1, title_text="layer")
-    fig.update_xaxes(dtick=1, title_text="head")
+    # axis titles on the outer panels only: inner ones ran into the next panel and its title
+    fig.update_yaxes(autorange="reversed", dtick=1)
+    fig.update_yaxes(title_text="layer", col=1)
+    fig.update_xaxes(dtick=1)
+    fig.update_xaxes(title_text="head", row=len(names))
     fig.update_layout(
         coloraxis={
             "colorscale": "Reds",
@@ -499,9 +502,10 @@ def top_bars(tops: dict[str, pd.DataFrame], truth: Sequence[str] | None = None) 
             row=1,
             col=col,
         )
-    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_xaxes(range=[0, 1], tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%")
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(height=260, margin={"t": 40, "b": 30})
+    # a right margin wide enough for the last panel's "100%" (Streamlit's theme leaves almost none)
+    fig.update_layout(height=260, margin={"t": 40, "b": 30, "r": 40})
     return fig
 
 
