@@ -162,9 +162,9 @@ async def one_session(browser, url: str, i: int, start: float) -> dict:
         times["history"] = [r["Variant"] for r in rows]
 
         await go_to(page, "Listen")
-        await page.get_by_text("Pruned variant").wait_for(timeout=TIMEOUT)
-        await idle(page)
-        await page.locator('[data-testid="stSelectbox"]').filter(has_text="Pruned variant").click()
+        await page.get_by_text("Pruned variants").wait_for(timeout=TIMEOUT)
+        await idle(page)  # the newest is chosen; add the oldest beside it
+        await page.locator('[data-testid="stMultiSelect"]').filter(has_text="Pruned variants").click()
         clicked = time.perf_counter()
         await page.get_by_role("option", name=re.compile(rf"^{APPLIES - 1}: ")).click()  # the oldest
         await idle(page)

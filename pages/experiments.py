@@ -88,6 +88,12 @@ def _results(folder: Path) -> None:
     table = sweep.interpolated_table(results).round(4 if multilabel else 2)
     points = [c for c in table.columns if c.endswith("%")]  # a sparsity no step reached is NaN
     table[points] = table[points].astype(object).where(table[points].notna(), "not reached")
+    table.insert(
+        0,
+        "configuration",
+        [figures.config_name(*r) for r in table[["scorer", "pattern", "threshold"]].values],
+    )
+    table = table.drop(columns=["scorer", "pattern", "threshold"]).rename(columns={"dense": "original"})
     st.dataframe(table, hide_index=True, key="exp_table")
     if not structure.empty:
         st.markdown("**What each scorer removed, layer by layer**")

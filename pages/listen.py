@@ -1,7 +1,8 @@
-"""Listen: play clips, see their spectrogram, and what the original and a pruned model hear."""
+"""Listen: play clips, see their spectrogram, and what the original and one or two pruned models hear."""
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from prunekit.data import audio
@@ -27,19 +28,35 @@ st.caption(
 )
 
 
-def _pick_variant(source):
+def _pick_variants(source) -> list:
+    """Up to two pruned variants to hear beside the original (newest first by default)."""
     done = current_variants(source)
     if not done:
         st.info(
             "No pruned variant yet: apply a plan on the Prune page to compare. Showing the original model only."
         )
-        return None
+        return []
     names = [f"{i}: {v.name}" for i, v in enumerate(done)]
-    return with_model(done[names.index(st.selectbox("Pruned variant", names, key="listen_variant"))])
+    if any(n not in names for n in st.session_state.get("listen_variants", [])):
+        del st.session_state["listen_variants"]  # a deleted variant, or another model's list
+    chosen = st.multiselect(
+        "Pruned variants (one or two, compared with the original)",
+        names,
+        default=names[:1],
+        max_selections=2,
+        key="listen_variants",
+    )
+    return [with_model(done[names.index(name)]) for name in chosen]
+
+
+def _shown_names(variants) -> list[str]:
+    """Panel and column names of the chosen variants; equal names get their place in the list."""
+    names = [v.name for v in variants]
+    return [f"{n} ({k + 1})" if names.count(n) > 1 else n for k, n in enumerate(names)]
 
 
 def _answers(
-    loaded, variant, wave, *, show_windows: bool = False, truth: str | None = None, tags: list | None = None
+    loaded, variants, wave, *, show_windows: bool = False, truth: str | None = None, tags: list | None = None
 ) -> None:
     """Spectrogram and the top-5 of each model for one 16 kHz waveform (``truth``: its label;
     ``tags``: its true tags, for a multi-label dataset, marked among the top 5)."""
@@ -47,7 +64,9 @@ def _answers(
         figures.spectrogram(windows.log_mel(wave, loaded.feature_extractor)),
         key=f"listen_spec_{show_windows}",
     )
-    models = {"Original": loaded.model} | ({f"Pruned ({variant.name})": variant.model} if variant else {})
+    models = {"Original": loaded.model} | {
+        f"Pruned ({name})": v.model for name, v in zip(_shown_names(variants), variants)
+    }
     long = len(wave) > windows.window_samples(loaded.feature_extractor)
     widget, progress = bar("Classifying windows:") if long else (None, None)
     results = {
@@ -98,25 +117,19 @@ def _answers(
         st.dataframe(results["Original"].windows, hide_index=True, key="listen_windows")
 
 
-def _browse(loaded, variant, dataset, split) -> None:
+def _browse(loaded, variants, dataset, split) -> None:
     dense = dense_evaluation(model_source(), dataset, split)
     if dense is None:
         return
-    compared = variant and variant.split == split
-    if dense.multilabel:  # "label" holds a clip's true tags joined by " | ", "original" its top tag
-        clips = (
-            changes.tag_changes(dense, variant.evaluation)
-            if compared
-            else dense.predictions.rename(columns={"labels": "label", "top": "original"})[
-                ["path", "label", "original"]
-            ]
-        )
+    compared = [v for v in variants if v.split == split]  # evaluated on these clips: in the table
+    if compared:
+        clips = _changes(dense, compared)
+    elif dense.multilabel:  # "label" holds a clip's true tags joined by " | ", "original" its top tag
+        clips = dense.predictions.rename(columns={"labels": "label", "top": "original"})[
+            ["path", "label", "original"]
+        ]
     else:
-        clips = (
-            changes.prediction_changes(dense, variant.evaluation)
-            if compared
-            else dense.predictions.rename(columns={"predicted": "original"})[["path", "label", "original"]]
-        )
+        clips = dense.predictions.rename(columns={"predicted": "original"})[["path", "label", "original"]]
     c1, c2 = st.columns(2)
     # A clip's name is its label and its index within the label ("yes #3"): stable under the filters.
     clips = clips.assign(clip=clips["label"] + " #" + (clips.groupby("label").cumcount() + 1).astype(str))
@@ -124,7 +137,7 @@ def _browse(loaded, variant, dataset, split) -> None:
     classes = sorted({t for ts in tags for t in ts}) if dense.multilabel else sorted(clips["label"].unique())
     label = c1.selectbox("Tag" if dense.multilabel else "Class", ["all", *classes], key="listen_class")
     only_diff = c2.checkbox(
-        "Only clips where the original and the pruned model disagree",
+        "Only clips where the original and a pruned model disagree",
         key="listen_diff",
         disabled="differ" not in clips,
     )
@@ -140,13 +153,7 @@ def _browse(loaded, variant, dataset, split) -> None:
     if shown.empty:
         st.info("No clips match.")
         return
-    table = (
-        shown.assign(file=shown["path"].map(lambda p: Path(p).name))
-        .drop(columns=["path"])
-        .rename(
-            columns={"dense": "original", "dense_correct": "original right", "pruned_correct": "pruned right"}
-        )
-    )
+    table = shown.assign(file=shown["path"].map(lambda p: Path(p).name)).drop(columns=["path"])
     table = table[["clip", *[c for c in table.columns if c != "clip"]]]
     st.dataframe(table, hide_index=True, key="listen_table", height=220)
     names = list(table["clip"])
@@ -155,12 +162,33 @@ def _browse(loaded, variant, dataset, split) -> None:
     st.audio(str(row["path"]))
     wave = audio.load_waveform(row["path"])
     if dense.multilabel:
-        _answers(loaded, variant, wave, tags=row["label"].split(" | "))
+        _answers(loaded, variants, wave, tags=row["label"].split(" | "))
     else:
-        _answers(loaded, variant, wave, truth=row["label"])
+        _answers(loaded, variants, wave, truth=row["label"])
 
 
-def _upload(loaded, variant) -> None:
+def _changes(dense, variants) -> pd.DataFrame:
+    """Per clip: label, the original's answer and each variant's, whether each is right, and
+    whether any variant's answer differs from the original's (tags: each model's top tag)."""
+    compare = changes.tag_changes if dense.multilabel else changes.prediction_changes
+    names = _shown_names(variants) if len(variants) > 1 else ["pruned"]
+    table = None
+    for name, variant in zip(names, variants):
+        one = compare(dense, variant.evaluation).rename(
+            columns={
+                "dense": "original",
+                "dense_correct": "original right",
+                "pruned": name,
+                "pruned_correct": f"{name} right",
+                "differ": f"{name} differs",
+            }
+        )
+        table = one if table is None else table.join(one[[name, f"{name} right", f"{name} differs"]])
+    table["differ"] = table[[f"{n} differs" for n in names]].any(axis=1)
+    return table.drop(columns=[f"{n} differs" for n in names])
+
+
+def _upload(loaded, variants) -> None:
     uploaded = st.file_uploader(
         "Upload a WAV, FLAC or OGG file", type=["wav", "flac", "ogg"], key="listen_upload"
     )
@@ -179,7 +207,7 @@ def _upload(loaded, variant) -> None:
             f"The recording is {recording.seconds:.0f} s long; classifying its first {windows.MAX_SECONDS} s."
         )
     st.audio(data)
-    _answers(loaded, variant, recording.wave, show_windows=True)
+    _answers(loaded, variants, recording.wave, show_windows=True)
 
 
 def render() -> None:
@@ -187,14 +215,14 @@ def render() -> None:
     loaded = load_or_report(source)
     if loaded is None:
         return
-    variant = _pick_variant(source)
+    variants = _pick_variants(source)
     dataset = dataset_or_report()
     browse, upload = st.tabs(["Clips of the dataset", "Your own audio"])
     with browse:
         if dataset is not None:
-            _browse(loaded, variant, dataset, variant.split if variant else eval_split())
+            _browse(loaded, variants, dataset, variants[0].split if variants else eval_split())
     with upload:
-        _upload(loaded, variant)
+        _upload(loaded, variants)
 
 
 render()

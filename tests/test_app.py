@@ -287,6 +287,22 @@ def test_listen_page_browses_plays_and_compares(real_cache):
     at.checkbox(key="listen_diff").check().run()
     shown = at.dataframe[0].value
     assert len(shown) > 0 and (shown["original"] != shown["pruned"]).all()
+
+    at.switch_page("pages/prune.py").run()  # a second variant: the original beside both
+    at.slider(key="prune_sparsity").set_value(0.3).run()
+    at.button(key="prune_apply").click().run()
+    at.switch_page("pages/listen.py").run()
+    newest, oldest = at.multiselect(key="listen_variants").options
+    at.multiselect(key="listen_variants").select(oldest).run()
+    assert not at.exception, at.exception
+    top = next(c.proto.spec for c in at.get("plotly_chart") if "Original" in c.proto.spec)
+    assert top.count('"type":"bar"') == 3 and "30%" in top and "50%" in top
+    both = at.dataframe[0].value
+    names = [n.split(": ", 1)[1] for n in (newest, oldest)]
+    assert {*names, *(f"{n} right" for n in names)} <= set(both.columns)
+    assert (
+        both["differ"] == ((both["original"] != both[names[0]]) | (both["original"] != both[names[1]]))
+    ).all()
     at.selectbox(key="listen_class").set_value("yes").run()
     assert not at.exception, at.exception
     assert at.selectbox(key="listen_clip").value.startswith("yes #")  # by label and index, not file hash
@@ -331,7 +347,9 @@ def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_swe
     at = _app("experiments", **tiny_sweep_args)
     # The committed demo grid is listed first, with its 8 configurations.
     assert at.selectbox(key="exp_folder").value.startswith("docs/sweep-demo")
-    assert len(at.dataframe[0].value) == 8
+    table = at.dataframe[0].value
+    assert len(table) == 8 and "original" in table.columns and "dense" not in table.columns
+    assert "Fisher, per-head, global" in set(table["configuration"])  # configurations in words
     at.text_input(key="exp_name").set_value("tiny-grid")
     at.multiselect(key="exp_scorers").set_value(["magnitude"])
     at.multiselect(key="exp_patterns").set_value(["entire-head"])
@@ -356,7 +374,7 @@ def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_swe
     specs = [c.proto.spec for c in at.get("plotly_chart")]
     assert "accuracy against attention sparsity" in specs[0] and "removed" in specs[1]
     table = at.dataframe[0].value
-    assert list(table["scorer"]) == ["magnitude"] and list(table["pattern"]) == ["entire-head"]
+    assert list(table["configuration"]) == ["Magnitude, entire-head, global"]
     assert table["60%"].tolist() == ["not reached"]  # one step of a 4-head model stops well short of 60 %
 
 

@@ -240,6 +240,11 @@ def removal_grids(grids: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> go.Fig
     return fig
 
 
+def config_name(scorer: str, pattern: str, threshold: str, seed: int | None = None) -> str:
+    """A sweep configuration in words: "Fisher, per-head, global (seed 0)"."""
+    return f"{scorer.capitalize()}, {pattern}, {threshold}" + ("" if seed is None else f" (seed {seed})")
+
+
 def sweep_structure_maps(structure: pd.DataFrame, step: int) -> go.Figure:
     """Per configuration of a sweep (``structure.csv``), the share of each original head's Q/K
     and V/O channels removed after ``step``."""
@@ -247,7 +252,7 @@ def sweep_structure_maps(structure: pd.DataFrame, step: int) -> go.Figure:
     at_step = structure[structure["step"] == step]
     for key, rows in at_step.groupby(["scorer", "pattern", "threshold", "seed"], sort=False):
         scorer, pattern, threshold, seed = key
-        name = f"{scorer} {pattern} {threshold}" + (f" seed {seed}" if at_step["seed"].nunique() > 1 else "")
+        name = config_name(scorer, pattern, threshold, seed)
         qk = 1 - rows.pivot(index="layer", columns="head", values="qk_kept") / rows.pivot(
             index="layer", columns="head", values="qk_dim"
         )
@@ -274,7 +279,7 @@ def sweep_curves(results: pd.DataFrame) -> go.Figure:
     curves = results.groupby(keys, sort=False)[["attention_sparsity", column]].mean().reset_index()
     curves["attention sparsity (%)"] = 100 * curves["attention_sparsity"]
     curves[axis] = curves[column] * (1 if multilabel else 100)
-    curves["configuration"] = curves["scorer"] + " " + curves["threshold"]
+    curves["configuration"] = curves["scorer"].str.capitalize() + ", " + curves["threshold"]
     fig = px.line(
         curves,
         x="attention sparsity (%)",
