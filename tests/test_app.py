@@ -561,3 +561,17 @@ def test_every_cache_resource_has_max_entries():
                         assert "max_entries=" in text, (
                             f"{path.name}: {node.name} has {text} without max_entries"
                         )
+
+
+def test_a_sample_of_the_split_is_evaluated_and_kept_apart(tiny_sweep_args):
+    at = _app("prune", **tiny_sweep_args, eval_clips=2, prune_scorer="magnitude")
+    at.button(key="prune_apply").click().run()
+    assert not at.exception, at.exception
+    (applied,) = at.session_state["_prunekit_history"]
+    assert len(applied.variant.evaluation.predictions) == 2  # 2 of the 3 test clips
+    assert applied.data.endswith("[2 test clips]")
+    at.switch_page("pages/listen.py").run()
+    assert any("2 of 2 clips of the test split" in c.value for c in at.caption), [c.value for c in at.caption]
+    at.session_state["eval_clips"] = 0  # the whole split: the sample's variant is not compared with it
+    at.run()
+    assert any("No pruned variant yet" in i.value for i in at.info)

@@ -62,3 +62,23 @@ def test_unknown_and_empty_split(tiny_speech_commands, tmp_path, write_tone):
     with pytest.raises(DatasetError, match=r"test split .* is empty"):
         only.split("test")
     assert isinstance(only.clips[0].path, Path)
+
+
+def test_a_sample_cuts_one_split_and_keeps_the_rest(tiny_speech_commands):
+    dataset = open_dataset(f"speech-commands:{tiny_speech_commands}")
+    sample = dataset.sample("train", 4, seed=1)
+    kept = sample.split("train")
+    assert len(kept) == 4 and set(kept) <= set(dataset.split("train"))
+    order = [c.path for c in dataset.split("train")]
+    assert [c.path for c in kept] == sorted((c.path for c in kept), key=order.index)  # the order kept
+    assert sample.split("test") == dataset.split("test") and sample.split("validation") == dataset.split(
+        "validation"
+    )
+    assert sample.name.endswith("(4 of its 6 train clips)")
+    assert dataset.sample("train", 4, seed=1) == sample  # seeded
+    assert dataset.sample("train", 4, seed=2) != sample
+    assert dataset.sample("test", 3) is dataset  # no fewer clips than the split holds: itself
+    with pytest.raises(DatasetError, match="at least one clip"):
+        dataset.sample("test", 0)
+    with pytest.raises(DatasetError, match="Unknown split"):
+        dataset.sample("dev", 1)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from prunekit.errors import DatasetError
@@ -74,6 +75,25 @@ class AudioDataset:
         if not clips:
             raise DatasetError(f"The {name} split of {self.root} is empty.")
         return clips
+
+    def sample(self, split: str, clips: int, *, seed: int = 0) -> AudioDataset:
+        """This dataset with ``split`` cut to a seeded sample of ``clips`` of its clips (in their
+        order; the other splits untouched), named so; itself when the split holds no more. The
+        app evaluates such a sample when a whole split would take too long (AST-base on a CPU)."""
+        if clips < 1:
+            raise DatasetError(f"A sample needs at least one clip, got {clips}")
+        positions = [k for k, c in enumerate(self.clips) if c.split == split]
+        if not positions:
+            self.split(split)  # the message for an unknown or empty split
+        if clips >= len(positions):
+            return self
+        chosen = np.random.default_rng(seed).choice(len(positions), clips, replace=False)
+        keep = {positions[k] for k in chosen.tolist()}
+        return replace(
+            self,
+            name=f"{self.name} ({clips} of its {len(positions)} {split} clips)",
+            clips=tuple(c for k, c in enumerate(self.clips) if c.split != split or k in keep),
+        )
 
     def counts(self) -> pd.DataFrame:
         """Clips per label and split: index label, columns the splits (a multi-label clip counts

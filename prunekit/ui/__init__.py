@@ -67,11 +67,13 @@ __all__ = [
     "cached_model",
     "clip_attention_maps",
     "current_variants",
+    "data_key",
     "data_source",
     "dataset_or_report",
     "dense_evaluation",
     "dense_macs",
     "device_choice",
+    "eval_clips",
     "eval_split",
     "forget",
     "history",
@@ -152,6 +154,16 @@ def sidebar() -> None:
             key="eval_split",
             help="the clips Apply evaluates on and the Listen page browses",
         )
+        st.number_input(
+            "Clips to evaluate (0: all)",
+            min_value=0,
+            max_value=1_000_000,
+            value=0,
+            step=100,
+            key="eval_clips",
+            help="a seeded sample of the evaluation split, the same clips for the original and every "
+            "variant; for a large model on a CPU (AST-base: about 0.15 s a clip), e.g. 200",
+        )
         st.selectbox(
             "Device", available_devices(), key="device", help=f"where every page computes: {DEVICE_HELP}"
         )
@@ -197,6 +209,18 @@ def score_clips() -> int:
 
 def eval_split() -> str:
     return st.session_state.get("eval_split", "test")
+
+
+def eval_clips() -> int:
+    """The sidebar's clips to evaluate: 0 for the whole split."""
+    return int(st.session_state.get("eval_clips", 0))
+
+
+def data_key() -> str | None:
+    """What evaluations are made on: ``data_source()``, and the sample size when the sidebar
+    evaluates a sample of the split (results on different samples are never mixed)."""
+    spec, clips = data_source(), eval_clips()
+    return f"{spec} [{clips} {eval_split()} clips]" if spec is not None and clips else spec
 
 
 def device_choice() -> str:
@@ -346,9 +370,10 @@ def load_or_report(source: str | None) -> LoadedModel | None:
         return None
 
 
-def dataset_or_report() -> AudioDataset | None:
-    """The chosen dataset, or None after showing why not. The demo set is generated (about 20 s,
-    with a progress bar) the first time it is needed."""
+def dataset_or_report(*, sample: bool = True) -> AudioDataset | None:
+    """The chosen dataset, or None after showing why not. With ``sample`` its evaluation split is
+    cut to the sidebar's clips to evaluate (the scorers ask for the whole dataset). The demo set
+    is generated (about 20 s, with a progress bar) the first time it is needed."""
     spec = data_source()
     if spec is None:
         st.info("Type a dataset folder in the sidebar.")
@@ -362,10 +387,18 @@ def dataset_or_report() -> AudioDataset | None:
             widget, progress = bar("Generating the synthetic tagging set (first run only):")
             open_dataset("demo-tagging", progress=progress)
             widget.empty()
+        if sample and eval_clips():
+            return _sampled_dataset(spec, eval_split(), eval_clips())
         return cached_dataset(spec)
     except REPORTED as exc:
         st.error(f"Could not read the dataset: {exc}")
         return None
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _sampled_dataset(spec: str, split: str, clips: int) -> AudioDataset:
+    """``spec``'s dataset with ``split`` cut to a seeded sample (one object per sample, shared)."""
+    return cached_dataset(spec).sample(split, clips)
 
 
 def dense_evaluation(
@@ -373,7 +406,7 @@ def dense_evaluation(
 ) -> Evaluation | MultilabelEvaluation | None:
     """The unpruned model's evaluation on ``split`` (computed once per process, with a bar): an
     ``Evaluation`` (accuracy), or a ``MultilabelEvaluation`` (mAP) for a multi-label dataset."""
-    key = (source, data_source(), split)
+    key = (source, data_key(), split)
     shared = _dense_evaluations()
     result = shared.get(key)
     if result is not None:
@@ -409,7 +442,7 @@ def scores_or_report(source: str, scorer: str) -> ScoreTable | None:
     seen = st.session_state.setdefault("_prunekit_scores", {})
     if key in seen:
         return seen[key]
-    dataset = dataset_or_report() if uses_data else None
+    dataset = dataset_or_report(sample=False) if uses_data else None
     if uses_data and dataset is None:
         return None
     widget, progress = bar(f"{scorer} scores:")
@@ -566,7 +599,7 @@ def remember(variant: Variant, source: str) -> None:
     entries = history()
     number = st.session_state.get("_prunekit_applied", 0)
     st.session_state["_prunekit_applied"] = number + 1
-    entries.append(Applied(dataclasses.replace(variant, model=None), source, data_source() or "", number))
+    entries.append(Applied(dataclasses.replace(variant, model=None), source, data_key() or "", number))
     _keep(number, variant.model)
 
 
@@ -589,7 +622,7 @@ def forget(variants: list[Variant]) -> None:
 def current_variants(source: str) -> list[Variant]:
     """Variants of ``source`` on the current dataset, newest first. Their ``.model`` is None:
     ``with_model`` gives the variant with its model (in memory, or read back from disk)."""
-    return [a.variant for a in reversed(history()) if a.source == source and a.data == data_source()]
+    return [a.variant for a in reversed(history()) if a.source == source and a.data == data_key()]
 
 
 def with_model(variant: Variant) -> Variant:

@@ -27,7 +27,7 @@ from prunekit.keys.prune import choose_keys, prune_keys
 from prunekit.models import anatomy
 from prunekit.models.loading import LoadedModel, load_model
 from prunekit.store import cache_dir
-from prunekit.ui import bar, cached_model, keep_bounded
+from prunekit.ui import bar, cached_model, data_key, keep_bounded
 
 __all__ = [
     "KEY_CHOICES",
@@ -138,7 +138,7 @@ def key_result(
 ) -> KeyResult:
     """Evaluate the run's priors model and its key-pruned copy (kept in the session)."""
     seen = st.session_state.setdefault("_prunekit_key_results", {})
-    key = (source, str(run), split, sparsity, granularity, threshold)
+    key = (source, data_key(), str(run), split, sparsity, granularity, threshold)
     if key in seen:
         return seen[key]
     base = cached_model(source)

@@ -31,7 +31,7 @@ from prunekit.ui import (
     bar_into,
     cached_model,
     current_variants,
-    data_source,
+    data_key,
     dense_evaluation,
     dense_macs,
 )
@@ -82,13 +82,13 @@ def at_keep(settings: TokenPruning, keep: float) -> TokenPruning:
 
 def evaluated(source: str, split: str, settings: TokenPruning) -> dict | None:
     """What ``evaluate_settings`` found for these settings in this session (None: not yet)."""
-    return _evaluations().get((source, data_source(), split, settings))
+    return _evaluations().get((source, data_key(), split, settings))
 
 
 def evaluate_settings(source: str, dataset: AudioDataset, split: str, settings: TokenPruning) -> dict | None:
     """Accuracy and MACs per clip of the token-pruned model on ``split`` (once per session and
     settings, with a progress bar), or None after a message."""
-    key = (source, data_source(), split, settings)
+    key = (source, data_key(), split, settings)
     seen = _evaluations()
     if key not in seen:
         loaded = cached_model(source)
@@ -114,10 +114,10 @@ def points(source: str, dataset: AudioDataset, split: str) -> pd.DataFrame:
     dense = dense_evaluation(source, dataset, split)
     if dense is not None:
         rows.append(
-            {"kind": "dense", "label": "dense", "macs": dense_macs(source), "accuracy": dense.accuracy}
+            {"kind": "original", "label": "original", "macs": dense_macs(source), "accuracy": dense.accuracy}
         )
     for (src, data, sp, s), r in _evaluations().items():
-        if (src, data, sp) == (source, data_source(), split):
+        if (src, data, sp) == (source, data_key(), split):
             rows.append(
                 {
                     "kind": f"tokens ({s.rule}, blocks {','.join(map(str, s.blocks))})",
@@ -181,7 +181,7 @@ class PatchReport:
 
 def patch_report(source: str, dataset: AudioDataset, clips: int) -> PatchReport | None:
     """The patch analysis on up to ``clips`` validation clips (once per session and count)."""
-    key = (source, data_source(), clips)
+    key = (source, data_key(), clips)
     seen = st.session_state.setdefault("_prunekit_patch_reports", {})
     if key not in seen:
         loaded = cached_model(source)
