@@ -7,7 +7,7 @@ import streamlit as st
 
 from prunekit.errors import PrunekitError
 from prunekit.evaluation import changes
-from prunekit.evaluation.cost import ratio_from
+from prunekit.evaluation.cost import batches_to_time, ratio_from
 from prunekit.heads import pipeline, planner, scoring
 from prunekit.heads.cost import plan_cost
 from prunekit.report import figures, handover
@@ -182,7 +182,13 @@ def _results(variant, dense) -> None:
         delta_color="inverse",
     )
     cols = st.columns(4)
-    for col, b in zip(cols, (1, 32)):
+    timed = [b for b in (1, 32) if f"latency_b{b}_ms" in cost.columns]
+    if timed == [1]:
+        st.caption(
+            "Latency at batch 1 only: a batch of 32 takes seconds per pass for a model this size on "
+            "a CPU. `python -m prunekit prune ... --repeats N` times both."
+        )
+    for col, b in zip(cols, timed):
         col.metric(
             f"Latency, batch {b}",
             f"{cost.loc['pruned', f'latency_b{b}_ms']:.1f} ms",
@@ -246,7 +252,9 @@ def _history_table(source, dataset, done) -> pd.DataFrame:
                 "Parameters (M)": pruned["parameters"] / 1e6,
                 "MACs per clip (M)": pruned["macs_per_clip"] / 1e6,
                 "Latency b1 (ms)": pruned["latency_b1_ms"],
-                "Speed (batch 32)": ratio_from(pruned, 32).describe(),
+                "Speed (batch 32)": ratio_from(pruned, 32).describe()
+                if "latency_b32_ratio" in pruned
+                else "not timed",
             }
         )
     return pd.DataFrame(rows)
@@ -417,6 +425,7 @@ def render() -> None:
                     dataset,
                     split,
                     dense=dense,
+                    batches=batches_to_time(dense_macs(source), next(loaded.model.parameters()).device),
                     progress=progress,
                 ),
                 source,

@@ -575,3 +575,17 @@ def test_a_sample_of_the_split_is_evaluated_and_kept_apart(tiny_sweep_args):
     at.session_state["eval_clips"] = 0  # the whole split: the sample's variant is not compared with it
     at.run()
     assert any("No pruned variant yet" in i.value for i in at.info)
+
+
+def test_a_large_model_on_a_cpu_is_timed_at_batch_1_only(tiny_sweep_args, monkeypatch):
+    from prunekit.evaluation import cost
+
+    monkeypatch.setattr(cost, "LARGE_BATCH_MACS", 0)  # the tiny model counts as large
+    at = _app("prune", **tiny_sweep_args, prune_scorer="magnitude")
+    at.button(key="prune_apply").click().run()
+    assert not at.exception, at.exception
+    (applied,) = at.session_state["_prunekit_history"]
+    assert "latency_b1_ms" in applied.variant.cost and "latency_b32_ms" not in applied.variant.cost
+    assert "Latency, batch 1" in _metrics(at) and "Latency, batch 32" not in _metrics(at)
+    assert any("batch 1 only" in c.value for c in at.caption)
+    assert any("one clip at a time" in m.value for m in at.success)

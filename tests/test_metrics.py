@@ -151,3 +151,11 @@ def test_an_evaluation_can_be_cached_on_disk_and_a_damaged_file_is_recomputed(
         next(loaded.model.parameters()).add_(1.0)
     evaluate(*loaded, data, "test", cache=True)
     assert calls == [1, 1] and len(list((tmp_path / "evaluations").glob("*.safetensors"))) == 2
+
+
+def test_the_app_times_batch_32_only_where_it_is_cheap():
+    from prunekit.evaluation.cost import LARGE_BATCH_MACS, batches_to_time
+
+    assert batches_to_time(LARGE_BATCH_MACS) == (1, 32)
+    assert batches_to_time(LARGE_BATCH_MACS + 1) == (1,)  # AST-base on a CPU: 12.8 G MACs a clip
+    assert batches_to_time(LARGE_BATCH_MACS + 1, "cuda:0") == (1, 32)

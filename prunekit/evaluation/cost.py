@@ -21,7 +21,9 @@ from prunekit.errors import ConfigurationError
 from prunekit.models import anatomy
 
 __all__ = [
+    "LARGE_BATCH_MACS",
     "LatencyRatio",
+    "batches_to_time",
     "compare_cost",
     "cost",
     "count_macs",
@@ -132,6 +134,19 @@ def _ratio(
     medians = np.median(ratios[rng.integers(0, len(ratios), (resamples, len(ratios)))], axis=1)
     low, high = np.percentile(medians, [2.5, 97.5])
     return LatencyRatio(float(np.median(ratios)), float(low), float(high), len(ratios))
+
+
+# Above this many MACs per clip, the app times batch 1 only on a CPU: AST-base (12.8 G MACs a
+# 1 s clip) takes 10.6 s per batch of 32 on one thread here, so batch 32's interleaved rounds
+# added about 90 s to each Apply (bench/ast_base_app.py). The CLI times what it is asked to.
+LARGE_BATCH_MACS = 2e9
+
+
+def batches_to_time(macs_per_clip: float, device: str | torch.device = "cpu") -> tuple[int, ...]:
+    """The batch sizes the app times: 1 and 32, or 1 alone for a model above
+    ``LARGE_BATCH_MACS`` a clip on a CPU (on a GPU batch 32 is cheap)."""
+    on_cpu = torch.device(device).type == "cpu"
+    return (1,) if on_cpu and macs_per_clip > LARGE_BATCH_MACS else (1, 32)
 
 
 def compare_cost(

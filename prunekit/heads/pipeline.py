@@ -65,12 +65,13 @@ def prune_and_evaluate(
     name: str | None = None,
     dense: Evaluation | MultilabelEvaluation | None = None,
     repeats: int = 10,
+    batches: Sequence[int] = (1, 32),
     progress: Progress | None = None,
     device: str | torch.device | None = None,
     precision: str = "fp32",
 ) -> Variant:
     """Surgery on a copy of ``model``, evaluation of the result on ``split`` of ``dataset``, and
-    parameters, MACs and latency of dense and pruned (timed interleaved). ``dense``: ``model``'s
+    parameters, MACs and latency of dense and pruned (timed interleaved at ``batches``). ``dense``: ``model``'s
     evaluation on the same split, to compare the two clip by clip (``Variant.comparison``). A
     multi-label dataset is evaluated by mAP and compared by a paired bootstrap of the mAP difference.
     ``device``: where both run (None: ``model``'s; else ``model`` moves there first, so dense and
@@ -79,7 +80,7 @@ def prune_and_evaluate(
     pruned = apply_plan(model, plan)  # on model's device
     evaluation = evaluate(pruned, extractor, labels, dataset, split, progress=progress, precision=precision)
     comparison = None if dense is None else compare(dense, evaluation)
-    cost = compare_cost({"dense": model, "pruned": pruned}, repeats=repeats)
+    cost = compare_cost({"dense": model, "pruned": pruned}, batches=batches, repeats=repeats)
     return Variant(name or describe_plan(plan), plan, pruned, split, evaluation, cost, comparison)
 
 
