@@ -45,37 +45,41 @@ def startup(cache: Path) -> dict:
     return {"overview_rendered_s": round(facts, 2), "dense_accuracy_shown_s": round(accuracy, 2)}
 
 
-def _app(page: str, **state):
+def app_test(page: str | None = None, *, timeout: float = 900, **state):
+    """The app under AppTest with ``state`` set before its first run; with ``page``, run once and
+    switched to that page (not yet run). Shared with bench/ast_base_app.py."""
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=900)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=timeout)
     for key, value in state.items():
         at.session_state[key] = value
-    at.run()
-    at.switch_page(f"pages/{page}.py")
+    if page:
+        at.run()
+        at.switch_page(f"pages/{page}.py")
     return at
 
 
-def _timed(run) -> float:
+def timed(run) -> float:
+    """Seconds ``run()`` takes."""
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
 
 
 def first_fisher() -> float:
-    at = _app("importance", imp_scorer="fisher")
-    return _timed(at.run)
+    at = app_test("importance", imp_scorer="fisher")
+    return timed(at.run)
 
 
 def reruns() -> dict:
-    at = _app("prune", prune_scorer="magnitude")
+    at = app_test("prune", prune_scorer="magnitude")
     at.run()
     values = [0.05 * k for k in (4, 6, 8, 10, 12, 14, 8, 6, 4, 10)]
-    slider = [_timed(lambda v=v: at.slider(key="prune_sparsity").set_value(v).run()) for v in values]
-    imp = _app("importance")
+    slider = [timed(lambda v=v: at.slider(key="prune_sparsity").set_value(v).run()) for v in values]
+    imp = app_test("importance")
     imp.run()
     views = ["W_q", "W_k", "W_v", "W_o", "QK pair", "VO pair", "Whole head"] * 2
-    heatmap = [_timed(lambda v=v: imp.selectbox(key="imp_view").set_value(v).run()) for v in views[:10]]
+    heatmap = [timed(lambda v=v: imp.selectbox(key="imp_view").set_value(v).run()) for v in views[:10]]
     return {
         "prune_slider_median_s": round(statistics.median(slider), 3),
         "prune_slider_max_s": round(max(slider), 3),
@@ -85,18 +89,18 @@ def reruns() -> dict:
 
 
 def apply_and_evaluate() -> dict:
-    at = _app("prune", prune_scorer="magnitude")
+    at = app_test("prune", prune_scorer="magnitude")
     at.run()
-    times = [_timed(lambda: at.button(key="prune_apply").click().run()) for _ in range(3)]
+    times = [timed(lambda: at.button(key="prune_apply").click().run()) for _ in range(3)]
     return {"apply_median_s": round(statistics.median(times), 2), "apply_all_s": [round(t, 2) for t in times]}
 
 
 def attention_view() -> dict:
-    at = _app("importance", imp_scorer="magnitude")
+    at = app_test("importance", imp_scorer="magnitude")
     at.run()
-    first = _timed(lambda: at.toggle(key="imp_attention").set_value(True).run())
+    first = timed(lambda: at.toggle(key="imp_attention").set_value(True).run())
     heads = [1, 2, 3, 4, 5]
-    switch = [_timed(lambda h=h: at.selectbox(key="imp_head").set_value(h).run()) for h in heads]
+    switch = [timed(lambda h=h: at.selectbox(key="imp_head").set_value(h).run()) for h in heads]
     return {
         "attention_first_render_s": round(first, 2),
         "attention_other_head_median_s": round(statistics.median(switch), 3),
@@ -104,13 +108,13 @@ def attention_view() -> dict:
 
 
 def history_with_ten_variants() -> dict:
-    at = _app("prune", prune_scorer="magnitude")
+    at = app_test("prune", prune_scorer="magnitude")
     at.run()
     for k in range(10):
         at.slider(key="prune_sparsity").set_value(0.05 * (k + 2)).run()
         at.button(key="prune_apply").click().run()
     axes = ["Latency b1 (ms)", "MACs per clip (M)"] * 3
-    times = [_timed(lambda a=a: at.radio(key="prune_history_axis").set_value(a).run()) for a in axes[:5]]
+    times = [timed(lambda a=a: at.radio(key="prune_history_axis").set_value(a).run()) for a in axes[:5]]
     return {"variants": 10, "history_rerun_median_s": round(statistics.median(times), 3)}
 
 

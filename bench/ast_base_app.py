@@ -31,10 +31,11 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+
+from app import app_test, timed  # bench/app.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 CLIPS = 200
@@ -51,27 +52,17 @@ def _reset_peak() -> None:
 
 
 def _app(folder: Path, page: str | None = None, **state):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=3600)
     sidebar = {
         "model_kind": "Local folder",
         "model_ref": str(folder),
         "score_clips": CLIPS,
         "eval_clips": CLIPS,
     }
-    for key, value in {**sidebar, **state}.items():
-        at.session_state[key] = value
-    if page:
-        at.run()
-        at.switch_page(f"pages/{page}.py")
-    return at
+    return app_test(page, timeout=3600, **{**sidebar, **state})
 
 
 def _timed(run) -> float:
-    start = time.perf_counter()
-    run()
-    return round(time.perf_counter() - start, 2)
+    return round(timed(run), 2)
 
 
 def _check(at) -> None:
