@@ -193,4 +193,4 @@ def stored_result(
 ) -> KeyResult | None:
     """The evaluation ``key_result`` made with these settings in this session, if any."""
     seen = st.session_state.get("_prunekit_key_results", {})
-    return seen.get((source, str(run), split, sparsity, granularity, threshold))
+    return seen.get((source, data_key(), str(run), split, sparsity, granularity, threshold))
