@@ -326,7 +326,7 @@ def test_cli_sweep_on_a_tagger_tabulates_map_and_the_app_draws_it(tagger_dir, ta
     at = _app("experiments", tagger_dir, tagging, exp_folder="tagging-grid")
     assert any(m.value.startswith("**mAP after recovery at each attention sparsity**") for m in at.markdown)
     table = at.dataframe[0].value
-    assert table["dense"].tolist() == [round(dense, 4)]
+    assert table["original"].tolist() == [round(dense, 4)]
     assert any("mAP after recovery" in c.proto.spec for c in at.get("plotly_chart"))
 
 
