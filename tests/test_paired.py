@@ -10,7 +10,9 @@ import torch
 
 from prunekit.evaluation.metrics import classification_metrics
 from prunekit.evaluation.paired import (
+    average_precisions,
     bootstrap_difference,
+    bootstrap_map_difference,
     compare_correct,
     compare_evaluations,
     mcnemar,
@@ -100,3 +102,21 @@ def test_evaluations_must_cover_the_same_clips():
         compare_correct([True, False, True], [True, False])
     with pytest.raises(ValueError, match=r"candidate correctness must be booleans .*\[2\]"):
         compare_correct([1, 0, 1], [1, 2, 0])
+
+
+def test_resampled_average_precision_by_hand():
+    """Three clips, one class, tags 1, 0, 1. Scores ranked 0.9 > 0.8 > 0.1: AP = (1/1 + 2/3) / 2
+    = 5/6. A resample drawing clip 1 once and clip 2 twice (weights 0, 1, 2) ranks the negative
+    above both copies of the positive: precision 2/3 for each, AP = 2/3. Reversed scores put
+    clip 2 first: AP = (1/1 + 2/3) / 2 = 5/6 on the full set, 1 on the resample. So the paired
+    mAP difference (reversed minus ranked) is 0 on the full set and +1/3 on that resample."""
+    targets = np.array([[1.0], [0.0], [1.0]])
+    ranked = np.array([[0.9], [0.8], [0.1]])
+    reversed_ = np.array([[0.1], [0.8], [0.9]])
+    weights = np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])  # (R, N): the full set, the resample
+    assert average_precisions(ranked, targets) == pytest.approx([5 / 6])
+    assert average_precisions(ranked, targets, weights)[:, 0] == pytest.approx([5 / 6, 2 / 3])
+    assert average_precisions(reversed_, targets, weights)[:, 0] == pytest.approx([5 / 6, 1.0])
+    draws = average_precisions(reversed_, targets, weights) - average_precisions(ranked, targets, weights)
+    assert draws[:, 0] == pytest.approx([0.0, 1 / 3])
+    assert bootstrap_map_difference(ranked, ranked, targets, resamples=50) == (0.0, 0.0)
