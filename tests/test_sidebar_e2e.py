@@ -55,7 +55,9 @@ def test_the_sidebar_and_the_tagging_demo_in_chromium(tmp_path):
 
         go_to(page, "Listen")
         page.get_by_text("True tags:").first.wait_for(timeout=300_000)
-        assert page.locator("audio").count() >= 1
+        page.locator("audio").first.wait_for(
+            state="attached", timeout=120_000
+        )  # drawn after the text at times
         wait_idle(page)
         assert page.get_by_text("Traceback").count() == 0
         page.screenshot(path=str(shots / "tagging-listen.png"), full_page=True)
