@@ -57,14 +57,7 @@ PATTERNS = ("per-head", "entire-head")
 THRESHOLDS = ("global", "local")
 TARGETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 PAIRED_TARGETS = (0.5, 0.6)
-SHORT = {
-    "per-head": "PH",
-    "entire-head": "EH",
-    "global": "G",
-    "local": "L",
-    "fisher": "Fisher",
-    "magnitude": "Mag",
-}
+SHORT = sweep.SHORT_NAMES  # PH, EH, G, L, Fisher, Mag: the paper's table
 # The paper's AudioSet sentence (balanced subset, AST-base, iterative pruning with LoRA recovery).
 PAPER_DENSE = 0.3226
 PAPER_60 = {("per-head", "global", "fisher"): 0.3086, ("per-head", "global", "magnitude"): 0.2590,

@@ -7,7 +7,7 @@ import streamlit as st
 
 from prunekit.errors import PrunekitError
 from prunekit.evaluation import changes
-from prunekit.evaluation.cost import batches_to_time, ratio_from
+from prunekit.evaluation.cost import batches_to_time, ratio_from, timed_batches
 from prunekit.heads import pipeline, planner, scoring
 from prunekit.heads.cost import plan_cost
 from prunekit.report import figures, handover
@@ -182,7 +182,7 @@ def _results(variant, dense) -> None:
         delta_color="inverse",
     )
     cols = st.columns(4)
-    timed = [b for b in (1, 32) if f"latency_b{b}_ms" in cost.columns]
+    timed = timed_batches(cost)
     if timed == [1]:
         st.caption(
             "Latency at batch 1 only: a batch of 32 takes seconds per pass for a model this size on "
@@ -253,7 +253,7 @@ def _history_table(source, dataset, done) -> pd.DataFrame:
                 "MACs per clip (M)": pruned["macs_per_clip"] / 1e6,
                 "Latency b1 (ms)": pruned["latency_b1_ms"],
                 "Speed (batch 32)": ratio_from(pruned, 32).describe()
-                if "latency_b32_ratio" in pruned
+                if 32 in timed_batches(pruned)
                 else "not timed",
             }
         )

@@ -159,3 +159,15 @@ def test_the_app_times_batch_32_only_where_it_is_cheap():
     assert batches_to_time(LARGE_BATCH_MACS) == (1, 32)
     assert batches_to_time(LARGE_BATCH_MACS + 1) == (1,)  # AST-base on a CPU: 12.8 G MACs a clip
     assert batches_to_time(LARGE_BATCH_MACS + 1, "cuda:0") == (1, 32)
+
+
+def test_timed_batches_reads_the_latency_columns_of_a_frame_or_a_row():
+    import pandas as pd
+
+    from prunekit.evaluation.cost import timed_batches
+
+    frame = pd.DataFrame(
+        {"parameters": [1], "latency_b32_ms": [2.0], "latency_b1_ms": [1.0], "latency_b1_ratio": [1]}
+    )
+    assert timed_batches(frame) == [1, 32] and timed_batches(frame.iloc[0]) == [1, 32]
+    assert timed_batches(frame.drop(columns="latency_b32_ms")) == [1]

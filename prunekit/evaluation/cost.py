@@ -7,6 +7,7 @@ shared machine hits all of them alike (see ``latencies_ms``).
 from __future__ import annotations
 
 import copy
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = [
     "latency_ratio",
     "ratio_from",
     "round_times_ms",
+    "timed_batches",
 ]
 
 
@@ -147,6 +149,13 @@ def batches_to_time(macs_per_clip: float, device: str | torch.device = "cpu") ->
     ``LARGE_BATCH_MACS`` a clip on a CPU (on a GPU batch 32 is cheap)."""
     on_cpu = torch.device(device).type == "cpu"
     return (1,) if on_cpu and macs_per_clip > LARGE_BATCH_MACS else (1, 32)
+
+
+def timed_batches(cost: pd.DataFrame | pd.Series) -> list[int]:
+    """The batch sizes a ``compare_cost`` frame (or one of its rows) holds latencies for, ascending:
+    the app times batch 32 only where it is cheap (``batches_to_time``)."""
+    names = cost.columns if isinstance(cost, pd.DataFrame) else cost.index
+    return sorted(int(m.group(1)) for m in map(re.compile(r"latency_b(\d+)_ms$").match, names) if m)
 
 
 def compare_cost(

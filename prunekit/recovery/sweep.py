@@ -64,6 +64,7 @@ __all__ = [
     "CONFIG_COLUMNS",
     "PHASE_WEIGHTS",
     "RESULTS_FILE",
+    "SHORT_NAMES",
     "STATE_FILE",
     "STATUS_FILE",
     "STRUCTURE_FILE",
@@ -93,7 +94,7 @@ TABLE_FILE, TABLE_MARKDOWN = "table.csv", "table.md"
 CONFIG_COLUMNS = ("scorer", "pattern", "threshold", "seed")
 TIMING_COLUMNS = ("latency_b1_ms", "seconds", "score_seconds", "eval_seconds", "recovery_seconds")  # vary
 TABLE_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # the paper's reference table (docs/methods.md)
-_SHORT = {
+SHORT_NAMES = {
     "per-head": "PH",
     "entire-head": "EH",
     "same-channel": "SC",
@@ -604,7 +605,7 @@ def table_markdown(table: pd.DataFrame, digits: int = 2) -> str:
     values = [c for c in table.columns if c == "dense" or c.endswith("%")]
     lines = ["| scheme | thr | score | " + " | ".join(values) + " |", "|---" * (3 + len(values)) + "|"]
     for row in table.to_dict(orient="records"):
-        names = [_SHORT.get(row[k], row[k]) for k in ("pattern", "threshold", "scorer")]
+        names = [SHORT_NAMES.get(row[k], row[k]) for k in ("pattern", "threshold", "scorer")]
         cells = ["" if pd.isna(row[c]) else f"{row[c]:.{digits}f}" for c in values]
         lines.append("| " + " | ".join(names + cells) + " |")
     return "\n".join(lines) + "\n"

@@ -35,7 +35,7 @@ from prunekit.data.clips import AudioDataset
 from prunekit.data.features import clip_features
 from prunekit.errors import ConfigurationError, DatasetError, OutputExistsError
 from prunekit.evaluation import changes
-from prunekit.evaluation.cost import compare_cost, ratio_from
+from prunekit.evaluation.cost import compare_cost, ratio_from, timed_batches
 from prunekit.evaluation.metrics import Evaluation, MultilabelEvaluation, evaluate, predict_logits
 from prunekit.evaluation.paired import compare
 from prunekit.models import anatomy
@@ -85,7 +85,7 @@ def plain_words(
     often the two models answer alike. ``cost``: a ``compare_cost`` frame with rows "dense" and
     "pruned"."""
     smaller = 1 - cost.loc["pruned", "parameters"] / cost.loc["dense", "parameters"]
-    batch = 32 if "latency_b32_ratio" in cost else 1  # a large model on a CPU is timed at batch 1 only
+    batch = max(timed_batches(cost))  # 32, or 1 for a large model on a CPU (timed at batch 1 only)
     speed = ratio_from(cost.loc["pruned"], batch).describe()  # a 95 % interval, not one noisy reading
     timed = "on a batch of 32 clips" if batch == 32 else "one clip at a time"
     if dense.multilabel:
@@ -416,9 +416,8 @@ def render_html(
             f"{1 - macs[1] / macs[0]:.0%} less",
         ),
     ]
-    for batch in (1, 32):
-        if f"latency_b{batch}_ms" in cost:
-            rows.append((f"time for a batch of {batch}", *_latency_cell(cost, batch)))
+    for batch in timed_batches(cost):
+        rows.append((f"time for a batch of {batch}", *_latency_cell(cost, batch)))
     table = "".join(
         f"<tr><th>{_e(a)}</th><td class='n'>{_e(b)}</td><td class='n'>{_e(c)}</td><td>{_e(d)}</td></tr>"
         for a, b, c, d in rows
