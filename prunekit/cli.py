@@ -210,6 +210,13 @@ def add_demo_train(sub) -> None:
     )
     p.add_argument("--out", help="default: the task's folder in the package")
     p.add_argument("--epochs", type=_positive, help="default: DemoTrainConfig.epochs")
+    p.add_argument(
+        "--views",
+        type=int,
+        help="augmented copies of the training clips (speed, equaliser, band-limiting, reverberation, "
+        "noise, gain, VTLP); default 0, the clips as they are",
+    )
+    p.add_argument("--clean-epochs", type=int, help="epochs on the clips as they are before the copies")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_train)
@@ -219,8 +226,9 @@ def cmd_demo_train(args: argparse.Namespace) -> None:
     from prunekit.demo.train import DemoTrainConfig, demo_dir, train_demo
 
     cfg = DemoTrainConfig(task=args.task, data_seed=args.data_seed, seed=args.seed)
-    if args.epochs is not None:
-        cfg = dataclasses.replace(cfg, epochs=args.epochs)
+    chosen = {"epochs": args.epochs, "views": args.views, "clean_epochs": args.clean_epochs}
+    if any(v is not None for v in chosen.values()):
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in chosen.items() if v is not None})
     out = Path(args.out) if args.out else demo_dir(args.task)
     record = train_demo(cfg, out)
     print(f"{args.task.capitalize()} demo model written to {out}")

@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import multiprocessing
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,7 +28,8 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
-from prunekit.data.augment import spec_augment
+from prunekit.data import audio
+from prunekit.data.augment import WaveAugment, augmented_features, spec_augment
 from prunekit.data.datasets import SPLITS, demo_dataset, label_indices, label_targets, tagging_dataset
 from prunekit.data.features import clip_features
 from prunekit.errors import check_settings
@@ -48,7 +51,7 @@ _TASK_DEFAULTS = {
 class DemoTrainConfig:
     """Everything that decides a demo model; saved in training.json beside the weights.
     ``max_length`` and ``label_smoothing`` left None take the task's values (``_TASK_DEFAULTS``),
-    so the speech defaults are the ones the committed demo was trained with."""
+    so each task's defaults are the ones its committed demo was trained with."""
 
     task: str = "speech"  # one of TASKS
     data_seed: int = 0
@@ -59,14 +62,23 @@ class DemoTrainConfig:
     intermediate_size: int = 768
     num_mel_bins: int = 64
     max_length: int | None = None  # frames of 10 ms: 100 (1 s) for speech, 200 (2 s) for tagging
-    epochs: int = 30  # of 10,780 training clips (two takes): about 40 minutes on 2 cores (speech)
+    epochs: int = 30  # speech: of 10,780 training clips, about 50 min on 2 cores
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
+    warmup_fraction: float = 0.05  # of all steps: about 250 for speech
     label_smoothing: float | None = None  # 0.1 for speech; tagging trains without
     freq_mask: int = 8  # SpecAugment: widest masked band of mel bins
     time_mask: int = 12  # and of frames
+    # Waveform augmentation (opt-in; on the speech demo it bought nothing on other engines: README,
+    # "The demo data and model"): ``views`` augmented copies of the training split are made before
+    # training; after ``clean_epochs`` epochs on the clips as they are, the epochs read the copies
+    # in turn. 0 views (the default): every epoch reads the clips as they are.
+    views: int = 0
+    augment: WaveAugment = field(default_factory=WaveAugment)
+    # With augmented copies from the first epoch, the speech model sat at chance for 3 epochs and
+    # reached only 62 % validation accuracy by epoch 9 of 15; 2 clean epochs first start it.
+    clean_epochs: int = 0
     threads: int = 2
 
     def __post_init__(self) -> None:
@@ -81,6 +93,8 @@ class DemoTrainConfig:
         check_settings(
             (
                 ("max_length", self.max_length, self.max_length >= 1),
+                ("views", self.views, self.views >= 0),
+                ("clean_epochs", self.clean_epochs, self.clean_epochs >= 0),
                 (
                     "label_smoothing",
                     self.label_smoothing,
@@ -88,7 +102,7 @@ class DemoTrainConfig:
                 ),
             ),
             f"{self.task} demo-training settings",
-            "max_length must be >= 1, label_smoothing in [0, 1) and 0 for tagging "
+            "max_length must be >= 1, views and clean_epochs >= 0, label_smoothing in [0, 1) and 0 for tagging "
             "(binary cross-entropy on 0/1 tags)",
         )
 
@@ -112,8 +126,9 @@ def train_demo(
     data = (tagging_dataset if tagging else demo_dataset)(cfg.data_seed, progress=None)
     labels = list(data.labels)
     feats, targets, extractor = _split_features(cfg, data, labels, quiet)
+    views = _views(cfg, data, extractor, quiet)
     model = _new_model(cfg, labels)
-    best, best_epoch, history = _train(model, feats, targets, labels, cfg, quiet)
+    best, best_epoch, history = _train(model, feats, views, targets, labels, cfg, quiet)
     test = _measure(model, feats["test"], targets["test"], labels)
     if tagging:
         mauc = float(test.summary["mAUC"].iloc[0])
@@ -160,6 +175,46 @@ def _split_features(cfg: DemoTrainConfig, data, labels: list[str], quiet: bool):
     return feats, targets, extractor
 
 
+def _views(cfg: DemoTrainConfig, data, extractor: ASTFeatureExtractor, quiet: bool) -> list[torch.Tensor]:
+    """``cfg.views`` augmented copies of the training split's features (``WaveAugment``), each
+    normalised as the clean features are; copy v of clip i depends only on (seed, v, i). Made by
+    ``cfg.threads`` processes (the augmentation is many small per-clip operations)."""
+    if not cfg.views:
+        return []
+    paths = [str(c.path) for c in data.split("train")]
+    noises = [str(p) for p in sorted((data.root / "_background_noise_").glob("*.wav"))]
+    chunk = math.ceil(len(paths) / (4 * cfg.threads))
+    jobs = [
+        (v, start, paths[start : start + chunk])
+        for v in range(cfg.views)
+        for start in range(0, len(paths), chunk)
+    ]
+    bar = tqdm(total=len(paths) * cfg.views, desc="augmented copies", disable=quiet, unit="clip")
+    context = multiprocessing.get_context("spawn")  # a fork of a process running torch threads can hang
+    with ProcessPoolExecutor(cfg.threads, mp_context=context) as pool:
+        futures = [
+            pool.submit(_view_chunk, part, noises, extractor, cfg.augment, cfg.seed * 1000 + v, start)
+            for v, start, part in jobs
+        ]
+        for future in as_completed(futures):
+            bar.update(len(future.result()))
+    bar.close()
+    per_view = len(futures) // cfg.views  # jobs are in (view, chunk) order
+    views = []
+    for v in range(cfg.views):
+        raw = torch.cat([f.result() for f in futures[v * per_view : (v + 1) * per_view]])
+        views.append((raw - extractor.mean) / (2 * extractor.std))
+    return views
+
+
+def _view_chunk(paths: list[str], noises: list[str], extractor, aug: WaveAugment, seed: int, first: int):
+    """One worker's share of an augmented copy: features of ``paths`` (clip numbers from ``first``)."""
+    torch.set_num_threads(1)
+    waves = [torch.from_numpy(audio.load_waveform(p)) for p in paths]
+    background = [torch.from_numpy(audio.load_waveform(p)) for p in noises]
+    return augmented_features(waves, extractor, aug, seed, background, first=first)
+
+
 def _new_model(cfg: DemoTrainConfig, labels: list[str]) -> ASTForAudioClassification:
     config = ASTConfig(
         hidden_size=cfg.hidden_size,
@@ -183,8 +238,12 @@ def _measure(model, feats: torch.Tensor, targets: torch.Tensor, labels: list[str
     return measure(predict_logits(model, feats), targets.numpy(), labels)
 
 
-def _train(model, feats, targets, labels, cfg: DemoTrainConfig, quiet: bool) -> tuple[float, int, list[dict]]:
-    """AdamW with warm-up + cosine and SpecAugment; ``model`` ends holding the weights of the best
+def _train(
+    model, feats, views, targets, labels, cfg: DemoTrainConfig, quiet: bool
+) -> tuple[float, int, list[dict]]:
+    """AdamW with warm-up + cosine and SpecAugment; the first ``cfg.clean_epochs`` epochs read
+    ``feats["train"]``, later ones the augmented copies in turn (``feats["train"]`` when there
+    are none); ``model`` ends holding the weights of the best
     validation accuracy, or mAP for tagging (returned with its epoch and the per-epoch history),
     in eval mode. Speech trains on label-smoothed cross-entropy, tagging on binary cross-entropy."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -197,10 +256,12 @@ def _train(model, feats, targets, labels, cfg: DemoTrainConfig, quiet: bool) -> 
     bar = tqdm(total=total, desc=f"training {cfg.task} demo model", disable=quiet, unit="step")
     for epoch in range(cfg.epochs):
         model.train()
-        order = torch.randperm(len(feats["train"]), generator=gen)
+        augmented = views and epoch >= cfg.clean_epochs
+        train = views[(epoch - cfg.clean_epochs) % len(views)] if augmented else feats["train"]
+        order = torch.randperm(len(train), generator=gen)
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            logits = model(augment(feats["train"][idx])).logits  # (B, C)
+            logits = model(augment(train[idx])).logits  # (B, C)
             if cfg.task == "tagging":
                 loss = task_loss(logits, targets["train"][idx])  # targets (B, C): BCE
             else:
