@@ -190,6 +190,8 @@ def test_interpolated_table():
             run("fisher", 0, [0.0, 0.2, 0.4, 0.6], [0.9, 0.8, 0.7, 0.6]),
             run("fisher", 1, [0.0, 0.2, 0.4, 0.6], [0.9, 0.6, 0.5, 0.4]),
             run("magnitude", 0, [0.0, 0.25, 0.25, 0.5], [0.9, 0.5, 0.7, 0.3]),  # 25 % twice: the first counts
+            run("taylor", 0, [0.0, 0.3, 0.594], [0.9, 0.8, 0.6]),  # stops 0.6 points short of 60 %
+            run("random", 0, [0.0, 0.3, 0.585], [0.9, 0.8, 0.6]),  # 1.5 points short
         ],
         ignore_index=True,
     )
@@ -212,6 +214,9 @@ def test_interpolated_table():
     assert fisher[["10%", "20%", "30%", "60%"]].tolist() == pytest.approx([80, 70, 65, 50])  # mean of 2 seeds
     assert magnitude[["10%", "20%", "30%", "50%"]].tolist() == pytest.approx([74, 58, 46, 30])
     assert np.isnan(magnitude["60%"])  # past the last step: not extrapolated
+    taylor, random = table.iloc[2], table.iloc[3]
+    assert taylor["60%"] == pytest.approx(60)  # within a point: read at the last step
+    assert np.isnan(random["60%"]) and random["50%"] == pytest.approx(80 - 20 * 20 / 28.5)
     row = "| PH | G | Fisher | 90.00 | 80.00 | 70.00 | 65.00 | 60.00 | 55.00 | 50.00 |"
     assert table_markdown(table).splitlines()[2] == row
 
