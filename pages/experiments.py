@@ -19,13 +19,22 @@ st.caption(
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "docs" / "sweep-demo"  # the demo grid whose results the README quotes
+# The tagging demo's grid: five sweeps merged into one results.csv (its sweeps.json holds their settings).
+COMMITTED_TAGGING = REPO / "docs" / "tagging-grid"
 GEOMETRIC = "10 % of what remains per step"
 TO_TARGET = "Equal steps to a final sparsity"
 
 
 def _folders() -> dict[str, Path]:
-    found = sweep.find_sweeps(COMMITTED, cache_dir() / "sweeps")
-    return {("docs/sweep-demo (committed demo grid)" if p == COMMITTED else p.name): p for p in found}
+    """The committed grids first (each has a results.csv), then the sweeps under cache/sweeps."""
+    committed = {
+        "docs/sweep-demo (committed demo grid)": COMMITTED,
+        "docs/tagging-grid (committed tagging-demo grid, mAP)": COMMITTED_TAGGING,
+    }
+    return {
+        **{name: p for name, p in committed.items() if (p / sweep.RESULTS_FILE).is_file()},
+        **{p.name: p for p in sweep.find_sweeps(cache_dir() / "sweeps")},
+    }
 
 
 def _progress(folder: Path) -> None:

@@ -350,6 +350,12 @@ def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_swe
     table = at.dataframe[0].value
     assert len(table) == 8 and "original" in table.columns and "dense" not in table.columns
     assert "Fisher, per-head, global" in set(table["configuration"])  # configurations in words
+    # The committed tagging-demo grid (five sweeps in one folder) is listed too, as mAP over seeds.
+    at.selectbox(key="exp_folder").set_value("docs/tagging-grid (committed tagging-demo grid, mAP)").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("configuration")
+    assert len(table) == 8 and table.loc["Fisher, per-head, global", "seeds"] == 3
+    assert table.loc["Fisher, per-head, global", "60%"] == pytest.approx(0.7371, abs=1e-4)  # README's 0.7371
     at.text_input(key="exp_name").set_value("tiny-grid")
     at.multiselect(key="exp_scorers").set_value(["magnitude"])
     at.multiselect(key="exp_patterns").set_value(["entire-head"])
