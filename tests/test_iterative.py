@@ -7,7 +7,10 @@ import torch
 from conftest import TINY_LABELS
 from transformers import ASTFeatureExtractor
 
-from prunekit.data.datasets import read_speech_commands
+from prunekit.data.datasets import label_indices, read_speech_commands
+from prunekit.data.features import clip_features
+from prunekit.evaluation.metrics import predict_logits
+from prunekit.evaluation.paired import unpack_correct
 from prunekit.heads.plan import LayerPlan, PruningPlan
 from prunekit.heads.surgery import apply_plan
 from prunekit.models import LoadedModel, anatomy
@@ -168,6 +171,20 @@ def test_steps_with_recovery_record_everything(loaded, dataset):
     assert steps["parameters"].is_monotonic_decreasing and steps["macs_per_clip"].is_monotonic_decreasing
     assert len(state.structure) == 3 * 2 * 4  # steps x layers x heads
     assert all(torch.equal(v, before[k]) for k, v in loaded.model.state_dict().items())
+    # per-clip right/wrong kept for paired comparisons: it agrees with the accuracy, and step 0's
+    # is the original model's own
+    clips = len(dataset.split(config.eval_split))
+    for _, row in steps.iterrows():
+        for when in ("before", "after"):
+            correct = unpack_correct(row[f"correct_{when}"], clips)
+            assert correct.mean() == pytest.approx(row[f"accuracy_{when}"])
+    logits = predict_logits(
+        loaded.model, clip_features(dataset.split(config.eval_split), loaded.feature_extractor)
+    )
+    targets = label_indices(dataset.split(config.eval_split), loaded.labels)
+    assert np.array_equal(
+        unpack_correct(steps["correct_after"][0], clips), logits.argmax(1).numpy() == targets
+    )
 
 
 def test_a_step_that_removes_nothing_is_not_recovered(loaded, dataset, monkeypatch):
@@ -193,6 +210,7 @@ def test_a_step_that_removes_nothing_is_not_recovered(loaded, dataset, monkeypat
         row, last = steps.iloc[step], steps.iloc[previous]
         assert row["accuracy_before"] == row["accuracy_after"] == last["accuracy_after"]
         assert row["loss_after"] == last["loss_after"] and row["parameters"] == last["parameters"]
+        assert row["correct_before"] == row["correct_after"] == last["correct_after"]
         assert np.isnan(row["val_loss_after"]) and row["recovery_seconds"] == 0.0
     assert not np.isnan(steps.iloc[2]["val_loss_after"])
 

@@ -8,6 +8,7 @@ import pytest
 import scipy.stats
 import torch
 
+from prunekit.errors import ConfigurationError
 from prunekit.evaluation.metrics import classification_metrics
 from prunekit.evaluation.paired import (
     average_precisions,
@@ -16,6 +17,8 @@ from prunekit.evaluation.paired import (
     compare_correct,
     compare_evaluations,
     mcnemar,
+    pack_correct,
+    unpack_correct,
 )
 
 
@@ -27,6 +30,19 @@ def _pairs(
     candidate = [True] * both + [False] * only_reference + [True] * only_candidate + [False] * neither
     order = np.random.default_rng(1).permutation(len(reference))
     return np.array(reference)[order], np.array(candidate)[order]
+
+
+def test_packed_correctness_round_trips():
+    """A sweep keeps each step's per-clip right/wrong as hex, one bit per clip."""
+    correct = np.random.default_rng(0).random(1330) < 0.9
+    packed = pack_correct(correct)
+    assert len(packed) == 2 * -(-1330 // 8)
+    assert np.array_equal(unpack_correct(packed, 1330), correct)
+    assert pack_correct([True, False, True]) == "a0"  # 101 then zero padding
+    with pytest.raises(ConfigurationError, match="not 1340 clips"):
+        unpack_correct(packed, 1340)  # more clips than bits
+    with pytest.raises(ConfigurationError, match="not 4 clips"):
+        unpack_correct(pack_correct([True] * 8), 4)  # right answers past the 4th clip
 
 
 def test_mcnemar_by_hand():

@@ -8,7 +8,8 @@ On 1,330 clips a one-point difference is 13 clips, so without them a "holds" or 
 rests on noise.
 
 ``compare_evaluations(dense, pruned)`` takes two ``Evaluation``s (their per-clip ``correct``
-column); ``compare_correct`` takes the two boolean arrays.
+column); ``compare_correct`` takes the two boolean arrays. ``pack_correct`` / ``unpack_correct``
+write such an array as a short hex string (one bit per clip), as a sweep's results keep them.
 
 Multi-label data has no per-clip "right or wrong": mAP is a statistic of the whole split (each
 class's ranking of every clip). ``compare_map`` resamples clips with replacement, the same
@@ -44,6 +45,8 @@ __all__ = [
     "compare_map",
     "map_resamples",
     "mcnemar",
+    "pack_correct",
+    "unpack_correct",
 ]
 
 TESTS = ("exact", "chi-square")
@@ -374,3 +377,16 @@ def _pair(reference, candidate) -> tuple[np.ndarray, np.ndarray]:
                 f"{sorted(set(np.unique(values).tolist()) - {0, 1})[:5]}"
             )
     return a.astype(bool), b.astype(bool)
+
+
+def pack_correct(correct: np.ndarray) -> str:
+    """Per-clip right/wrong (N,) as hex, one bit per clip in order (``unpack_correct`` reverses it)."""
+    return np.packbits(np.asarray(correct, dtype=bool)).tobytes().hex()
+
+
+def unpack_correct(packed: str, clips: int) -> np.ndarray:
+    """The (clips,) boolean array ``pack_correct`` wrote."""
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(packed), dtype=np.uint8))
+    if len(bits) < clips or bits[clips:].any():
+        raise ConfigurationError(f"The packed results hold {len(bits)} bits, not {clips} clips")
+    return bits[:clips].astype(bool)

@@ -27,6 +27,7 @@ from prunekit.devices import check_precision, resolve_device
 from prunekit.errors import ConfigurationError, PlanError
 from prunekit.evaluation.cost import cost
 from prunekit.evaluation.metrics import classification_metrics, multilabel_metrics, predict_logits
+from prunekit.evaluation.paired import pack_correct
 from prunekit.heads.plan import LayerPlan, PruningPlan
 from prunekit.heads.planner import BUDGETS, PATTERNS, THRESHOLDS, make_plan, max_sparsity
 from prunekit.heads.scoring import SCORERS, ScoringData, needs_data, score
@@ -315,6 +316,7 @@ def _first_state(model: nn.Module, data: _RunData, report: StageProgress) -> Ite
         "val_loss_before": np.nan,
         "val_loss_after": np.nan,
         "recovered": False,
+        **_correct(quality, quality),
         **_cost(model, data, report),
         "score_seconds": 0.0,
         "recovery_seconds": 0.0,
@@ -353,6 +355,7 @@ def _step(state: IterativeState, step: int, data: _RunData, report: StageProgres
         "val_loss_before": val_before,
         "val_loss_after": val_after,
         "recovered": data.config.recovery is not None,
+        **_correct(before, after),
         **_cost(model, data, report),
         **seconds,
     }
@@ -375,6 +378,7 @@ def _unchanged(
         "target_sparsity": target,
         f"{metric}_before": last[f"{metric}_after"],
         "loss_before": last["loss_after"],
+        **({"correct_before": last["correct_after"]} if "correct_after" in last else {}),
         "val_loss_before": np.nan,
         "val_loss_after": np.nan,
         "recovered": False,
@@ -453,7 +457,16 @@ def _evaluate(model: nn.Module, data: _RunData, report: StageProgress) -> dict[s
         summary = multilabel_metrics(logits, ev.targets.numpy(), list(data.labels)).summary.iloc[0]
         return {"map": float(summary["mAP"]), "loss": float(summary["loss"])}
     summary = classification_metrics(logits, ev.targets.numpy(), list(data.labels)).summary.iloc[0]
-    return {"accuracy": float(summary["accuracy"]), "loss": float(summary["loss"])}
+    correct = pack_correct(logits.argmax(1).numpy() == ev.targets.numpy())
+    return {"accuracy": float(summary["accuracy"]), "loss": float(summary["loss"]), "correct": correct}
+
+
+def _correct(before: dict, after: dict) -> dict[str, str]:
+    """Which evaluation clips each model got right (``pack_correct`` hex, evaluation order), so
+    two steps or two runs on the same clips can be compared paired; none on multi-label data."""
+    if "correct" not in after:
+        return {}
+    return {"correct_before": before["correct"], "correct_after": after["correct"]}
 
 
 def _cost(model: nn.Module, data: _RunData, report: StageProgress) -> dict[str, float]:
