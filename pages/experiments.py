@@ -92,9 +92,12 @@ def _results(folder: Path) -> None:
     multilabel = iterative.quality_column(results).startswith("map")  # a sweep on tagging data: mAP
     st.markdown(
         f"**{'mAP' if multilabel else 'Accuracy (%)'} after recovery at each attention sparsity** "
-        "(linear interpolation between steps)"
+        '(linear interpolation between steps; mean over seeds, and "sd" its standard deviation '
+        "where there are several)"
     )
-    table = sweep.interpolated_table(results).round(4 if multilabel else 2)
+    table = sweep.interpolated_table(results, spread=True).round(4 if multilabel else 2)
+    spreads = [c for c in table.columns if c.endswith(" sd")]  # over seeds; NaN with one seed
+    table = table.drop(columns=[c for c in spreads if table[c].isna().all()])
     points = [c for c in table.columns if c.endswith("%")]  # a sparsity no step reached is NaN
     table[points] = table[points].astype(object).where(table[points].notna(), "not reached")
     table.insert(

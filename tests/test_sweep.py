@@ -217,8 +217,23 @@ def test_interpolated_table():
     taylor, random = table.iloc[2], table.iloc[3]
     assert taylor["60%"] == pytest.approx(60)  # within a point: read at the last step
     assert np.isnan(random["60%"]) and random["50%"] == pytest.approx(80 - 20 * 20 / 28.5)
-    row = "| PH | G | Fisher | 90.00 | 80.00 | 70.00 | 65.00 | 60.00 | 55.00 | 50.00 |"
+    row = "| PH | G | Fisher | 2 | 90.00 | 80.00 | 70.00 | 65.00 | 60.00 | 55.00 | 50.00 |"  # seeds shown
     assert table_markdown(table).splitlines()[2] == row
+
+    spread = interpolated_table(results, spread=True)  # sample standard deviation over seeds
+    assert list(spread.columns[4:8]) == ["dense", "dense sd", "10%", "10% sd"]
+    fisher, magnitude = spread.iloc[0], spread.iloc[1]
+    assert fisher["dense sd"] == pytest.approx(0)
+    assert fisher["10% sd"] == pytest.approx(np.std([85, 75], ddof=1))  # seeds at 10 %: 85 and 75
+    assert fisher["60% sd"] == pytest.approx(np.std([60, 40], ddof=1))
+    assert np.isnan(magnitude["10% sd"])  # one seed: no spread
+    lines = table_markdown(spread).splitlines()
+    assert lines[0].startswith("| scheme | thr | score | seeds | dense | 10% |")
+    assert lines[2] == (
+        "| PH | G | Fisher | 2 | 90.00 ± 0.00 | 80.00 ± 7.07 | 70.00 ± 14.14 | 65.00 ± 14.14 "
+        "| 60.00 ± 14.14 | 55.00 ± 14.14 | 50.00 ± 14.14 |"
+    )
+    assert lines[3].startswith("| PH | G | Mag | 1 | 90.00 | 74.00 |")  # one seed: the mean alone
 
 
 def test_sweep_command(tiny_model_dir, tiny_speech_commands, tmp_path, capsys, run_cli):
