@@ -82,10 +82,14 @@ def _arrivals(results: pd.DataFrame, target: float, clips: int) -> dict:
 
 def compare(results: pd.DataFrame, target: float, clips: int) -> pd.DataFrame:
     arrivals = _arrivals(results, target, clips)
-    seeds = sorted(results["seed"].unique())
     rows = []
     for question, reference, candidate in _pairs():
-        if not all((c, s) in arrivals for c in (reference, candidate) for s in seeds):
+        seeds = [
+            s
+            for s in sorted(results["seed"].unique())
+            if (reference, s) in arrivals and (candidate, s) in arrivals
+        ]  # those both have reached the target (all, once the sweep is finished)
+        if not seeds:
             continue
         per_seed = [
             compare_correct(arrivals[reference, s][1], arrivals[candidate, s][1], resamples=RESAMPLES, seed=s)

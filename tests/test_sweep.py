@@ -31,6 +31,7 @@ from prunekit.recovery.sweep import (
     sweep_status,
     table_markdown,
 )
+from prunekit.report import figures
 
 RECOVERY = RecoveryConfig(train_clips=4, validation_clips=None, batch_size=2, lr=1e-3)
 RUN = IterativeConfig(schedule=(0.2, 0.45), recovery=RECOVERY, latency_repeats=1)
@@ -305,3 +306,26 @@ def test_a_sweep_that_fails_at_start_is_reported_by_start_sweep(tmp_path):
         SweepError, match=r"stopped at once.*--steps: expected a whole number"
     ):  # argparse exits
         start_sweep(tmp_path / "bad-args", ["--steps", "many"])
+
+
+def test_sweep_curves_show_the_spread_over_seeds():
+    def run(seed, accuracies):
+        return pd.DataFrame(
+            {
+                "scorer": "fisher",
+                "pattern": "per-head",
+                "threshold": "global",
+                "seed": seed,
+                "step": [0, 1, 2],
+                "attention_sparsity": [0.0, 0.1, 0.19],
+                "accuracy_after": accuracies,
+            }
+        )
+
+    two = figures.sweep_curves(pd.concat([run(0, [0.9, 0.8, 0.7]), run(1, [0.9, 0.6, 0.5])]))
+    (line,) = two.data
+    assert list(line.y) == pytest.approx([90, 70, 60])  # means over the seeds, in %
+    assert list(line.error_y.array) == pytest.approx([0, np.std([80, 60], ddof=1), np.std([70, 50], ddof=1)])
+    assert "mean of 2 seeds" in two.layout.title.text
+    (alone,) = figures.sweep_curves(run(0, [0.9, 0.8, 0.7])).data
+    assert alone.error_y.array is None and list(alone.y) == pytest.approx([90, 80, 70])

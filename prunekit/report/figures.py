@@ -267,7 +267,8 @@ def sweep_structure_maps(structure: pd.DataFrame, step: int) -> go.Figure:
 
 def sweep_curves(results: pd.DataFrame) -> go.Figure:
     """Accuracy after recovery against attention sparsity (mAP for a sweep on multi-label data):
-    one line per scorer x threshold, one panel per pattern (means over seeds)."""
+    one line per scorer x threshold, one panel per pattern (means over seeds, with error bars of
+    one standard deviation over seeds when there are several)."""
     import plotly.express as px
 
     from prunekit.recovery.iterative import quality_column
@@ -276,9 +277,13 @@ def sweep_curves(results: pd.DataFrame) -> go.Figure:
     multilabel = column.startswith("map")
     axis = "mAP after recovery" if multilabel else "accuracy after recovery (%)"
     keys = ["pattern", "threshold", "scorer", "step"]
-    curves = results.groupby(keys, sort=False)[["attention_sparsity", column]].mean().reset_index()
+    groups = results.groupby(keys, sort=False)
+    curves = groups[["attention_sparsity", column]].mean().reset_index()
     curves["attention sparsity (%)"] = 100 * curves["attention_sparsity"]
     curves[axis] = curves[column] * (1 if multilabel else 100)
+    spread = groups[column].std(ddof=1).to_numpy() * (1 if multilabel else 100)  # NaN for one seed
+    curves["sd over seeds"] = spread
+    seeds = results["seed"].nunique() if "seed" in results else 1
     curves["configuration"] = curves["scorer"].str.capitalize() + ", " + curves["threshold"]
     fig = px.line(
         curves,
@@ -287,10 +292,12 @@ def sweep_curves(results: pd.DataFrame) -> go.Figure:
         color="configuration",
         facet_col="pattern",
         markers=True,
+        error_y="sd over seeds" if seeds > 1 else None,
         hover_data=["step"],
         title="Iterative pruning with LoRA recovery: "
         + ("mAP" if multilabel else "accuracy")
-        + " against attention sparsity",
+        + " against attention sparsity"
+        + (f" (mean of {seeds} seeds, bars: one standard deviation)" if seeds > 1 else ""),
     )
     fig.update_layout(height=450, margin={"t": 80, "b": 40})
     return fig
