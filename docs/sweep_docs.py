@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import plotly.io as pio
+
 from prunekit.recovery import sweep
 from prunekit.report import figures
 from prunekit.ui.driver import browser_page
@@ -28,6 +30,9 @@ def main(source: Path, target: Path = REPO / "docs" / "sweep-demo") -> None:
     for name in FILES:
         shutil.copy2(source / name, target / name)
     results, _ = sweep.read_results(source)
+    pio.templates.default = (
+        "plotly"  # importing streamlit made the app's template (placeholder colours) the default
+    )
     figure = figures.sweep_curves(results)
     with tempfile.TemporaryDirectory() as tmp, browser_page(width=1200, height=520) as page:
         html = Path(tmp) / "figure.html"

@@ -602,7 +602,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         f"{'mAP' if multilabel else 'accuracy (%)'} after recovery, interpolated at attention "
         f"sparsities, {args.split} split:"
     )
-    print(table_markdown(interpolated_table(results), digits=4 if multilabel else 2), end="")
+    print(table_markdown(interpolated_table(results, spread=True), digits=4 if multilabel else 2), end="")
     print(
         f"written to {args.out}: {RESULTS_FILE}, {STRUCTURE_FILE}, {TABLE_MARKDOWN}, {FIGURE_HTML}, runs/ "
         f"({time.perf_counter() - start:.0f} s)"

@@ -104,7 +104,8 @@ SHORT_NAMES = {
     "magnitude": "Mag",
 }
 
-# Budgeted defaults: the 8-configuration demo grid (10 steps) in about 57 minutes on 2 cores.
+# Budgeted defaults: the 8-configuration demo grid (10 steps) in about 57 minutes on 2 cores for one
+# seed in one process; 3 seeds took 60 minutes as two one-thread torchrun processes.
 # Measured per step of the demo: recovery 29 s (3,000 clips; plus 6 s of features the first time
 # a subset is seen), Fisher scores 8 s, evaluation before and after 7.5 s, cost and saving 1 s.
 # The paper recovers on a whole epoch of the training set per step; each step here trains on its
