@@ -97,7 +97,8 @@ def _results(folder: Path) -> None:
     )
     table = sweep.interpolated_table(results, spread=True).round(4 if multilabel else 2)
     spreads = [c for c in table.columns if c.endswith(" sd")]  # over seeds; NaN with one seed
-    table = table.drop(columns=[c for c in spreads if table[c].isna().all()])
+    # the dense model is one model (no spread); a one-seed sweep has none anywhere
+    table = table.drop(columns=[c for c in spreads if c == "dense sd" or table[c].isna().all()])
     points = [c for c in table.columns if c.endswith("%")]  # a sparsity no step reached is NaN
     table[points] = table[points].astype(object).where(table[points].notna(), "not reached")
     table.insert(

@@ -350,6 +350,9 @@ def test_experiments_page_starts_a_sweep_in_the_background_and_shows_it(tiny_swe
     table = at.dataframe[0].value
     assert len(table) == 8 and "original" in table.columns and "dense" not in table.columns
     assert "Fisher, per-head, global" in set(table["configuration"])  # configurations in words
+    # 3 seeds: each sparsity has its standard deviation beside it; the dense model has none
+    assert {"50%", "50% sd"} <= set(table.columns) and "dense sd" not in table.columns
+    assert (table["seeds"] == 3).all() and table["50% sd"].notna().all()
     # The committed tagging-demo grid (five sweeps in one folder) is listed too, as mAP over seeds.
     at.selectbox(key="exp_folder").set_value("docs/tagging-grid (committed tagging-demo grid, mAP)").run()
     assert not at.exception, at.exception
