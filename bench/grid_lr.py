@@ -32,7 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -40,7 +39,7 @@ from prunekit.data.datasets import demo_dataset, label_indices
 from prunekit.data.features import clip_features
 from prunekit.evaluation.metrics import predict_logits
 from prunekit.heads.planner import make_plan
-from prunekit.heads.scoring import score, scoring_data
+from prunekit.heads.scoring import score, scoring_data, seeded_subset
 from prunekit.heads.surgery import apply_plan
 from prunekit.models import load_model
 from prunekit.recovery.lora import recover
@@ -52,11 +51,10 @@ RATES = (1e-4, 3e-4, 1e-3, 3e-3)
 
 
 def _unseen_validation(dataset, extractor, labels, seed: int, seen: int):
-    """Features and targets of the validation clips outside recovery's seeded checkpoint subset
-    (the same draw as ``scoring_data``)."""
+    """Features and targets of the validation clips outside recovery's seeded checkpoint subset."""
     pool = dataset.split("validation")
-    chosen = set(np.random.default_rng(seed).choice(len(pool), seen, replace=False).tolist())
-    rest = [clip for i, clip in enumerate(pool) if i not in chosen]
+    chosen = {clip.path for clip in seeded_subset(pool, seen, seed)}
+    rest = [clip for clip in pool if clip.path not in chosen]
     return clip_features(rest, extractor), label_indices(rest, labels)
 
 

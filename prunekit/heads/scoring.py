@@ -38,6 +38,7 @@ __all__ = [
     "score_split",
     "scorer_names",
     "scoring_data",
+    "seeded_subset",
 ]
 
 SCORES_VERSION = 3  # bump when a scorer's maths changes, so old cached scores are not reused
@@ -60,6 +61,15 @@ def _scorer(name: str):
     return SCORERS[name]
 
 
+def seeded_subset(pool: Sequence, clips: int, seed: int = 0) -> list:
+    """``clips`` items of ``pool`` drawn without replacement by ``seed``, in pool order (all of
+    them when there are no more): the clips ``scoring_data`` and recovery's subsets read."""
+    if len(pool) <= clips:
+        return list(pool)
+    pick = np.sort(np.random.default_rng(seed).choice(len(pool), clips, replace=False))
+    return [pool[i] for i in pick]
+
+
 def scoring_data(
     dataset,
     feature_extractor,
@@ -74,10 +84,7 @@ def scoring_data(
     multi-label dataset {0, 1} rows (N, C), which make the gradient scorers use BCE."""
     if clips < 1:
         raise ConfigurationError(f"Need at least 1 clip to score with, got clips={clips}")
-    pool = dataset.split(split)  # never empty: DatasetError names the split when it would be
-    if len(pool) > clips:
-        pick = np.sort(np.random.default_rng(seed).choice(len(pool), clips, replace=False))
-        pool = [pool[i] for i in pick]
+    pool = seeded_subset(dataset.split(split), clips, seed)  # the split is never empty (DatasetError)
     targets = torch.as_tensor(
         label_targets(pool, labels) if dataset.multilabel else label_indices(pool, labels)
     )

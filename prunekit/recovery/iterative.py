@@ -456,8 +456,9 @@ def _evaluate(model: nn.Module, data: _RunData, report: StageProgress) -> dict[s
     if ev.multilabel:
         summary = multilabel_metrics(logits, ev.targets.numpy(), list(data.labels)).summary.iloc[0]
         return {"map": float(summary["mAP"]), "loss": float(summary["loss"])}
-    summary = classification_metrics(logits, ev.targets.numpy(), list(data.labels)).summary.iloc[0]
-    correct = pack_correct(logits.argmax(1).numpy() == ev.targets.numpy())
+    evaluation = classification_metrics(logits, ev.targets.numpy(), list(data.labels))
+    summary = evaluation.summary.iloc[0]
+    correct = pack_correct(evaluation.predictions["correct"].to_numpy())
     return {"accuracy": float(summary["accuracy"]), "loss": float(summary["loss"]), "correct": correct}
 
 
