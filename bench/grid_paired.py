@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from prunekit.data.datasets import open_dataset
-from prunekit.evaluation.paired import compare_correct, unpack_correct
+from prunekit.evaluation.paired import bootstrap_mean, compare_correct, unpack_correct
 
 REPO = Path(__file__).resolve().parent.parent
 RESAMPLES = 2000
@@ -102,8 +102,9 @@ def compare(results: pd.DataFrame, target: float, clips: int) -> pd.DataFrame:
             ],
             axis=0,
         )  # (N,) each clip's change, averaged over the seeds
-        draws = np.random.default_rng(0).integers(0, clips, (RESAMPLES, clips))
-        low, high = np.percentile(change[draws].mean(axis=1), [2.5, 97.5])
+        low, high = bootstrap_mean(
+            change, resamples=RESAMPLES, seed=0
+        )  # clips resampled, seeds kept together
         name = lambda c: c if c == "dense" else " ".join(c)  # noqa: E731
         rows.append(
             {

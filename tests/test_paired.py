@@ -14,6 +14,7 @@ from prunekit.evaluation.paired import (
     average_precisions,
     bootstrap_difference,
     bootstrap_map_difference,
+    bootstrap_mean,
     compare_correct,
     compare_evaluations,
     mcnemar,
@@ -81,6 +82,30 @@ def test_bootstrap_interval_equals_scipys_percentile_bootstrap():
     assert bootstrap_difference(reference, reference) == (0.0, 0.0)
     with pytest.raises(ValueError, match="confidence must be in \\(0, 1\\), got 95"):
         bootstrap_difference(reference, candidate, confidence=95)
+
+
+def test_bootstrap_mean_keeps_a_clips_seeds_together():
+    # Per-clip changes averaged over 3 seeds take values in thirds; the interval resamples clips.
+    rng = np.random.default_rng(3)
+    per_seed = rng.integers(-1, 2, (3, 300)).astype(float)  # (seeds, clips) in {-1, 0, 1}
+    change = per_seed.mean(axis=0)  # (clips,)
+    low, high = bootstrap_mean(change, resamples=2000, seed=5)
+    expected = scipy.stats.bootstrap(
+        (change,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(5)
+    ).confidence_interval
+    assert (low, high) == (pytest.approx(expected.low, abs=1e-12), pytest.approx(expected.high, abs=1e-12))
+    assert low < change.mean() < high
+    # One seed: the same interval as bootstrap_difference on that seed's pair.
+    reference, candidate = _pairs(150, 12, 5, 33)
+    assert bootstrap_mean(candidate.astype(float) - reference, seed=7) == bootstrap_difference(
+        reference, candidate, seed=7
+    )
+    with pytest.raises(
+        ConfigurationError, match="non-empty 1-D array of per-clip values, got shape \\(3, 300\\)"
+    ):
+        bootstrap_mean(per_seed)
+    with pytest.raises(ConfigurationError, match="got shape \\(0,\\)"):
+        bootstrap_mean(np.array([]))
 
 
 def test_comparison_describes_itself_in_plain_words():

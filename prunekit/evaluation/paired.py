@@ -39,6 +39,7 @@ __all__ = [
     "average_precisions",
     "bootstrap_difference",
     "bootstrap_map_difference",
+    "bootstrap_mean",
     "compare",
     "compare_correct",
     "compare_evaluations",
@@ -119,12 +120,24 @@ def bootstrap_difference(
     """Percentile bootstrap interval of accuracy(candidate) - accuracy(reference): ``resamples``
     draws of N clips with replacement, each clip's pair kept together (the same draws and
     quantiles as ``scipy.stats.bootstrap(..., method="percentile")`` with this seed)."""
+    a, b = _pair(reference, candidate)
+    change = b.astype(np.float64) - a.astype(np.float64)  # (N,) in {-1, 0, 1}
+    return bootstrap_mean(change, resamples=resamples, confidence=confidence, seed=seed)
+
+
+def bootstrap_mean(
+    change: np.ndarray, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-clip values ``change`` (N,), clips drawn
+    with replacement: one clip's change in accuracy, or its change averaged over seeds (so the
+    seeds' results for a clip stay together when clips are resampled)."""
     if resamples < 1:
         raise ConfigurationError(f"resamples must be >= 1, got {resamples}")
     if not 0 < confidence < 1:
         raise ConfigurationError(f"confidence must be in (0, 1), got {confidence}")
-    a, b = _pair(reference, candidate)
-    change = b.astype(np.float64) - a.astype(np.float64)  # (N,) in {-1, 0, 1}
+    change = np.asarray(change, dtype=np.float64)
+    if change.ndim != 1 or change.size == 0:
+        raise ConfigurationError(f"need a non-empty 1-D array of per-clip values, got shape {change.shape}")
     draws = np.random.default_rng(seed).integers(0, len(change), (resamples, len(change)))  # (R, N)
     means = change[draws].mean(axis=1)  # (R,)
     tail = (1 - confidence) / 2
