@@ -194,7 +194,8 @@ def fresh_cache(tmp: Path) -> None:
     """The demo set and its features from cache/ (linked), nothing else."""
     real = REPO / "cache"
     for folder in real.glob("synthetic-speech-commands-*"):
-        (tmp / folder.name).symlink_to(folder)
+        if folder.is_dir():  # the set, not its lock file (a linked lock cannot be locked)
+            (tmp / folder.name).symlink_to(folder)
     shutil.copytree(real / "features", tmp / "features")
 
 

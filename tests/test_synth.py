@@ -194,3 +194,20 @@ def test_a_rerun_removes_what_a_killed_generation_left_behind(tmp_path, monkeypa
     assert len(datasets.demo_dataset(0).clips) == 1
     assert not dead.exists() and live.is_dir() and not old_lock.exists()
     assert (tmp_path / f"{root.name}.lock").exists()  # the current lock stays (another process may hold it)
+
+
+def test_a_lock_the_system_refuses_is_a_dataset_error_that_says_where(tmp_path, monkeypatch):
+    """A symlink loop where the synthetic set's lock file goes (what a cache copied with links
+    left behind) is reported as a DatasetError naming the cache folder, not a bare OSError."""
+    from prunekit.data import datasets
+    from prunekit.errors import DatasetError
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
+    lock = tmp_path / f"{datasets.demo_root(0).name}.lock"
+    lock.symlink_to(lock)  # a link to itself: "Too many levels of symbolic links"
+    with pytest.raises(DatasetError, match=f"in the cache folder {tmp_path}: .*PRUNEKIT_CACHE"):
+        datasets.demo_dataset(0)
+    lock = tmp_path / f"{datasets.tagging_root(0).name}.lock"
+    lock.symlink_to(lock)
+    with pytest.raises(DatasetError, match="synthetic-tagging"):
+        datasets.tagging_dataset(0)

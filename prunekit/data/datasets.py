@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -129,12 +130,26 @@ def demo_dataset(seed: int = 0, progress: Callable[[int, int], None] | None = No
 
     root = demo_root(seed)
     # Two app sessions (or a CLI and the app) may ask at once: one generates, the other waits.
-    with FileLock(str(root) + ".lock"):
+    with _cache_trouble(root), FileLock(str(root) + ".lock"):
         synth.remove_stale_partials(root.parent)  # left by a killed run, which the rerun replaces
         _remove_old_locks(root.parent)
         if not demo_generated(seed):
             synth.generate(root, synth.SynthConfig(seed=seed), progress=progress)
     return read_speech_commands(root, name=f"synthetic speech commands (seed {seed})")
+
+
+@contextlib.contextmanager
+def _cache_trouble(root: Path):
+    """The operating system's refusal to lock or write a synthetic set in the cache (read-only
+    or full disk, a broken link in place of the lock file) as a DatasetError that says where."""
+    try:
+        yield
+    except OSError as exc:
+        raise DatasetError(
+            f"Could not prepare the synthetic set {root.name} in the cache folder {root.parent}: "
+            f"{exc.strerror or exc}. Check that the folder is writable and not full, or set "
+            "PRUNEKIT_CACHE to another folder."
+        ) from exc
 
 
 def _remove_old_locks(folder: Path) -> None:
@@ -166,7 +181,7 @@ def tagging_dataset(seed: int = 0, progress: Callable[[int, int], None] | None =
     from prunekit.data import manifest, synth, tagging
 
     root = tagging_root(seed)
-    with FileLock(str(root) + ".lock"):
+    with _cache_trouble(root), FileLock(str(root) + ".lock"):
         synth.remove_stale_partials(root.parent)
         if not tagging_generated(seed):
             tagging.generate(root, tagging.TaggingConfig(seed=seed), progress=progress)
