@@ -79,3 +79,6 @@ def test_spectrogram_draws_digital_silence_black(tiny):
     heat = spectrogram(mel).data[0]
     assert heat.zmax == pytest.approx(mel.max()) and heat.zmin == pytest.approx(mel.max() - 13.8)
     assert mel[:40].max() < heat.zmin  # the silent half sits below the scale: the darkest colour
+    # which is black: plotly.js in the app drew Magma's "#000004" in a theme colour (pink).
+    colours = [colour for _, colour in heat.colorscale]
+    assert colours[0] == "#000000" and "#000004" not in colours and colours[-1] == "#fcfdbf"

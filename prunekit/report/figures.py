@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -469,6 +470,15 @@ def key_prior_maps(
     return fig
 
 
+# plotly's Magma with its darkest stop "#000004" made "#000000": plotly.js, as Streamlit serves it,
+# draws "#000004" in a colour of the page's theme (pink, or plotly's purple with theme=None), so
+# the quietest bins, silence included, looked loud. Seen in chromium; black draws as black.
+MAGMA = [
+    ["#000000" if colour == "#000004" else colour for colour in pair]
+    for pair in plotly.colors.get_colorscale("Magma")
+]
+
+
 def spectrogram(log_mel, *, title: str = "log-mel spectrogram", hop_ms: int = 10) -> go.Figure:
     """A (frames, mels) log-mel array: time across, mel bins up. The colour scale starts 60 dB
     below the loudest bin (natural log: 13.8), so digital silence (Kaldi's log floor, far below)
@@ -480,7 +490,7 @@ def spectrogram(log_mel, *, title: str = "log-mel spectrogram", hop_ms: int = 10
             x=[i * hop_ms / 1000 for i in range(len(log_mel))],
             zmin=top - 13.8,
             zmax=top,
-            colorscale="Magma",
+            colorscale=MAGMA,
             colorbar={"title": "log energy"},
             hovertemplate="%{x:.2f} s, mel bin %{y}<extra></extra>",
         )

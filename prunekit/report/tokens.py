@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from prunekit.models.family import PatchGrid
+from prunekit.report.figures import MAGMA
 
 __all__ = ["accuracy_macs", "cluster_histogram", "correlation_lines", "survivor_maps"]
 
@@ -36,7 +37,7 @@ def survivor_maps(features: np.ndarray, grid: PatchGrid, kept: dict[int, list[in
         fig.add_trace(
             go.Heatmap(
                 z=features.T,
-                colorscale="Magma",
+                colorscale=MAGMA,
                 showscale=False,
                 hovertemplate="frame %{x}, mel bin %{y}<extra></extra>",
             ),

@@ -129,10 +129,14 @@ def go_to(page, title: str, timeout: float = 120_000) -> None:
 
 
 def wait_idle(page, timeout: float = 300_000) -> None:
-    """Wait until the app has finished its rerun (Streamlit shows a status widget while running)."""
+    """Wait until the app has finished its rerun: no status widget (Streamlit shows one while a
+    run is slow) and no stale element (what the previous run drew and this one has not replaced
+    yet; a page whose layout changed, as after generating the demo set, can show a section twice
+    until the run ends)."""
     page.wait_for_timeout(300)
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout
+        '() => !document.querySelector(\'[data-testid="stStatusWidget"], [data-stale="true"]\')',
+        timeout=timeout,
     )
 
 
