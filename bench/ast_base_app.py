@@ -34,21 +34,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from memory import memory_mb, reset_peak  # bench/memory.py
 
 from app import app_test, timed  # bench/app.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 CLIPS = 200
-
-
-def _memory_mb() -> dict:
-    """This process's resident memory now and its peak (VmRSS, VmHWM), in MB."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-    return {k: round(int(fields[k].split()[0]) / 1024) for k in ("VmRSS", "VmHWM")}
-
-
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # the peak resident size starts again from now
 
 
 def _app(folder: Path, page: str | None = None, **state):
@@ -118,14 +109,14 @@ def main() -> None:
 
         at.switch_page("pages/prune.py")
         at.run()
-        _reset_peak()
+        reset_peak()
         applies = []
         for sparsity in (0.3, 0.4, 0.6, 0.7):  # with the first: five variants in the session
             at.slider(key="prune_sparsity").set_value(sparsity).run()
             applies.append(_timed(lambda: at.button(key="prune_apply").click().run()))
             _check(at)
         results["four_more_applies_s"] = applies
-        results["memory_after_five_variants_mb"] = _memory_mb()
+        results["memory_after_five_variants_mb"] = memory_mb()
         results["variants_in_memory"] = len(at.session_state["_prunekit_models"])
         results["variants_on_disk"] = sorted(
             p.name for p in (cache / "sessions").glob("*/variant-*") if p.is_dir()

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import ASTConfig, ASTForAudioClassification
+from memory import memory_mb, reset_peak  # bench/memory.py, beside this script
+from pruning import ast_base  # bench/pruning.py
 
 from prunekit.heads.planner import make_plan
 from prunekit.heads.scoring import score
@@ -25,26 +26,19 @@ from prunekit.heads.surgery import apply_plan
 OUT = Path(__file__).resolve().parent / "results" / "ast_base_memory.json"
 
 
-def _status(field: str) -> int:
-    """A VmRSS/VmHWM-style field of /proc/self/status, in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) // 1024
-    raise KeyError(field)
-
-
 def _phase(report: list, name: str, work):
     gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = _status("VmRSS")
+    reset_peak()
+    before = memory_mb()["VmRSS"]
     result = work()
     gc.collect()
+    after = memory_mb()
     report.append(
         {
             "phase": name,
             "rss_before_mb": before,
-            "peak_mb": _status("VmHWM"),
-            "rss_after_mb": _status("VmRSS"),
+            "peak_mb": after["VmHWM"],
+            "rss_after_mb": after["VmRSS"],
         }
     )
     row = report[-1]
@@ -59,11 +53,8 @@ def _phase(report: list, name: str, work):
 def main() -> None:
     torch.set_num_threads(2)
     report: list[dict] = []
-    report_imports = _status("VmRSS")
-    torch.manual_seed(0)
-    model = _phase(
-        report, "build the model", lambda: ASTForAudioClassification(ASTConfig(num_labels=35)).eval()
-    )
+    report_imports = memory_mb()["VmRSS"]
+    model = _phase(report, "build the model", ast_base)
     scores = _phase(report, "magnitude scores", lambda: score(model, "magnitude", cache=False))
     features = torch.randn(32, 1024, 128)  # (B, frames, mels), 16 MB
 

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pruning import ast_base  # bench/pruning.py, beside this script
 from torch import nn
-from transformers import ASTConfig, ASTForAudioClassification
+from transformers import ASTForAudioClassification
 
 from prunekit.evaluation import cost
 from prunekit.heads.planner import make_plan
@@ -115,11 +116,6 @@ def dense_as_pruned(model: ASTForAudioClassification) -> PrunedASTAttention:
     )
     whole.load_state_dict(block.state_dict())
     return whole.eval()
-
-
-def ast_base() -> ASTForAudioClassification:
-    torch.manual_seed(0)
-    return ASTForAudioClassification(ASTConfig(num_labels=35)).eval()
 
 
 def timed(modules: dict[str, Callable], hidden: torch.Tensor, rounds: int) -> dict[str, list[float]]:

@@ -102,9 +102,8 @@ def compare(results: pd.DataFrame, target: float, clips: int) -> pd.DataFrame:
             ],
             axis=0,
         )  # (N,) each clip's change, averaged over the seeds
-        low, high = bootstrap_mean(
-            change, resamples=RESAMPLES, seed=0
-        )  # clips resampled, seeds kept together
+        # clips resampled, each clip's seeds kept together
+        low, high = bootstrap_mean(change, resamples=RESAMPLES, seed=0)
         name = lambda c: c if c == "dense" else " ".join(c)  # noqa: E731
         rows.append(
             {

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
+
+from prunekit.data import audio
 
 RATE = 16_000
 LEXICON = {
@@ -93,7 +93,7 @@ class Kokoro:
                 "speed": np.array([speed], dtype=np.float32),
             },
         )[0].ravel()  # 24 kHz
-        return torchaudio.functional.resample(torch.from_numpy(wave), 24_000, RATE).numpy()
+        return audio.resample(wave, 24_000, RATE)
 
 
 def speakers(kokoro: Kokoro, count: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import psutil
 
-from prunekit.ui.driver import CHROMIUM_FLAGS, chromium_path, serve_app
+from prunekit.ui.driver import CHROMIUM_FLAGS, IDLE_SCRIPT, chromium_path, serve_app
 
 REPO = Path(__file__).resolve().parent.parent
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", 5))  # other counts write sessions_<n>.json
@@ -91,9 +91,7 @@ async def idle(page) -> None:
     """The rerun started by the last action has ended (the status widget came and went)."""
     with contextlib.suppress(Exception):  # a short rerun may have come and gone already
         await page.wait_for_selector('[data-testid="stStatusWidget"]', timeout=3_000)
-    await page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT
-    )
+    await page.wait_for_function(IDLE_SCRIPT, timeout=TIMEOUT)
 
 
 async def metric(page, label: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 __all__ = [
     "CHROMIUM_FLAGS",
+    "IDLE_SCRIPT",
     "REPO",
     "browser_page",
     "chromium_path",
@@ -128,16 +129,18 @@ def go_to(page, title: str, timeout: float = 120_000) -> None:
     page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=timeout)
 
 
+# True once a rerun has finished: the condition of ``wait_idle``, for drivers of their own (the
+# asynchronous playwright API in bench/sessions.py).
+IDLE_SCRIPT = '() => !document.querySelector(\'[data-testid="stStatusWidget"], [data-stale="true"]\')'
+
+
 def wait_idle(page, timeout: float = 300_000) -> None:
     """Wait until the app has finished its rerun: no status widget (Streamlit shows one while a
     run is slow) and no stale element (what the previous run drew and this one has not replaced
     yet; a page whose layout changed, as after generating the demo set, can show a section twice
     until the run ends)."""
     page.wait_for_timeout(300)
-    page.wait_for_function(
-        '() => !document.querySelector(\'[data-testid="stStatusWidget"], [data-stale="true"]\')',
-        timeout=timeout,
-    )
+    page.wait_for_function(IDLE_SCRIPT, timeout=timeout)
 
 
 def metric_value(page, label: str, timeout: float = 300_000) -> str:
